@@ -1,0 +1,142 @@
+"""Process pool backend: for CPU-bound stages (``kind="cpu"``).
+
+Built on ``concurrent.futures.ProcessPoolExecutor`` with an explicit start method
+(``forkserver`` by default on Linux, ``spawn`` elsewhere): never ``fork`` from a driver that
+already runs threads. Callables are pickled by reference, so they must be importable in
+the child; nothing here re-runs the user's script.
+
+A worker that dies (segfault, ``os._exit``, out of memory, killed) breaks the stdlib pool.
+This backend turns that into ``WorkerLostError("worker died: signal 11")`` on every task
+that was running or queued in the broken pool, and starts a fresh pool for the next submit,
+so one poison task never ends the executor.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from .base import Capabilities, ExecutorBase, call
+from .errors import WorkerLostError
+
+T = TypeVar("T")
+
+DEFAULT_START_METHOD = "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+class ProcessExecutor(ExecutorBase):
+    """Args:
+        max_workers: processes in the pool (default: CPU count).
+        start_method: ``"forkserver"``, ``"spawn"`` or ``"fork"``
+            (default: ``$PIPELINES_START_METHOD`` or forkserver on Linux).
+        preload: modules the forkserver imports once, so each worker starts warm.
+    """
+
+    name = "processes"
+
+    def __init__(self, max_workers: int | None = None, start_method: str | None = None,
+                 preload: Sequence[str] = ()) -> None:
+        super().__init__()
+        workers = max_workers or os.cpu_count() or 1
+        self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=False, max_workers=workers)
+        self.start_method = start_method or os.environ.get("PIPELINES_START_METHOD") or DEFAULT_START_METHOD
+        self._preload = list(preload)
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self.restarts = 0
+
+    def _start(self) -> None:
+        self._context = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver" and self._preload:
+            self._context.set_forkserver_preload(self._preload)
+        self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        self._pool = ProcessPoolExecutor(self.capabilities.max_workers, mp_context=self._context)
+        return self._pool
+
+    def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
+        with self._pool_lock:
+            pool = self._pool
+            try:
+                inner = pool.submit(call, fn)
+            except BrokenProcessPool:
+                self.restarts += 1
+                pool = self._new_pool()
+                inner = pool.submit(call, fn)
+            procs = _processes(pool)
+        outer: Future[T] = Future()
+        inner.add_done_callback(lambda f: self._relay(f, outer, pool, procs))
+        return outer
+
+    def _relay(self, inner: Future[Any], outer: Future[Any], pool: ProcessPoolExecutor, procs: dict[int, Any]) -> None:
+        if inner.cancelled():
+            outer.cancel()
+            outer.set_running_or_notify_cancel()
+            return
+        exc = inner.exception()
+        if isinstance(exc, BrokenProcessPool):
+            with self._pool_lock:
+                if self._pool is pool and self.state.name == "RUNNING":
+                    self.restarts += 1
+                    self._new_pool()
+            pool.shutdown(wait=False, cancel_futures=True)
+            lost = WorkerLostError(_death_cause(procs | _processes(pool)))
+            lost.__cause__ = exc
+            outer.set_exception(lost)
+        elif exc is not None:
+            outer.set_exception(exc)
+        else:
+            outer.set_result(inner.result())
+
+    def kill_workers(self) -> None:
+        """Kill every worker now (a task overran its timeout); running tasks get ``WorkerLostError``."""
+        with self._pool_lock:
+            pool = self._pool
+        if pool is None:
+            return
+        for proc in _processes(pool).values():
+            if proc.is_alive():
+                proc.kill()
+
+    def _shutdown(self, wait: bool, cancel_pending: bool) -> None:
+        pool = self._pool
+        if pool is not None:
+            if cancel_pending:  # do not wait for running tasks either: the children die now
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in _processes(pool).values():
+                    if proc.is_alive():
+                        proc.terminate()
+                if wait:
+                    for proc in _processes(pool).values():
+                        proc.join(5)
+            else:
+                pool.shutdown(wait=wait)
+
+
+def _processes(pool: ProcessPoolExecutor) -> dict[int, Any]:
+    """The pool's worker processes. The stdlib keeps them private; read defensively."""
+    return dict(getattr(pool, "_processes", None) or {})
+
+
+def _death_cause(procs: dict[int, Any]) -> str:
+    """``worker died: signal 11 (SIGSEGV)`` from the exit codes of the dead workers."""
+    codes = sorted({p.exitcode for p in procs.values() if p.exitcode not in (None, 0)})
+    if not codes:
+        return "worker died"
+    parts = []
+    for code in codes:
+        if code < 0:
+            try:
+                parts.append(f"signal {-code} ({signal.Signals(-code).name})")
+            except ValueError:
+                parts.append(f"signal {-code}")
+        else:
+            parts.append(f"exit code {code}")
+    return "worker died: " + ", ".join(parts)

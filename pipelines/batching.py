@@ -1,0 +1,72 @@
+"""Task sizes from measured per-item cost (joblib's auto batching, per stage).
+
+A stage starts with small tasks so work streams downstream at once and cost is measured
+early; sizes then follow the measured cost toward ``target`` seconds a task, long enough
+that per-task overhead (a round trip to a worker, one checkpoint file, one ledger record)
+stays a few per cent, short enough to balance load and keep batches flowing. Near the end
+of a batch the remaining items are split evenly over the workers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+MAX_TASK_ITEMS = 1 << 16
+
+
+@dataclass(slots=True)
+class TaskSizer:
+    """Chooses how many items the next task of one stage gets.
+
+    Args:
+        fixed: the stage's ``batch_size``: always that many (no measuring).
+        target: seconds of work a task should take.
+        start: the size of the first tasks, before any cost is measured.
+        workers: tasks that run at once, for splitting the tail evenly.
+    """
+
+    fixed: int | None = None
+    target: float = 0.1
+    start: int = 8
+    workers: int = 1
+    maximum: int = MAX_TASK_ITEMS
+    _cost: float | None = field(default=None, init=False)  # seconds per item (EWMA)
+    _samples: int = field(default=0, init=False)
+
+    def observe(self, items: int, seconds: float) -> None:
+        """Record a finished task's item count and compute time."""
+        if items <= 0 or self.fixed:
+            return
+        cost = max(seconds, 1e-7) / items
+        self._cost = cost if self._cost is None else 0.7 * self._cost + 0.3 * cost
+        self._samples += 1
+
+    @property
+    def cost(self) -> float | None:
+        return self._cost
+
+    def size(self, pending: int, *, final: bool) -> int:
+        """Items for the next task, given ``pending`` items waiting; ``final``: no more will come."""
+        if self.fixed:
+            return self.fixed
+        if self._cost is None:
+            want = self.start
+        else:
+            want = int(self.target / self._cost) or 1
+        want = max(1, min(want, self.maximum))
+        if final and pending < want * self.workers:
+            want = max(1, math.ceil(pending / self.workers))
+        return want
+
+
+def source_batch_sizes(fixed: int | None, start: int = 256, maximum: int = 1 << 16):
+    """The sizes of successive source batches: fixed, or doubling from ``start``.
+
+    Deterministic on purpose: the same items always fall into the same batches, so a rerun
+    finds the same batch keys and reuses their results.
+    """
+    size = fixed or start
+    while True:
+        yield size
+        if not fixed:
+            size = min(size * 2, maximum)

@@ -1,0 +1,101 @@
+"""Sets of item ids as sorted, disjoint ``[start, stop)`` ranges.
+
+Batches are numbered and items inside them are ids 0..n-1; what a task computed, what failed
+and what is left are nearly always a few contiguous runs, so ranges keep the ledger small
+and the set arithmetic cheap.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+Range = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class IdSet:
+    """An immutable set of non-negative ints stored as ranges."""
+
+    ranges: tuple[Range, ...] = ()
+
+    @classmethod
+    def span(cls, start: int, stop: int) -> IdSet:
+        return cls(((start, stop),) if stop > start else ())
+
+    @classmethod
+    def of(cls, ids: Iterable[int]) -> IdSet:
+        out: list[list[int]] = []
+        for i in sorted(set(ids)):
+            if out and out[-1][1] == i:
+                out[-1][1] = i + 1
+            else:
+                out.append([i, i + 1])
+        return cls(tuple((a, b) for a, b in out))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> IdSet:
+        return cls(tuple(tuple(r) for r in json.loads(text))) if text else cls()  # type: ignore[misc]
+
+    def to_json(self) -> str:
+        return json.dumps([list(r) for r in self.ranges], separators=(",", ":"))
+
+    def __len__(self) -> int:
+        return sum(b - a for a, b in self.ranges)
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+    def __iter__(self) -> Iterator[int]:
+        for a, b in self.ranges:
+            yield from range(a, b)
+
+    def __contains__(self, i: object) -> bool:
+        return any(a <= i < b for a, b in self.ranges)  # type: ignore[operator]
+
+    def __or__(self, other: IdSet) -> IdSet:
+        merged: list[list[int]] = []
+        for a, b in sorted(self.ranges + other.ranges):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        return IdSet(tuple((a, b) for a, b in merged))
+
+    def __sub__(self, other: IdSet) -> IdSet:
+        out: list[Range] = []
+        cuts = sorted(other.ranges)
+        for a, b in self.ranges:
+            start = a
+            for c, d in cuts:
+                if d <= start or c >= b:
+                    continue
+                if c > start:
+                    out.append((start, c))
+                start = max(start, d)
+                if start >= b:
+                    break
+            if start < b:
+                out.append((start, b))
+        return IdSet(tuple(out))
+
+    def __and__(self, other: IdSet) -> IdSet:
+        return self - (self - other)
+
+    def first(self) -> int:
+        return self.ranges[0][0]
+
+    def take(self, n: int) -> tuple[IdSet, IdSet]:
+        """The first ``n`` ids, and the rest."""
+        head: list[Range] = []
+        rest = list(self.ranges)
+        while rest and n > 0:
+            a, b = rest.pop(0)
+            if b - a <= n:
+                head.append((a, b))
+                n -= b - a
+            else:
+                head.append((a, a + n))
+                rest.insert(0, (a + n, b))
+                n = 0
+        return IdSet(tuple(head)), IdSet(tuple(rest))

@@ -1,0 +1,71 @@
+"""What a run returns: status, per-stage counts, failures, and access to the outputs."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from .store.ledger import ItemError
+
+
+
+class RunStatus(str, enum.Enum):
+    OK = "ok"  # every item of every stage done
+    PARTIAL = "partial"  # finished, but items failed under on_error="skip"/"collect"
+    FAILED = "failed"  # a stage failed beyond its policy
+    INTERRUPTED = "interrupted"  # Ctrl-C
+    RUNNING = "running"
+    CRASHED = "crashed"  # ledger says running, but no process holds the run
+
+
+@dataclass(frozen=True, slots=True)
+class StageSummary:
+    stage: str
+    backend: str
+    batches: int
+    reused_batches: int
+    computed_batches: int
+    items: int
+    reused_items: int
+    failed_items: int
+    rows: int
+    seconds: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    run_id: str
+    pipeline: str
+    status: RunStatus
+    stages: dict[str, StageSummary]
+    failures: list[ItemError] = field(default_factory=list)
+    error: BaseException | None = None
+    seconds: float = 0.0
+    leaves: tuple[str, ...] = ()
+    store_root: str | None = None
+    resumed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (RunStatus.OK, RunStatus.PARTIAL)
+
+    @property
+    def failed_items(self) -> int:
+        return sum(s.failed_items for s in self.stages.values())
+
+    def table(self, stage: str | None = None) -> pa.Table:
+        """A stage's output (default: the last stage) as one Arrow table, memory-mapped."""
+        assert self.store_root is not None, "this result has no store"
+        from .outputs import read_stage
+        from .store import Store
+
+        with Store(self.store_root) as store:
+            return read_stage(store, self.run_id, stage or self.leaves[-1])
+
+    def to_pandas(self, stage: str | None = None):  # noqa: ANN201 - pandas is imported lazily
+        return self.table(stage).to_pandas()
+
+    def resume_command(self) -> str:
+        return f"python -m pipelines resume {self.run_id}"

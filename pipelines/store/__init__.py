@@ -1,0 +1,86 @@
+"""The store: Arrow batch files under ``runs/<run id>/<stage>/`` and the SQLite ledger.
+
+```
+<store>/                      default ./.pipelines, or --store PATH, or $PIPELINES_STORE
+  ledger.sqlite               what is done (see ledger.py)
+  runs/<run id>/<stage>/      000003-1f2e3d4c-00001.arrow: batch 3 (key 1f2e3d4c...), part 1
+  runs/<run id>/outputs/      the final stages' tables as Parquet, written at the end
+  runs/<run id>/dead_letter/  failed items of stages with on_error="collect"
+```
+A run may reference files of earlier runs: objects are shared by batch key.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import secrets
+from pathlib import Path
+
+from ..errors import RunLockedError, UsageError
+from .ledger import Ledger
+
+DEFAULT_STORE = ".pipelines"
+
+
+def default_store_path() -> str:
+    return os.environ.get("PIPELINES_STORE") or DEFAULT_STORE
+
+
+class Store:
+    """A store directory: ledger plus batch files."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root or default_store_path()).absolute()
+        try:
+            (self.root / "runs").mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UsageError(f"store {self.root} is not writable: {exc.strerror or exc}") from None
+        self.ledger = Ledger(self.root / "ledger.sqlite")
+        self._locks: dict[str, int] = {}
+
+    def close(self) -> None:
+        for run_id in list(self._locks):
+            self.unlock(run_id)
+        self.ledger.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def new_run_id() -> str:
+        return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def part_path(self, run_id: str, stage: str, batch: int, key: str, part: int) -> str:
+        """``runs/<run>/<stage>/<batch>-<key prefix>-<part>.arrow``: unique per object and part."""
+        return str(self.run_dir(run_id) / stage / f"{batch:06d}-{key[:8]}-{part:05d}.arrow")
+
+    def lock(self, run_id: str) -> None:
+        """Hold the run's lock for this process's lifetime; a second holder gets a clear error."""
+        path = self.run_dir(run_id)
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLockedError(f"run {run_id} is already running (pid {holder}); wait for it or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._locks[run_id] = fd
+
+    def unlock(self, run_id: str) -> None:
+        fd = self._locks.pop(run_id, None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

@@ -1,0 +1,128 @@
+"""Batch files: Arrow IPC, written atomically, read memory-mapped, checked by checksum.
+
+Write = serialise in memory, checksum, write a temp file beside the target, fsync,
+``os.replace``. A reader therefore sees either no file or a whole one; a crash leaves at most
+a ``*.tmp-*`` file that nothing reads. The checksum (CRC-32 of the file's bytes) and size go
+to the ledger; a reused file whose size or checksum differ is treated as missing.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from ..errors import CheckpointError
+
+FSYNC = os.environ.get("PIPELINES_FSYNC", "1") != "0"
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What the ledger keeps about one written batch file."""
+
+    path: str
+    rows: int
+    bytes: int
+    checksum: str
+
+
+def serialize(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def checksum(data: pa.Buffer | bytes | memoryview) -> str:
+    return f"{zlib.crc32(memoryview(data)):08x}"
+
+
+def write_table(path: str | os.PathLike[str], table: pa.Table, *, fsync: bool = FSYNC) -> FileInfo:
+    """Write ``table`` to ``path`` atomically; return its size and checksum."""
+    data = serialize(table)
+    return write_bytes(path, data, rows=table.num_rows, fsync=fsync)
+
+
+def write_bytes(path: str | os.PathLike[str], data: pa.Buffer | bytes, *, rows: int, fsync: bool = FSYNC) -> FileInfo:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    view = memoryview(data)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(view)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_dir(target.parent)
+    return FileInfo(str(target), rows, len(view), checksum(view))
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_table(path: str | os.PathLike[str], *, expect: FileInfo | None = None) -> pa.Table:
+    """Read a batch file memory-mapped; with ``expect``, verify size and checksum first.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, unreadable or fails its checksum.
+    """
+    try:
+        source = pa.memory_map(str(path), "r")
+    except (FileNotFoundError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is missing: {exc}") from None
+    try:
+        if expect is not None:
+            if source.size() != expect.bytes:
+                raise CheckpointError(f"checkpoint {path} is truncated: {source.size()} bytes, expected {expect.bytes}")
+            buf = source.read_buffer()
+            if checksum(buf) != expect.checksum:
+                raise CheckpointError(f"checkpoint {path} fails its checksum")
+            return ipc.open_file(buf).read_all()
+        return ipc.open_file(source).read_all()
+    except pa.ArrowInvalid as exc:
+        raise CheckpointError(f"checkpoint {path} is not a valid Arrow file: {exc}") from None
+
+
+def verify(info: FileInfo) -> str | None:
+    """``None`` if the file is whole, else what is wrong with it."""
+    try:
+        size = os.path.getsize(info.path)
+    except OSError:
+        return "missing"
+    if size != info.bytes:
+        return f"truncated ({size} of {info.bytes} bytes)"
+    with open(info.path, "rb") as f:
+        crc = 0
+        while chunk := f.read(1 << 24):
+            crc = zlib.crc32(chunk, crc)
+    if f"{crc:08x}" != info.checksum:
+        return "checksum mismatch"
+    return None
+
+
+def content_digest(data: pa.Buffer | bytes) -> str:
+    """A strong digest of a batch's bytes: the identity of source batches."""
+    import hashlib
+
+    return hashlib.blake2b(memoryview(data), digest_size=16).hexdigest()

@@ -1,0 +1,258 @@
+"""The ledger: a small SQLite database, owned by the driver, that says what is done.
+
+Tables:
+    runs         one row per run: pipeline, params, options, status, times, counts.
+    run_stages   per run and stage: fingerprint parts, executor, counts, why recomputed.
+    objects      a stage's result for one batch lineage, keyed by its batch key. Objects are
+                 shared between runs: that is cross-run reuse.
+    parts        the Arrow files of an object, each with the item ids it covers
+                 (``done``), its size and checksum.
+    run_batches  which object each (run, stage, batch) uses.
+    errors       failed items: stage, batch, item, type, message, traceback, attempts.
+
+"Done" means "the ledger says so and the file is whole" (Luigi's ``complete()``, made exact
+by fingerprints). WAL mode keeps readers (``runs``, ``inspect``) off the writer's back;
+every change is one transaction, so a crash leaves the ledger as of the last batch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..idset import IdSet
+from .arrow import FileInfo
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, module TEXT, dags_dir TEXT,
+    params TEXT, options TEXT, status TEXT NOT NULL, started REAL, ended REAL,
+    pid INTEGER, host TEXT, items INTEGER DEFAULT 0, failed INTEGER DEFAULT 0,
+    message TEXT, attempts INTEGER DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS run_stages (
+    run_id TEXT, stage TEXT, fingerprint TEXT, code_fp TEXT, config_fp TEXT, params_fp TEXT,
+    executor TEXT, status TEXT, batches INTEGER DEFAULT 0, reused INTEGER DEFAULT 0,
+    computed INTEGER DEFAULT 0, items INTEGER DEFAULT 0, failed INTEGER DEFAULT 0,
+    reason TEXT, seconds REAL DEFAULT 0, source_complete INTEGER DEFAULT 0,
+    PRIMARY KEY (run_id, stage)
+);
+CREATE TABLE IF NOT EXISTS objects (
+    key TEXT PRIMARY KEY, stage TEXT, fingerprint TEXT, batch INTEGER, created REAL
+);
+CREATE TABLE IF NOT EXISTS parts (
+    key TEXT, path TEXT, done TEXT, rows INTEGER, bytes INTEGER, checksum TEXT,
+    first INTEGER, run_id TEXT, created REAL, PRIMARY KEY (key, path)
+);
+CREATE TABLE IF NOT EXISTS run_batches (
+    run_id TEXT, stage TEXT, batch INTEGER, key TEXT, status TEXT, rows INTEGER, failed INTEGER,
+    PRIMARY KEY (run_id, stage, batch)
+);
+CREATE TABLE IF NOT EXISTS errors (
+    run_id TEXT, stage TEXT, batch INTEGER, item INTEGER, key TEXT, error_type TEXT,
+    message TEXT, traceback TEXT, attempts INTEGER, input TEXT, created REAL,
+    resolved INTEGER DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS errors_by_key ON errors (key, resolved);
+CREATE INDEX IF NOT EXISTS errors_by_run ON errors (run_id, stage, resolved);
+CREATE INDEX IF NOT EXISTS parts_by_run ON parts (run_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One Arrow file of an object: the ids it covers and how to verify it."""
+
+    key: str
+    path: str
+    done: IdSet
+    rows: int
+    bytes: int
+    checksum: str
+    first: int
+
+    @property
+    def info(self) -> FileInfo:
+        return FileInfo(self.path, self.rows, self.bytes, self.checksum)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """A failed item, as the ledger and ``inspect`` show it."""
+
+    stage: str
+    batch: int
+    item: int | None
+    error_type: str
+    message: str
+    traceback: str
+    attempts: int
+    input: str | None = None
+
+
+class Ledger:
+    """The SQLite ledger of one store. Thread-safe; one connection, one lock."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # -- runs -------------------------------------------------------------------------
+    def create_run(self, run_id: str, *, pipeline: str, module: str, dags_dir: str | None,
+                   params: str | None, options: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO runs (id, pipeline, module, dags_dir, params, options, status, started, pid, host)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                (run_id, pipeline, module, dags_dir, params, json.dumps(options), time.time(), os.getpid(),
+                 socket.gethostname()))
+
+    def reopen_run(self, run_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status='running', ended=NULL, pid=?, host=?, attempts=attempts+1,"
+                       " message=NULL WHERE id=?", (os.getpid(), socket.gethostname(), run_id))
+
+    def finish_run(self, run_id: str, *, status: str, items: int, failed: int, message: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status=?, ended=?, items=?, failed=?, message=? WHERE id=?",
+                       (status, time.time(), items, failed, message, run_id))
+
+    def run(self, run_id: str) -> sqlite3.Row | None:
+        rows = self.query("SELECT * FROM runs WHERE id=?", (run_id,))
+        return rows[0] if rows else None
+
+    def latest_run(self, pipeline: str | None = None) -> sqlite3.Row | None:
+        if pipeline:
+            rows = self.query("SELECT * FROM runs WHERE pipeline=? ORDER BY started DESC LIMIT 1", (pipeline,))
+        else:
+            rows = self.query("SELECT * FROM runs ORDER BY started DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    def runs(self, limit: int = 50) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,))
+
+    # -- stages -----------------------------------------------------------------------
+    def save_stage(self, run_id: str, stage: str, **fields: Any) -> None:
+        cols = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        updates = ", ".join(f"{c}=excluded.{c}" for c in fields)
+        with self.transaction() as db:
+            db.execute(f"INSERT INTO run_stages (run_id, stage, {cols}) VALUES (?, ?, {marks})"
+                       f" ON CONFLICT (run_id, stage) DO UPDATE SET {updates}",
+                       (run_id, stage, *fields.values()))
+
+    def stages(self, run_id: str) -> dict[str, sqlite3.Row]:
+        return {r["stage"]: r for r in self.query("SELECT * FROM run_stages WHERE run_id=?", (run_id,))}
+
+    def previous_stage(self, pipeline: str, stage: str, before_run: str) -> sqlite3.Row | None:
+        """The same stage in the latest earlier run of the pipeline (to explain recomputation)."""
+        rows = self.query(
+            "SELECT s.* FROM run_stages s JOIN runs r ON r.id = s.run_id WHERE r.pipeline=? AND s.stage=?"
+            " AND r.id != ? ORDER BY r.started DESC LIMIT 1", (pipeline, stage, before_run))
+        return rows[0] if rows else None
+
+    # -- objects and parts ------------------------------------------------------------
+    def parts(self, key: str) -> list[Part]:
+        rows = self.query("SELECT * FROM parts WHERE key=? ORDER BY first, created", (key,))
+        return [Part(r["key"], r["path"], IdSet.from_json(r["done"]), r["rows"], r["bytes"], r["checksum"], r["first"])
+                for r in rows]
+
+    def forget_part(self, key: str, path: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM parts WHERE key=? AND path=?", (key, path))
+
+    def forget_object(self, key: str) -> None:
+        """Drop every part of an object (``--fresh``): it is about to be computed again."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM parts WHERE key=?", (key,))
+
+    def record_part(self, *, run_id: str, stage: str, batch: int, key: str, fingerprint: str, info: FileInfo | None,
+                    done: IdSet, errors: Iterable[ItemError] = (), resolved: IdSet | None = None) -> None:
+        """Record one finished task: its file, the ids it covers, its failed items."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO objects (key, stage, fingerprint, batch, created) VALUES (?, ?, ?, ?, ?)",
+                       (key, stage, fingerprint, batch, now))
+            if info is not None:
+                db.execute("INSERT OR REPLACE INTO parts (key, path, done, rows, bytes, checksum, first, run_id, created)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (key, info.path, done.to_json(), info.rows, info.bytes, info.checksum,
+                            done.first() if done else -1, run_id, now))
+            if done:
+                self._resolve(db, key, done)
+            self._insert_errors(db, run_id, key, errors, now)
+
+    def record_errors(self, *, run_id: str, key: str, errors: Iterable[ItemError]) -> None:
+        with self.transaction() as db:
+            self._insert_errors(db, run_id, key, errors, time.time())
+
+    @staticmethod
+    def _insert_errors(db: sqlite3.Connection, run_id: str, key: str, errors: Iterable[ItemError], now: float) -> None:
+        db.executemany(
+            "INSERT INTO errors (run_id, stage, batch, item, key, error_type, message, traceback, attempts, input, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run_id, e.stage, e.batch, e.item, key, e.error_type, e.message, e.traceback, e.attempts, e.input, now)
+             for e in errors])
+
+    @staticmethod
+    def _resolve(db: sqlite3.Connection, key: str, done: IdSet) -> None:
+        for a, b in done.ranges:
+            db.execute("UPDATE errors SET resolved=1 WHERE key=? AND resolved=0 AND item>=? AND item<?", (key, a, b))
+
+    def set_batch(self, run_id: str, stage: str, batch: int, key: str, status: str, rows: int, failed: int) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO run_batches (run_id, stage, batch, key, status, rows, failed)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, stage, batch, key, status, rows, failed))
+
+    def run_batches(self, run_id: str, stage: str) -> list[sqlite3.Row]:
+        return self.query("SELECT * FROM run_batches WHERE run_id=? AND stage=? ORDER BY batch", (run_id, stage))
+
+    # -- errors -----------------------------------------------------------------------
+    def open_errors(self, run_id: str, stage: str | None = None) -> list[ItemError]:
+        sql = "SELECT * FROM errors WHERE run_id=? AND resolved=0"
+        args: list[Any] = [run_id]
+        if stage:
+            sql += " AND stage=?"
+            args.append(stage)
+        rows = self.query(sql + " ORDER BY stage, batch, item", args)
+        return [ItemError(r["stage"], r["batch"], r["item"], r["error_type"], r["message"], r["traceback"],
+                          r["attempts"], r["input"]) for r in rows]
+
+    def resolve_batch_errors(self, run_id: str, stage: str, batch: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE errors SET resolved=1 WHERE run_id=? AND stage=? AND batch=? AND resolved=0",
+                       (run_id, stage, batch))

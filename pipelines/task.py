@@ -1,0 +1,433 @@
+"""The batch task: the small picklable callable an executor runs on a worker.
+
+What travels is small: a handle to the pipeline (module path), the stage's name, the input
+files and the item ids to compute, and where to write the output. The worker reads its
+inputs memory-mapped, calls the stage function per item (with retries), converts the
+results to Arrow, writes its own checkpoint atomically and returns metadata only
+(``TaskResult``): rows, ids done, failed items, timings. Results never travel through the
+driver. An ``async def`` stage returns a coroutine from ``__call__``; executors await it on
+their loop, so items of one task run concurrently up to the stage's ``concurrency``.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import codec, resources, retry
+from .errors import ConversionError
+from .idset import IdSet
+from .loader import PipelineHandle
+from .rate import RateLimiter, parse_rate
+from .store import arrow as batch_files
+from .store.ledger import ItemError
+
+if TYPE_CHECKING:
+    from .model import Pipeline, Stage
+
+INPUT_REPR_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class InputPart:
+    """One Arrow file to read; ``expect`` (size, checksum) is checked for files of earlier runs."""
+
+    path: str
+    expect: batch_files.FileInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One input of a task: the producer's files for this batch and which ids to compute."""
+
+    stage: str
+    parts: tuple[InputPart, ...]
+    ids_in_column: bool  # the producer keeps item ids in ``_item``; else ids are row positions
+    select: IdSet | None = None  # None: every row
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """What a worker sends back: metadata only."""
+
+    stage: str
+    batch: int
+    part: int
+    file: batch_files.FileInfo | None
+    done: IdSet
+    errors: tuple[ItemError, ...]
+    items: int
+    seconds: float
+    read_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class BatchTask:
+    """Compute one slice of one batch of one stage. Picklable; call it to run."""
+
+    handle: PipelineHandle
+    stage: str
+    batch: int
+    part: int
+    inputs: tuple[InputSpec, ...]
+    output_path: str
+    params_json: str | None = None
+    side: dict[str, tuple[InputPart, ...]] = field(default_factory=dict)
+    fsync: bool = batch_files.FSYNC
+    pipeline: Pipeline | None = None  # in-process only; dropped when pickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        state["pipeline"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    @property
+    def key(self) -> str:
+        """A readable task key: ``stage-batch-part`` (Dask groups the dashboard by the prefix)."""
+        return f"{self.stage}-{self.batch:06d}-{self.part:05d}"
+
+    def _stage(self) -> tuple[Pipeline, Stage]:
+        pipeline = self.pipeline or self.handle.resolve()
+        return pipeline, pipeline.stages[self.stage]
+
+    def __call__(self) -> Any:
+        pipeline, stage = self._stage()
+        if stage.is_async:
+            return self._run_async(pipeline, stage)
+        return self._run_sync(pipeline, stage)
+
+    # -- sync -------------------------------------------------------------------------
+    def _run_sync(self, pipeline: Pipeline, stage: Stage) -> TaskResult:
+        t0 = time.perf_counter()
+        ids, values, tables = self._read(pipeline, stage)
+        t1 = time.perf_counter()
+        kwargs = self._kwargs(pipeline, stage)
+        kwargs.update(resources.resolve_sync(stage.resources))
+        if stage.itemwise:
+            runner = _ItemRunner(stage, self.batch)
+            outputs = [runner.run_sync(i, v, kwargs) for i, v in zip(ids, values)]
+            return self._finish_items(stage, ids, values, outputs, runner.errors, t0, t1)
+        return self._run_table_stage(stage, tables, kwargs, t0, t1)
+
+    # -- async ------------------------------------------------------------------------
+    async def _run_async(self, pipeline: Pipeline, stage: Stage) -> TaskResult:
+        t0 = time.perf_counter()
+        ids, values, tables = await asyncio.to_thread(self._read, pipeline, stage)
+        t1 = time.perf_counter()
+        kwargs = self._kwargs(pipeline, stage)
+        kwargs.update(await resources.resolve_async(stage.resources))
+        if stage.itemwise:
+            runner = _ItemRunner(stage, self.batch)
+            outputs = await asyncio.gather(*(runner.run_async(i, v, kwargs) for i, v in zip(ids, values)))
+            return await asyncio.to_thread(self._finish_items, stage, ids, values, list(outputs), runner.errors, t0, t1)
+        return await self._run_table_stage_async(stage, tables, kwargs, t0, t1)
+
+    # -- reading ----------------------------------------------------------------------
+    def _read(self, pipeline: Pipeline, stage: Stage) -> tuple[list[int], list[Any], list[pa.Table]]:
+        tables = [read_input(spec) for spec in self.inputs]
+        if not stage.itemwise:
+            return [], [], [t for t, _ in tables]
+        (table, ids), = tables
+        producer = pipeline.stages[self.inputs[0].stage]
+        want = _input_annotation(stage)
+        values = codec.decode(table, want=want, producer_type=producer.output_type)
+        return ids.tolist(), values, []
+
+    def _kwargs(self, pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
+        kwargs = dict(stage.kwargs)
+        if stage.takes_params and "params" not in kwargs:
+            kwargs["params"] = _params(pipeline, self.params_json)
+        for name, parts in self.side.items():
+            table = codec.data_columns(_concat([batch_files.read_table(p.path, expect=p.expect) for p in parts]))
+            kwargs[name] = table.to_pandas() if stage.table_format == "pandas" else table
+        return kwargs
+
+    # -- item stages ------------------------------------------------------------------
+    def _finish_items(self, stage: Stage, ids: list[int], values: list[Any], outputs: list[Any],
+                      errors: list[ItemError], t0: float, t1: float) -> TaskResult:
+        t2 = time.perf_counter()
+        failed = {e.item for e in errors}
+        keep = [(i, out) for i, out in zip(ids, outputs) if i not in failed]
+        if stage.granularity == "flat":
+            rows = [(i, v) for i, out in keep for v in out]
+        else:
+            rows = keep
+        table = None
+        while True:
+            try:
+                table = codec.encode([v for _, v in rows], stage=stage.name, output_type=stage.output_type,
+                                     item_ids=[i for i, _ in rows])
+                break
+            except ConversionError as exc:  # one bad value fails its item, not the batch
+                bad_id = rows[exc.item][0]  # type: ignore[attr-defined]
+                errors.append(_item_error(stage, self.batch, bad_id, exc, 1, values[ids.index(bad_id)]))
+                failed.add(bad_id)
+                rows = [(i, v) for i, v in rows if i != bad_id]
+        done = IdSet.of(i for i in ids if i not in failed)
+        info = None
+        if rows or done:
+            info = batch_files.write_table(self.output_path, table, fsync=self.fsync)
+        t3 = time.perf_counter()
+        return TaskResult(self.stage, self.batch, self.part, info, done, tuple(errors), len(ids),
+                          seconds=t2 - t1, read_seconds=t1 - t0, write_seconds=t3 - t2)
+
+    # -- table stages (batch, reduce) ---------------------------------------------------
+    def _table_args(self, stage: Stage, tables: list[pa.Table]) -> list[Any]:
+        tables = [codec.data_columns(t) for t in tables]
+        if stage.table_format == "pandas":
+            return [t.to_pandas() for t in tables]
+        return tables
+
+    def _run_table_stage(self, stage: Stage, tables: list[pa.Table], kwargs: dict[str, Any], t0: float,
+                         t1: float) -> TaskResult:
+        args = self._table_args(stage, tables)
+        call_kwargs = {**kwargs, **dict(zip(stage.input_args, args))}
+        attempt = 0
+        while True:
+            try:
+                result = stage.fn(**call_kwargs)
+                break
+            except Exception as exc:  # noqa: BLE001 - recorded as the batch's failure
+                if attempt < stage.retries and retry.should_retry(exc, stage.retry_on):
+                    time.sleep(retry.delay(attempt, exc))
+                    attempt += 1
+                    continue
+                return self._table_failure(stage, exc, attempt + 1, t0, t1)
+        return self._write_table_result(stage, result, t0, t1)
+
+    async def _run_table_stage_async(self, stage: Stage, tables: list[pa.Table], kwargs: dict[str, Any],
+                                     t0: float, t1: float) -> TaskResult:
+        args = self._table_args(stage, tables)
+        call_kwargs = {**kwargs, **dict(zip(stage.input_args, args))}
+        attempt = 0
+        while True:
+            try:
+                result = await _with_timeout(stage.fn(**call_kwargs), stage.timeout)
+                break
+            except Exception as exc:  # noqa: BLE001
+                if attempt < stage.retries and retry.should_retry(exc, stage.retry_on):
+                    await asyncio.sleep(retry.delay(attempt, exc))
+                    attempt += 1
+                    continue
+                return self._table_failure(stage, exc, attempt + 1, t0, t1)
+        return await asyncio.to_thread(self._write_table_result, stage, result, t0, t1)
+
+    def _write_table_result(self, stage: Stage, result: Any, t0: float, t1: float) -> TaskResult:
+        t2 = time.perf_counter()
+        try:
+            table = codec.table_from_result(result, stage=stage.name)
+        except ConversionError as exc:
+            return self._table_failure(stage, exc, 1, t0, t1)
+        info = batch_files.write_table(self.output_path, table, fsync=self.fsync)
+        t3 = time.perf_counter()
+        return TaskResult(self.stage, self.batch, self.part, info, IdSet.span(0, table.num_rows), (), 1,
+                          seconds=t2 - t1, read_seconds=t1 - t0, write_seconds=t3 - t2)
+
+    def _table_failure(self, stage: Stage, exc: BaseException, attempts: int, t0: float, t1: float) -> TaskResult:
+        error = _item_error(stage, self.batch, None, exc, attempts, None)
+        return TaskResult(self.stage, self.batch, self.part, None, IdSet(), (error,), 1,
+                          seconds=time.perf_counter() - t1, read_seconds=t1 - t0)
+
+
+# -- reading inputs ------------------------------------------------------------------------
+
+def read_input(spec: InputSpec) -> tuple[pa.Table, np.ndarray]:
+    """The rows of one input to compute, and their item ids."""
+    tables = [batch_files.read_table(p.path, expect=p.expect) for p in spec.parts]
+    table = _concat(tables)
+    if spec.ids_in_column and codec.ITEM_COLUMN in table.column_names:
+        ids = table.column(codec.ITEM_COLUMN).to_numpy()
+        if len(ids) > 1 and not bool(np.all(ids[1:] >= ids[:-1])):
+            order = np.argsort(ids, kind="stable")
+            table = table.take(pa.array(order))
+            ids = ids[order]
+    else:
+        ids = np.arange(table.num_rows, dtype=np.int64)
+    if spec.select is not None:
+        table, ids = _select(table, ids, spec.select)
+    return table, ids
+
+
+def _select(table: pa.Table, ids: np.ndarray, select: IdSet) -> tuple[pa.Table, np.ndarray]:
+    if len(ids) and select.ranges == ((int(ids[0]), int(ids[-1]) + 1),) and len(ids) == len(select):
+        return table, ids
+    pieces = []
+    for a, b in select.ranges:
+        lo, hi = np.searchsorted(ids, a, "left"), np.searchsorted(ids, b, "left")
+        if hi > lo:
+            pieces.append((int(lo), int(hi)))
+    if not pieces:
+        return table.slice(0, 0), ids[:0]
+    if len(pieces) == 1:
+        lo, hi = pieces[0]
+        return table.slice(lo, hi - lo), ids[lo:hi]
+    return (pa.concat_tables([table.slice(lo, hi - lo) for lo, hi in pieces]),
+            np.concatenate([ids[lo:hi] for lo, hi in pieces]))
+
+
+def _concat(tables: Sequence[pa.Table]) -> pa.Table:
+    if len(tables) == 1:
+        return tables[0]
+    if not tables:
+        return pa.table({})
+    tables = [t for t in tables if t.num_columns] or list(tables[:1])
+    try:
+        return pa.concat_tables(tables)
+    except pa.ArrowInvalid:
+        return pa.concat_tables(tables, promote_options="permissive")
+
+
+# -- per item: retries, timeouts, rate limits, concurrency ------------------------------
+
+class _ItemRunner:
+    """Runs the stage function on single items; collects errors instead of raising."""
+
+    def __init__(self, stage: Stage, batch: int) -> None:
+        self.stage = stage
+        self.batch = batch
+        self.errors: list[ItemError] = []
+        self.limiter = _limiter(stage)
+        self.positional = stage.input_args[0] == _first_param(stage.fn)
+
+    def _call(self, value: Any, kwargs: dict[str, Any]) -> Any:
+        fn, stage = self.stage.fn, self.stage
+        result = fn(value, **kwargs) if self.positional else fn(**{stage.input_args[0]: value}, **kwargs)
+        if stage.granularity == "flat" and not inspect.isasyncgen(result) and not inspect.isawaitable(result):
+            result = list(result)
+        return result
+
+    def run_sync(self, item: int, value: Any, kwargs: dict[str, Any]) -> Any:
+        attempt = 0
+        while True:
+            try:
+                if self.limiter is not None:
+                    self.limiter.acquire()
+                return self._call(value, kwargs)
+            except Exception as exc:  # noqa: BLE001 - recorded per item; the policy decides
+                if attempt < self.stage.retries and retry.should_retry(exc, self.stage.retry_on):
+                    time.sleep(retry.delay(attempt, exc))
+                    attempt += 1
+                    continue
+                self.errors.append(_item_error(self.stage, self.batch, item, exc, attempt + 1, value))
+                return None
+
+    async def run_async(self, item: int, value: Any, kwargs: dict[str, Any]) -> Any:
+        semaphore = _semaphore(self.stage)
+        attempt = 0
+        while True:
+            try:
+                async with semaphore:
+                    if self.limiter is not None:
+                        await self.limiter.acquire_async()
+                    result = self._call(value, kwargs)
+                    if inspect.isasyncgen(result):
+                        return await _with_timeout(_collect(result), self.stage.timeout)
+                    out = await _with_timeout(result, self.stage.timeout)
+                    return list(out) if self.stage.granularity == "flat" else out
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, asyncio.TimeoutError) and not str(exc):
+                    exc = TimeoutError(f"timed out after {self.stage.timeout} s")
+                if attempt < self.stage.retries and retry.should_retry(exc, self.stage.retry_on):
+                    await asyncio.sleep(retry.delay(attempt, exc))
+                    attempt += 1
+                    continue
+                self.errors.append(_item_error(self.stage, self.batch, item, exc, attempt + 1, value))
+                return None
+
+
+async def _collect(agen: Any) -> list[Any]:
+    return [x async for x in agen]
+
+
+async def _with_timeout(awaitable: Any, timeout: float | None) -> Any:
+    if timeout is None:
+        return await awaitable
+    async with asyncio.timeout(timeout):
+        return await awaitable
+
+
+def _item_error(stage: Stage, batch: int, item: int | None, exc: BaseException, attempts: int,
+                value: Any) -> ItemError:
+    return ItemError(
+        stage=stage.name, batch=batch, item=item, error_type=type(exc).__name__,
+        message=str(exc) or type(exc).__name__,
+        traceback="".join(traceback.format_exception(exc)),
+        attempts=attempts, input=_short_repr(value) if item is not None else None,
+    )
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= INPUT_REPR_LIMIT else text[: INPUT_REPR_LIMIT - 3] + "..."
+
+
+# -- per-process caches ------------------------------------------------------------------
+
+_cache_lock = threading.Lock()
+_semaphores: dict[tuple[int, int], asyncio.Semaphore] = {}
+_limiters: dict[int, RateLimiter] = {}
+_annotations: dict[int, Any] = {}
+_params_cache: dict[tuple[int, str | None], Any] = {}
+DEFAULT_ASYNC_CONCURRENCY = 64
+
+
+def _semaphore(stage: Stage) -> asyncio.Semaphore:
+    """One semaphore per stage per event loop: a worker's whole concurrency budget."""
+    key = (id(asyncio.get_running_loop()), id(stage))
+    with _cache_lock:
+        sem = _semaphores.get(key)
+        if sem is None:
+            sem = _semaphores[key] = asyncio.Semaphore(stage.concurrency or DEFAULT_ASYNC_CONCURRENCY)
+    return sem
+
+
+def _limiter(stage: Stage) -> RateLimiter | None:
+    if stage.rate is None:
+        return None
+    with _cache_lock:
+        limiter = _limiters.get(id(stage))
+        if limiter is None:
+            limiter = _limiters[id(stage)] = RateLimiter(parse_rate(stage.rate))
+    return limiter
+
+
+def _input_annotation(stage: Stage) -> Any:
+    key = id(stage)
+    if key not in _annotations:
+        from .model import _hints
+
+        _annotations[key] = _hints(stage.fn).get(stage.input_args[0]) if stage.input_args else None
+    return _annotations[key]
+
+
+def _first_param(fn: Callable[..., Any]) -> str | None:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    return params[0].name if params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD) else None
+
+
+def _params(pipeline: Pipeline, params_json: str | None) -> Any:
+    key = (id(pipeline), params_json)
+    if key not in _params_cache:
+        model = pipeline.params_model
+        _params_cache[key] = model.model_validate_json(params_json) if model is not None and params_json else (
+            model() if model is not None else None)
+    return _params_cache[key]
