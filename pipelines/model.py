@@ -137,6 +137,7 @@ class Pipeline:
         self._stages: dict[str, Stage] = {}
         self._by_fn: dict[int, list[str]] = {}
         self._validated = False
+        self.lifespan: Callable[..., Any] | None = None
 
     # -- reading ------------------------------------------------------------------
     @property
@@ -205,6 +206,25 @@ class Pipeline:
             raise ParamError(f"invalid parameters for pipeline {self.name!r}: {problems}") from None
 
     # -- defining -------------------------------------------------------------------
+    def set_lifespan(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Declare a context manager the driver holds open around every run (a decorator).
+
+        It takes ``params`` (optional) and may yield a mapping of environment variables that
+        are set for the run, so workers started by the run see them. Use it for what a run
+        needs but its results must not depend on, such as a local server's port.
+
+        Example:
+            >>> @pipeline.set_lifespan
+            ... @contextlib.contextmanager
+            ... def serve(params):
+            ...     with local_server() as url:
+            ...         yield {"MY_DATA_URL": url}
+        """
+        if not callable(fn):
+            raise DefinitionError(f"pipeline {self.name!r}: lifespan must be callable, got {fn!r}")
+        self.lifespan = fn
+        return fn
+
     def source(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, kind: Kind = "io",
                batch_size: int | None = None, executor: str | None = None) -> Any:
         """Declare the function that yields the pipeline's items.

@@ -21,11 +21,12 @@ A failure under ``on_error="fail"`` stops scheduling; running tasks finish and a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -118,10 +119,13 @@ class Runner:
         try:
             self._open_run()
             self.observer.run_started(self.run_id, self.pipeline.name, self.plan, resumed=self.resumed)
-            try:
-                self._loop()
-            except KeyboardInterrupt:
-                self._interrupt()
+            with lifespan(self.pipeline, self.params):
+                try:
+                    self._loop()
+                except KeyboardInterrupt:
+                    self._interrupt()
+                finally:
+                    self._shutdown_executors(cancel=self.interrupted or self.failure is not None)
             return self._close(started)
         finally:
             self._shutdown_executors(cancel=self.interrupted or self.failure is not None)
@@ -592,7 +596,8 @@ class Runner:
         return executor
 
     def _shutdown_executors(self, *, cancel: bool) -> None:
-        for executor in self._executors.values():
+        executors, self._executors = list(self._executors.values()), {}
+        for executor in executors:
             try:
                 executor.shutdown(wait=True, cancel_pending=cancel)
             except Exception as exc:  # noqa: BLE001 - shutting down must not mask the run's result
@@ -828,6 +833,28 @@ class Runner:
                 f"pending={len(b.pending)} flight={b.in_flight} up_final={b.upstream_final} final={b.final} ready={b.ready})"
                 for k, b in sorted(st.batches.items())))
         return "; ".join(out)
+
+
+@contextlib.contextmanager
+def lifespan(pipeline: Pipeline, params: Any) -> Iterator[None]:
+    """Hold the pipeline's lifespan open; set the environment variables it yields."""
+    if pipeline.lifespan is None:
+        yield
+        return
+    import inspect
+
+    takes_params = "params" in inspect.signature(pipeline.lifespan).parameters
+    with (pipeline.lifespan(params) if takes_params else pipeline.lifespan()) as env:
+        saved = {k: os.environ.get(k) for k in (env or {})}
+        os.environ.update({k: str(v) for k, v in (env or {}).items()})
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _part_number(path: str) -> int:
