@@ -22,10 +22,10 @@ from .errors import (
     UnknownStageError,
     UsageError,
 )
-from .model import Pipeline, Stage
 from .resources import uses
 
 if TYPE_CHECKING:
+    from .model import Pipeline, Stage
     from .hooks import RunObserver, StageStats
     from .plan import RunOptions
     from .result import RunResult, RunStatus
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Pipeline": ("pipelines.model", "Pipeline"),
+    "Stage": ("pipelines.model", "Stage"),
     "run": ("pipelines.runner", "run"),
     "resume": ("pipelines.runner", "resume"),
     "RunResult": ("pipelines.result", "RunResult"),

@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with Python 3.11 and make:
+#   make run    install into .venv and run the ingest pipeline on the bundled data (offline)
+#   make test   install into .venv and run the whole test suite
+# Both are idempotent: the install step reruns only when pyproject.toml or constraints.txt change.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m pipelines run ingest
+
+# Tests talk to loopback only: where we may make a private network namespace (root, as in
+# CI) the whole suite runs inside one that has nothing but `lo`, so Ray, which binds to every
+# interface, stays private. Elsewhere the Ray tests are skipped.
+test: install
+	$(PY) tests/loopback_only.py $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pipelines .pytest_cache

@@ -1,0 +1,203 @@
+"""``python -m pipelines``: run, resume, list, show, runs, inspect.
+
+Exit codes scripts can rely on: 0 ok, 1 the run failed, 2 a usage, parameter or definition
+error (a short message, no traceback; ``--debug`` shows it), 130 interrupted.
+Heavy modules (pyarrow, pandas, executors' backends) load only when a command needs them,
+so ``--help`` and ``list`` answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import enum
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    RUN_FAILED = 1  # a stage failed beyond its error policy
+    USAGE = 2  # bad arguments, unknown pipeline, --param validation, broken dags module
+    INTERRUPTED = 130  # Ctrl-C
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="PATH", help="store folder (default: $PIPELINES_STORE or ./.pipelines)")
+    common.add_argument("--dags", metavar="DIR", help="folder of pipeline modules (default: $PIPELINES_DAGS or ./dags)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return common
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", metavar="NAME",
+                        help="run every stage on one executor: inline, threads, processes, asyncio, joblib, dask, ray "
+                             "(a stage's own executor= still wins)")
+    parser.add_argument("--address", metavar="ADDR", help="an existing Dask scheduler (tcp://...) or Ray cluster")
+    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default: CPU count)")
+    parser.add_argument("--keep-cluster", action="store_true",
+                        help="keep a started Dask cluster and its dashboard up after the run, until Ctrl-C")
+    parser.add_argument("--output", metavar="DIR", help="write the final stages as Parquet here "
+                                                        "(default: the run's outputs/ folder)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines", parents=[common],
+        description="Declarative data pipelines: parallel stages, Arrow checkpoints, exact resume.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="run a pipeline",
+                         description="Run pipeline NAME from the dags folder.")
+    run.add_argument("name", help="pipeline name (see `list`)")
+    run.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                     help="a pipeline parameter (repeatable); validated against the pipeline's params model")
+    run.add_argument("--fresh", nargs="?", action="append", const="*", metavar="STAGE",
+                     help="recompute instead of reusing: all stages, or STAGE and what depends on it (repeatable)")
+    _run_options(run)
+
+    resume = sub.add_parser("resume", parents=[common], help="continue a failed or interrupted run",
+                            description="Reuse what RUN_ID finished; compute failed items and unfinished batches.")
+    resume.add_argument("run_id", help="a run id (see `runs`), or `latest`")
+    resume.add_argument("--retry-failed", action="store_true",
+                        help="retry items that failed under on_error=skip/collect (a resume always does)")
+    _run_options(resume)
+
+    sub.add_parser("list", parents=[common], help="list the pipelines in the dags folder")
+    show = sub.add_parser("show", parents=[common], help="show a pipeline's stages and edges")
+    show.add_argument("name")
+    show.add_argument("--executor", metavar="NAME", help="plan as if run with --executor NAME")
+    runs = sub.add_parser("runs", parents=[common], help="list recent runs")
+    runs.add_argument("--limit", type=int, default=20)
+    inspect = sub.add_parser("inspect", parents=[common], help="show a run's stages, rows and failed items")
+    inspect.add_argument("run_id", help="a run id, or `latest`")
+    inspect.add_argument("stage", nargs="?")
+    inspect.add_argument("--rows", type=int, default=5, help="rows to show (default 5)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_dispatch(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+        code = _exit_code(exc)
+        if args.debug or code is None:
+            import traceback
+
+            traceback.print_exc()
+        from .report import print_error
+
+        print_error(str(exc))
+        return code if code is not None else ExitCode.RUN_FAILED
+
+
+def _exit_code(exc: BaseException) -> ExitCode | None:
+    """USAGE for the errors a person fixes by editing a command or a module; None: a bug."""
+    from executors import BackendUnavailableError, UnknownExecutorError
+
+    from .errors import (CheckpointError, DefinitionError, LoadError, ParamError, RunLockedError, StageFailed,
+                         UsageError)
+
+    if isinstance(exc, (DefinitionError, LoadError, ParamError, UsageError, RunLockedError, UnknownExecutorError,
+                        BackendUnavailableError)):
+        return ExitCode.USAGE
+    if isinstance(exc, (StageFailed, CheckpointError)):
+        return ExitCode.RUN_FAILED
+    if type(exc).__module__.startswith("executors"):  # e.g. an unreachable --address
+        return ExitCode.USAGE
+    return None
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "list":
+        return _list(args)
+    if args.command in ("run", "resume"):
+        return _run(args)
+    from . import views
+
+    return getattr(views, f"cmd_{args.command}")(args)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .loader import dags_dir, discover
+
+    folder = dags_dir(args.dags)
+    found = discover(folder)
+    if not found:
+        print(f"no pipelines in {folder} (use --dags DIR or $PIPELINES_DAGS)", file=sys.stderr)
+        return ExitCode.OK
+    width = max(len(p.name) for p in found)
+    for info in found:
+        print(f"{info.name:<{width}}  {info.doc}")
+    return ExitCode.OK
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, str]:
+    from .errors import ParamError
+
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ParamError(f"--param {pair!r} is not KEY=VALUE")
+        params[key.strip()] = value
+    return params
+
+
+def _run(args: argparse.Namespace) -> int:
+    import executors
+
+    from . import loader
+    from .plan import RunOptions
+    from .report import ProgressReport
+    from .result import RunStatus
+    from .runner import Runner, resume
+    from .store import Store
+
+    if args.executor:
+        executors.check_name(args.executor)
+        executors.executor_class(args.executor)  # a missing optional dependency is a usage error now
+    store_flag = f" --store {args.store}" if args.store else ""
+    report = ProgressReport(store_flag=store_flag, quiet=args.quiet)
+    with Store(args.store) as store:
+        if args.command == "run":
+            pipeline = loader.load(args.name, args.dags)
+            fresh: bool | frozenset[str] = False
+            if args.fresh:
+                fresh = True if "*" in args.fresh else frozenset(args.fresh)
+            options = RunOptions(executor=args.executor, address=args.address, max_workers=args.workers,
+                                 fresh=fresh, keep_cluster=args.keep_cluster)
+            runner = Runner(pipeline, params=parse_params(args.param), options=options, store=store,
+                            observers=[report], dags_dir=str(loader.dags_dir(args.dags)))
+            result = runner.run()
+        else:
+            result = resume(args.run_id, store=store, observers=[report], executor=args.executor,
+                            address=args.address, max_workers=args.workers, keep_cluster=args.keep_cluster or None)
+        if result.ok:
+            _write_outputs(result, store, args.output, report)
+    if result.status is RunStatus.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if result.ok else ExitCode.RUN_FAILED
+
+
+def _write_outputs(result, store, output: str | None, report) -> None:  # noqa: ANN001
+    from .outputs import export_parquet, read_stage
+    from .report import print_table
+
+    directory = Path(output) if output else store.run_dir(result.run_id) / "outputs"
+    for leaf in result.leaves:
+        table = read_stage(store, result.run_id, leaf)
+        if table.num_columns == 0:
+            continue
+        rows = table.slice(0, 20).to_pylist()
+        more = f" (first 20 of {table.num_rows:,})" if table.num_rows > 20 else ""
+        print_table(rows, table.column_names, title=f"{leaf}{more}", out=report.out)
+        path = export_parquet(store, result.run_id, leaf, directory)
+        report.out.print(f"{leaf}: {table.num_rows:,} rows → {os.path.relpath(path)}")

@@ -1,0 +1,153 @@
+"""Read-only commands: ``show`` a pipeline, list ``runs``, ``inspect`` a run's stages."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import os
+import textwrap
+
+from .errors import UsageError
+from .report import console, print_table
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from . import loader
+    from .plan import RunOptions, plan
+
+    pipeline = loader.load(args.name, args.dags)
+    the_plan = plan(pipeline, RunOptions(executor=args.executor))
+    out = console()
+    out.print(f"[bold]{pipeline.name}[/bold] ({pipeline.module})")
+    if pipeline.description:
+        out.print(textwrap.indent(pipeline.description, "  "))
+    if pipeline.params_model is not None:
+        fields = ", ".join(f"{n}={f.default!r}" for n, f in pipeline.params_model.model_fields.items())
+        out.print(f"params: {fields}")
+    rows = []
+    for name in the_plan.order:
+        stage = pipeline.stages[name]
+        options = []
+        if stage.concurrency:
+            options.append(f"concurrency={stage.concurrency}")
+        if stage.retries:
+            options.append(f"retries={stage.retries}")
+        if stage.timeout:
+            options.append(f"timeout={stage.timeout}")
+        if stage.on_error != "fail":
+            options.append(f"on_error={stage.on_error}")
+        if stage.rate:
+            options.append(f"rate={stage.rate}")
+        if stage.side:
+            options.append(f"side={','.join(stage.side)}")
+        kind = f"{stage.kind}{' async' if stage.is_async else ''}"
+        rows.append({"stage": name, "granularity": _GRANULARITY[stage.granularity], "kind": kind,
+                     "executor": the_plan.stages[name].backend, "inputs": ", ".join(stage.inputs),
+                     "options": " ".join(options), "doc": stage.doc})
+    print_table(rows, ["stage", "granularity", "kind", "executor", "inputs", "options", "doc"], out=out)
+    out.print("edges:")
+    for name in the_plan.order:
+        for up in pipeline.stages[name].upstream:
+            out.print(f"  {up} -> {name}")
+    return 0
+
+
+_GRANULARITY = {"source": "source", "item": "map", "flat": "flat_map", "batch": "batch", "all": "reduce"}
+
+
+def _store(args: argparse.Namespace):  # noqa: ANN202
+    from .store import Store
+
+    return Store(args.store)
+
+
+def run_status(store, row) -> str:  # noqa: ANN001
+    """The ledger's status, except that a 'running' run nobody holds has crashed."""
+    if row["status"] != "running":
+        return row["status"]
+    lock = store.run_dir(row["id"]) / ".lock"
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return "crashed"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "running"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return "crashed"
+    finally:
+        os.close(fd)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = []
+        for r in store.ledger.runs(args.limit):
+            started = dt.datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M:%S") if r["started"] else ""
+            duration = f"{r['ended'] - r['started']:.1f}s" if r["ended"] and r["started"] else ""
+            rows.append({"run": r["id"], "pipeline": r["pipeline"], "status": run_status(store, r),
+                         "started": started, "duration": duration, "items": f"{r['items'] or 0:,}",
+                         "failed": f"{r['failed'] or 0:,}"})
+        if not rows:
+            console().print(f"no runs in {store.root}")
+            return 0
+        print_table(rows, ["run", "pipeline", "status", "started", "duration", "items", "failed"])
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .outputs import read_stage
+
+    with _store(args) as store:
+        row = store.ledger.latest_run() if args.run_id == "latest" else store.ledger.run(args.run_id)
+        if row is None:
+            raise UsageError(f"no run {args.run_id!r} in store {store.root}")
+        run_id = row["id"]
+        stages = store.ledger.stages(run_id)
+        out = console()
+        out.print(f"[bold]{run_id}[/bold] · {row['pipeline']} · {run_status(store, row)} · files under "
+                  f"{os.path.relpath(store.run_dir(run_id))}")
+        if args.stage is None:
+            rows = [{"stage": s["stage"], "status": s["status"], "executor": s["executor"], "batches": s["batches"],
+                     "reused": s["reused"], "items": s["items"], "failed": s["failed"], "reason": s["reason"]}
+                    for s in stages.values()]
+            print_table(rows, ["stage", "status", "executor", "batches", "reused", "items", "failed", "reason"], out=out)
+            errors = store.ledger.open_errors(run_id)
+            if errors:
+                out.print(f"{len(errors)} failed item(s); `inspect {run_id} STAGE` shows them")
+            return 0
+        if args.stage not in stages:
+            raise UsageError(f"run {run_id} has no stage {args.stage!r}; stages: {', '.join(stages)}")
+        table = read_stage(store, run_id, args.stage)
+        out.print(f"stage [cyan]{args.stage}[/cyan]: {table.num_rows:,} rows")
+        out.print("schema:")
+        out.print(textwrap.indent(str(table.schema), "  "), markup=False)
+        if table.num_rows:
+            print_table(table.slice(0, args.rows).to_pylist(), table.column_names, title=f"first {args.rows} rows",
+                        out=out)
+        _print_errors(out, store, run_id, args.stage)
+    return 0
+
+
+def _print_errors(out, store, run_id: str, stage: str) -> None:  # noqa: ANN001
+    from .deadletter import dead_letter_path
+
+    errors = store.ledger.open_errors(run_id, stage)
+    if not errors:
+        return
+    out.print(f"[red]{len(errors)} failed item(s)[/red]:")
+    for e in errors[:20]:
+        where = f"batch {e.batch}" + (f", item {e.item}" if e.item is not None else "")
+        last = [ln for ln in e.traceback.strip().splitlines() if ln.strip().startswith("File ")]
+        out.print(f"  {where}: {e.error_type}: {e.message} (attempts: {e.attempts})", markup=False)
+        if e.input:
+            out.print(f"      input: {e.input[:200]}", markup=False)
+        if last:
+            out.print(f"      at {last[-1].strip()}", markup=False)
+    if len(errors) > 20:
+        out.print(f"  … and {len(errors) - 20} more")
+    path = dead_letter_path(store, run_id, stage)
+    if os.path.exists(path):
+        out.print(f"dead-letter table: {os.path.relpath(path)}")
