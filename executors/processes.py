@@ -8,7 +8,8 @@ the child; nothing here re-runs the user's script.
 A worker that dies (segfault, ``os._exit``, out of memory, killed) breaks the stdlib pool.
 This backend turns that into ``WorkerLostError("worker died: signal 11")`` on every task
 that was running or queued in the broken pool, and starts a fresh pool for the next submit,
-so one poison task never ends the executor.
+so one poison task never ends the executor. Workers (and the forkserver) die with the
+driver, even when it is killed with SIGKILL (see ``_lifeline``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from ._lifeline import die_with_parent
 from .base import Capabilities, ExecutorBase, call
 from .errors import WorkerLostError
 
@@ -53,12 +55,13 @@ class ProcessExecutor(ExecutorBase):
 
     def _start(self) -> None:
         self._context = multiprocessing.get_context(self.start_method)
-        if self.start_method == "forkserver" and self._preload:
-            self._context.set_forkserver_preload(self._preload)
+        if self.start_method == "forkserver":
+            self._context.set_forkserver_preload(["executors._forkserver_lifeline", *self._preload])
         self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        self._pool = ProcessPoolExecutor(self.capabilities.max_workers, mp_context=self._context)
+        self._pool = ProcessPoolExecutor(self.capabilities.max_workers, mp_context=self._context,
+                                         initializer=die_with_parent)
         return self._pool
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
