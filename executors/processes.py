@@ -61,7 +61,7 @@ class ProcessExecutor(ExecutorBase):
 
     def _new_pool(self) -> ProcessPoolExecutor:
         self._pool = ProcessPoolExecutor(self.capabilities.max_workers, mp_context=self._context,
-                                         initializer=die_with_parent)
+                                         initializer=_init_worker, initargs=(dict(os.environ),))
         return self._pool
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
@@ -121,6 +121,17 @@ class ProcessExecutor(ExecutorBase):
                         proc.join(5)
             else:
                 pool.shutdown(wait=wait)
+
+
+def _init_worker(environ: dict[str, str]) -> None:
+    """Start a worker: die with the driver, and see the driver's environment as of now.
+
+    A forkserver is started once per driver process and keeps the environment it started
+    with; a pool made later (a second run, a test that sets a variable) must not see stale values.
+    """
+    die_with_parent()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def _processes(pool: ProcessPoolExecutor) -> dict[int, Any]:

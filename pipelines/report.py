@@ -87,14 +87,15 @@ class ProgressReport(RunObserver):
 def summary_table(result: RunResult) -> Table:
     table = Table(title=f"{result.pipeline} · {result.run_id} · {result.status.value} · {result.seconds:.1f}s",
                   title_justify="left")
-    for column, justify in (("stage", "left"), ("executor", "left"), ("batches", "right"), ("reused", "right"),
-                            ("items", "right"), ("failed", "right"), ("rows out", "right"), ("cpu s", "right"),
+    for column, justify in (("stage", "left"), ("executor", "left"), ("batches", "right"),
+                            ("reused batches", "right"), ("items", "right"), ("reused items", "right"),
+                            ("failed", "right"), ("rows out", "right"), ("cpu s", "right"),
                             ("recomputed because", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for s in result.stages.values():
         table.add_row(s.stage, s.backend, str(s.batches), str(s.reused_batches), f"{s.items:,}",
-                      f"[red]{s.failed_items:,}[/red]" if s.failed_items else "0", f"{s.rows:,}",
-                      f"{s.seconds:.2f}", s.reason)
+                      f"{s.reused_items:,}", f"[red]{s.failed_items:,}[/red]" if s.failed_items else "0",
+                      f"{s.rows:,}", f"{s.seconds:.2f}", s.reason)
     return table
 
 
@@ -112,10 +113,14 @@ def outcome_line(result: RunResult, store_flag: str = "") -> str:
         first = failing[0]
         errors = [e for e in result.failures if e.stage == first.stage]
         cause = f" ({errors[0].error_type}: {_short(errors[0].message)})" if errors else ""
-        what = f"{first.failed_items:,} of {first.items + first.failed_items:,} items failed in stage {first.stage!r}{cause}"
+        if result.status is RunStatus.PARTIAL:  # the stage went on: the counts are final
+            what = f"{first.failed_items:,} of {first.items + first.failed_items:,} items failed in stage {first.stage!r}"
+        else:
+            what = (f"{first.failed_items:,} item{'s' if first.failed_items > 1 else ''} failed in stage "
+                    f"{first.stage!r} ({first.items:,} done before the run stopped)")
         more = f" (and {len(failing) - 1} more stage(s))" if len(failing) > 1 else ""
         verb = "retry them" if result.status is RunStatus.PARTIAL else "resume"
-        return f"[red]{what}{more}[/red]; {verb} with: {command}"
+        return f"[red]{what}{cause}{more}[/red]; {verb} with: {command}"
     if result.error is not None:
         return f"[red]{result.error}[/red]; resume with: {command}"
     return f"run {result.status.value}; resume with: {command}"

@@ -125,11 +125,11 @@ class Runner:
                 except KeyboardInterrupt:
                     self._interrupt()
                 finally:
+                    resources.close_all()  # while the executors' loops still run
                     self._shutdown_executors(cancel=self.interrupted or self.failure is not None)
             return self._close(started)
         finally:
             self._shutdown_executors(cancel=self.interrupted or self.failure is not None)
-            resources.close_all()
             for pool in self._source_pool.values():
                 pool.shutdown(wait=False, cancel_futures=True)
             self.store.unlock(self.run_id)

@@ -23,6 +23,7 @@ class Params(BaseModel):
 
 
 pipeline = Pipeline("counted", params=Params)
+skipping = Pipeline("counted_skip", params=Params, description="Counted, but failed items are skipped.")
 
 
 def log_call(stage: str, item: int) -> None:
@@ -41,7 +42,6 @@ def numbers(params: Params) -> Iterator[int]:
     yield from range(params.n)
 
 
-@pipeline.map(over=numbers, kind="cpu")
 def square(x: int) -> int:
     log_call("square", x)
     delay = float(os.environ.get("COUNTED_DELAY", "0") or 0)
@@ -52,13 +52,21 @@ def square(x: int) -> int:
     return x * x
 
 
-@pipeline.map(over=square, kind="cpu")
 def plus_one(y: int) -> int:
     log_call("plus_one", y)
     return y + 1
 
 
-@pipeline.reduce(inputs=[plus_one])
 def total(plus_one: pa.Table) -> pa.Table:
     log_call("total", 0)
     return pa.table({"rows": [plus_one.num_rows], "sum": [pc.sum(plus_one["plus_one"]).as_py()]})
+
+
+pipeline.map(square, over=numbers, kind="cpu")
+pipeline.map(plus_one, over=square, kind="cpu")
+pipeline.reduce(total, inputs=[plus_one])
+
+skipping.source(numbers)
+skipping.map(square, over=numbers, kind="cpu", on_error="skip")
+skipping.map(plus_one, over=square, kind="cpu")
+skipping.reduce(total, inputs=[plus_one])
