@@ -1,0 +1,245 @@
+"""Resume and reuse with real processes: kill -9, Ctrl-C, failed items, damaged checkpoints, edits.
+
+Stages of tests/dags/counted.py log every call to a file, so each test can assert not only
+that the final output equals an uninterrupted run's, but that a resume computed exactly the
+work that was not finished: the items the ledger did not hold when the run stopped.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+import pipelines
+from pipelines import RunStatus
+from pipelines.idset import IdSet
+from pipelines.store import Store
+
+from .conftest import ROOT, TEST_DAGS, cli
+
+
+def expected_total(n: int) -> dict[str, int]:
+    return {"rows": n, "sum": sum(x * x + 1 for x in range(n))}
+
+
+def calls(log: Path, start: int = 0) -> Counter[str]:
+    lines = log.read_text().splitlines()[start:] if log.exists() else []
+    return Counter(line.split()[0] for line in lines)
+
+
+def done_in_ledger(store: Path) -> dict[str, int]:
+    """Items each stage has checkpointed, according to the ledger."""
+    with Store(store) as s:
+        out: Counter[str] = Counter()
+        for row in s.ledger.query("SELECT o.stage, p.done FROM parts p JOIN objects o ON o.key = p.key"):
+            out[row["stage"]] += len(IdSet.from_json(row["done"]))
+        return dict(out)
+
+
+def run_id_of(output: str) -> str:
+    match = re.search(r"resume (\d{8}-\d{6}-[0-9a-f]{4})", output) or re.search(r"(?:run|resuming) (\d{8}-\d{6}-[0-9a-f]{4})", output)
+    assert match, output
+    return match.group(1)
+
+
+def final_total(store: Path, run_id: str) -> dict[str, int]:
+    from pipelines.outputs import read_stage
+
+    with Store(store) as s:
+        return read_stage(s, run_id, "total").to_pylist()[0]
+
+
+class TestFailedItems:
+    def test_resume_computes_only_the_failed_items(self, load, store: Path, tmp_path: Path, monkeypatch) -> None:
+        log = tmp_path / "calls.log"
+        monkeypatch.setenv("COUNTED_LOG", str(log))
+        monkeypatch.setenv("COUNTED_FAIL", "5,4000,9999")
+        first = pipelines.run(load("counted_skip"), {"n": 10_000}, store=store)
+        assert first.status is RunStatus.PARTIAL and first.failed_items == 3
+        before = len(log.read_text().splitlines())
+
+        monkeypatch.delenv("COUNTED_FAIL")  # the cause is fixed
+        resumed = pipelines.resume(first.run_id, store=store)
+        assert resumed.status is RunStatus.OK
+        assert calls(log, before) == {"square": 3, "plus_one": 3, "total": 1}
+        assert resumed.table("total").to_pylist()[0] == expected_total(10_000)
+        assert resumed.table("plus_one").column("plus_one").to_pylist() == [x * x + 1 for x in range(10_000)]
+
+    def test_the_hint_line_has_counts_and_the_command(self, store: Path) -> None:
+        proc = cli("run", "counted_skip", "--dags", str(TEST_DAGS), "--store", str(store), "--param", "n=10000",
+                   env={"COUNTED_FAIL": "1,2,3"}, check=0)
+        run_id = run_id_of(proc.stdout)
+        line = next(ln for ln in proc.stdout.splitlines() if "failed in stage" in ln)
+        assert "3 of 10,000 items failed in stage 'square' (ValueError: item 1 is broken)" in line
+        assert line.endswith(f"python -m pipelines resume {run_id} --store {store}")
+
+    def test_fail_policy_resume_finishes_the_rest(self, store: Path, tmp_path: Path) -> None:
+        log = tmp_path / "calls.log"
+        env = {"COUNTED_LOG": str(log), "COUNTED_FAIL": "700"}
+        proc = cli("run", "counted", "--dags", str(TEST_DAGS), "--store", str(store), "--param", "n=5000", env=env,
+                   check=1)
+        assert "stage 'square'" in proc.stdout + proc.stderr and "item 700 is broken" in proc.stdout
+        run_id = run_id_of(proc.stdout)
+        done = done_in_ledger(store)
+        before = len(log.read_text().splitlines())
+        cli("resume", run_id, "--store", str(store), env={"COUNTED_LOG": str(log)}, check=0)
+        assert calls(log, before)["square"] == 5000 - done["square"]
+        assert calls(log, before)["plus_one"] == 5000 - done.get("plus_one", 0)
+        assert final_total(store, run_id) == expected_total(5000)
+
+
+def start_run(store: Path, log: Path, n: int, delay: float, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "COUNTED_LOG": str(log), "COUNTED_DELAY": str(delay), "PYTHONUNBUFFERED": "1",
+           "COLUMNS": "200"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "run", "counted", "--dags", str(TEST_DAGS), "--store", str(store),
+         "--param", f"n={n}", "--quiet", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for_calls(log: Path, at_least: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and sum(1 for _ in log.open()) >= at_least:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before {at_least} calls:\n{proc.stdout.read() if proc.stdout else ''}")
+        time.sleep(0.02)
+    pytest.fail(f"fewer than {at_least} calls after {timeout}s")
+
+
+def wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.05)
+    return alive
+
+
+@pytest.mark.slow
+class TestKill:
+    N = 12_000
+
+    @pytest.mark.parametrize("fraction", [0.03, 0.45, 0.9])
+    def test_kill_9_then_resume_redoes_only_unfinished_work(self, fraction: float, store: Path, tmp_path: Path) -> None:
+        log = tmp_path / "calls.log"
+        proc = start_run(store, log, self.N, 0.0002)
+        wait_for_calls(log, int(2 * self.N * fraction), proc)
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert not wait_gone(children), "worker processes outlived the killed driver"
+        done = done_in_ledger(store)
+        before = len(log.read_text().splitlines())
+        out = cli("runs", "--store", str(store), check=0).stdout
+        assert "crashed" in out
+        resumed = cli("resume", "latest", "--store", str(store), env={"COUNTED_LOG": str(log)}, check=0)
+        run_id = run_id_of(resumed.stdout)
+        redo = calls(log, before)
+        assert redo["square"] == self.N - done.get("square", 0)
+        assert redo["plus_one"] == self.N - done.get("plus_one", 0)
+        assert redo["total"] == 1
+        assert final_total(store, run_id) == expected_total(self.N)
+
+    def test_ctrl_c_ends_cleanly_with_the_hint_and_resumes(self, store: Path, tmp_path: Path) -> None:
+        log = tmp_path / "calls.log"
+        proc = start_run(store, log, self.N, 0.0002)
+        wait_for_calls(log, self.N // 2, proc)
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        os.kill(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130, output
+        assert "interrupted" in output and "resume with: python -m pipelines resume" in output
+        assert not wait_gone(children), "child processes outlived the interrupted run"
+        run_id = run_id_of(output)
+        done = done_in_ledger(store)
+        before = len(log.read_text().splitlines())
+        cli("resume", run_id, "--store", str(store), env={"COUNTED_LOG": str(log)}, check=0)
+        assert calls(log, before)["square"] == self.N - done["square"]
+        assert final_total(store, run_id) == expected_total(self.N)
+
+    def test_a_second_resume_of_a_running_run_is_refused(self, store: Path, tmp_path: Path) -> None:
+        log = tmp_path / "calls.log"
+        proc = start_run(store, log, self.N, 0.0005)
+        try:
+            wait_for_calls(log, 100, proc)
+            run_id = Store(store).ledger.latest_run()["id"]
+            second = cli("resume", run_id, "--store", str(store), check=2)
+            assert f"run {run_id} is already running" in second.stderr
+            assert "Traceback" not in second.stderr
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+class TestReuse:
+    def test_truncated_checkpoint_is_recomputed_with_a_warning(self, load, store: Path, tmp_path: Path,
+                                                               monkeypatch) -> None:
+        log = tmp_path / "calls.log"
+        monkeypatch.setenv("COUNTED_LOG", str(log))
+        first = pipelines.run(load("counted"), {"n": 3000}, store=store)
+        part = sorted((store / "runs" / first.run_id / "square").glob("*.arrow"))[-1]
+        with Store(store) as s:
+            rows = s.ledger.query("SELECT rows FROM parts WHERE path=?", (str(part),))[0]["rows"]
+        part.write_bytes(part.read_bytes()[:-100])
+        messages: list[str] = []
+
+        class Collect(pipelines.RunObserver):
+            def message(self, text: str, *, level: str = "info") -> None:
+                messages.append(text)
+
+        before = len(log.read_text().splitlines())
+        second = pipelines.run(load("counted"), {"n": 3000}, store=store, observers=[Collect()])
+        assert any("truncated" in m and part.name in m for m in messages), messages
+        assert calls(log, before)["square"] == rows
+        assert second.table("total").equals(first.table("total"))
+
+    def test_editing_a_helper_invalidates_its_stage_and_downstream_only(self, store: Path, tmp_path: Path) -> None:
+        dags = tmp_path / "dags"
+        dags.mkdir()
+        shutil.copy(TEST_DAGS / "helped.py", dags / "helped.py")
+        first = cli("run", "helped", "--dags", str(dags), "--store", str(store), check=0)
+        source = (dags / "helped.py").read_text()
+        (dags / "helped.py").write_text(source.replace("return x * 3  # the helper", "return x * 4  # edited"))
+        second = cli("run", "helped", "--dags", str(dags), "--store", str(store), check=0)
+        rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:]]
+                for line in second.stdout.splitlines() if line.startswith("│")}
+        # columns: stage, executor, batches, reused batches, items, reused items, failed, rows out, cpu s, reason
+        assert rows["tripled"][5] == rows["tripled"][4] == "1,000"  # not affected: all reused
+        assert rows["scaled"][5] == "0" and rows["scaled"][9] == "code changed"
+        assert rows["total"][5] == "0" and rows["total"][9] == "inputs changed"
+        assert first.returncode == 0
+
+    def test_fresh_stage_recomputes_it_and_its_downstream(self, load, store: Path, tmp_path: Path,
+                                                         monkeypatch) -> None:
+        log = tmp_path / "calls.log"
+        monkeypatch.setenv("COUNTED_LOG", str(log))
+        pipelines.run(load("counted"), {"n": 1000}, store=store)
+        before = len(log.read_text().splitlines())
+        again = pipelines.run(load("counted"), {"n": 1000}, store=store, fresh=["plus_one"])
+        assert calls(log, before) == {"plus_one": 1000, "total": 1}
+        assert again.stages["plus_one"].reason == "--fresh"
+        before = len(log.read_text().splitlines())
+        pipelines.run(load("counted"), {"n": 1000}, store=store, fresh=True)
+        assert calls(log, before) == {"square": 1000, "plus_one": 1000, "total": 1}
+
+    def test_a_run_can_be_resumed_on_another_executor(self, load, store: Path, tmp_path: Path,
+                                                      monkeypatch) -> None:
+        monkeypatch.setenv("COUNTED_FAIL", "50")
+        first = pipelines.run(load("counted"), {"n": 2000}, store=store, executor="threads")
+        assert first.status is RunStatus.FAILED
+        monkeypatch.delenv("COUNTED_FAIL")
+        resumed = pipelines.resume(first.run_id, store=store, executor="processes")
+        assert resumed.status is RunStatus.OK
+        assert {s.backend for n, s in resumed.stages.items() if n != "numbers"} == {"processes"}
+        assert resumed.table("total").to_pylist()[0] == expected_total(2000)
