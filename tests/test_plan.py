@@ -1,0 +1,214 @@
+"""``plan()`` is a pure function: whole plans compared, like dask's ``start_state`` tests.
+
+Nothing here starts an executor. ``max_workers`` is always given so that plans do not
+depend on the machine's CPU count.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pytest
+
+from pipelines.model import Pipeline
+from pipelines.plan import ExecutorSpec, Plan, RunOptions, StagePlan, plan
+
+
+def mixed() -> Pipeline:
+    """One stage of every kind: cpu, io with and without concurrency, async, and a pinned reduce."""
+    pipeline = Pipeline("mixed")
+
+    @pipeline.source
+    def numbers() -> Iterator[int]:
+        yield from range(10)
+
+    @pipeline.map(over=numbers, kind="cpu")
+    def crunch(x: int) -> int:
+        return x
+
+    @pipeline.map(over=numbers, kind="io", concurrency=4)
+    def fetch(x: int) -> int:
+        return x
+
+    @pipeline.map(over=crunch)
+    async def download(x: int) -> int:
+        return x
+
+    @pipeline.map(over=download, kind="io")
+    def save(x: int) -> int:
+        return x
+
+    @pipeline.reduce(inputs=[save, fetch], executor="inline")
+    def summary(save: pa.Table, fetch: pa.Table) -> pa.Table:
+        return save
+
+    return pipeline
+
+
+DRIVER = StagePlan("numbers", None, "driver", 1, None, None, 0.0, 0)
+PROCESSES = ExecutorSpec("processes", "processes", {"max_workers": 2, "preload": ["pipelines.task"]}, 4)
+INLINE = ExecutorSpec("inline", "inline", {}, 1)
+
+
+def test_default_mapping_by_kind() -> None:
+    assert plan(mixed(), RunOptions(max_workers=2)) == Plan(
+        order=("numbers", "crunch", "fetch", "download", "save", "summary"),
+        stages={
+            "numbers": DRIVER,
+            "crunch": StagePlan("crunch", "processes", "processes", 4, None, None, 0.1, 4),
+            "fetch": StagePlan("fetch", "threads:fetch", "threads", 4, None, None, 0.05, 1),
+            "download": StagePlan("download", "asyncio", "asyncio", 64, 256, None, 0.5, 32),
+            "save": StagePlan("save", "threads:save", "threads", 8, None, None, 0.05, 1),
+            "summary": StagePlan("summary", "inline", "inline", 1, None, None, 0.1, 4),
+        },
+        executors={
+            "processes": PROCESSES,
+            "threads:fetch": ExecutorSpec("threads:fetch", "threads", {"max_workers": 4}, 4),
+            "asyncio": ExecutorSpec("asyncio", "asyncio", {}, 256),
+            "threads:save": ExecutorSpec("threads:save", "threads", {"max_workers": 8}, 8),
+            "inline": INLINE,
+        },
+    )
+
+
+def test_cpu_stages_share_one_process_pool() -> None:
+    pipeline = Pipeline("cpus")
+
+    @pipeline.source
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    @pipeline.map(over=numbers)
+    def a(x: int) -> int:
+        return x
+
+    @pipeline.map(over=a, batch_size=100)
+    def b(x: int) -> int:
+        return x
+
+    assert plan(pipeline, RunOptions(max_workers=3)) == Plan(
+        order=("numbers", "a", "b"),
+        stages={"numbers": DRIVER,
+                "a": StagePlan("a", "processes", "processes", 6, None, None, 0.1, 4),
+                "b": StagePlan("b", "processes", "processes", 6, None, 100, 0.1, 4)},
+        executors={"processes": ExecutorSpec("processes", "processes",
+                                             {"max_workers": 3, "preload": ["pipelines.task"]}, 6)},
+    )
+
+
+def test_async_concurrency_sizes_in_flight_items() -> None:
+    pipeline = Pipeline("fetcher")
+
+    @pipeline.source
+    def urls() -> Iterator[str]:
+        yield "u"
+
+    @pipeline.map(over=urls, concurrency=10)
+    async def get(url: str) -> str:
+        return url
+
+    assert plan(pipeline, RunOptions(max_workers=2)).stages["get"] == StagePlan(
+        "get", "asyncio", "asyncio", 64, 40, None, 0.5, 5)
+
+
+def placement(the_plan: Plan) -> dict[str, tuple[str | None, str]]:
+    return {name: (sp.slot, sp.backend) for name, sp in the_plan.stages.items()}
+
+
+def test_run_option_moves_every_stage_but_pinned_ones() -> None:
+    the_plan = plan(mixed(), RunOptions(executor="threads", max_workers=2))
+    assert placement(the_plan) == {
+        "numbers": (None, "driver"),
+        "crunch": ("threads:crunch", "threads"),
+        "fetch": ("threads:fetch", "threads"),
+        "download": ("threads:download", "threads"),
+        "save": ("threads:save", "threads"),
+        "summary": ("inline", "inline"),  # its own executor= wins over the run's option
+    }
+    assert the_plan.executors["threads:fetch"].options == {"max_workers": 4}
+    assert the_plan.executors["threads:crunch"].options == {"max_workers": 8}
+    assert set(the_plan.executors) == {"threads:crunch", "threads:fetch", "threads:download", "threads:save",
+                                       "inline"}
+
+
+@pytest.mark.parametrize("backend", ["inline", "processes", "asyncio", "joblib"])
+def test_run_option_for_each_local_backend(backend: str) -> None:
+    the_plan = plan(mixed(), RunOptions(executor=backend, max_workers=2))
+    assert {sp.backend for name, sp in the_plan.stages.items() if name not in ("numbers", "summary")} == {backend}
+    assert the_plan.stages["numbers"].backend == "driver"
+    assert the_plan.stages["summary"].backend == "inline"
+
+
+def test_stage_executor_wins_over_kind_and_run_option() -> None:
+    pipeline = Pipeline("pinned")
+
+    @pipeline.source
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    @pipeline.map(over=numbers, kind="cpu", executor="threads")
+    def a(x: int) -> int:
+        return x
+
+    @pipeline.map(over=numbers, kind="io", executor="processes")
+    def b(x: int) -> int:
+        return x
+
+    @pipeline.map(over=numbers, executor="inline")
+    async def c(x: int) -> int:
+        return x
+
+    expected = {"numbers": (None, "driver"), "a": ("threads:a", "threads"), "b": ("processes", "processes"),
+                "c": ("inline", "inline")}
+    assert placement(plan(pipeline, RunOptions(max_workers=2))) == expected
+    assert placement(plan(pipeline, RunOptions(executor="asyncio", max_workers=2))) == expected
+
+
+def test_sources_stay_on_the_driver_even_when_pinned() -> None:
+    pipeline = Pipeline("src")
+
+    @pipeline.source(executor="processes", batch_size=7)
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    assert plan(pipeline, RunOptions(executor="dask")).stages["numbers"] == StagePlan(
+        "numbers", None, "driver", 1, None, 7, 0.0, 0)
+
+
+def test_cluster_options_reach_the_executor() -> None:
+    options = RunOptions(executor="dask", address="tcp://10.0.0.1:8786", max_workers=2,
+                         dashboard_address=":0", keep_cluster=True)
+    the_plan = plan(mixed(), options)
+    assert the_plan.executors == {
+        "dask": ExecutorSpec("dask", "dask", {"max_workers": 2, "address": "tcp://10.0.0.1:8786",
+                                              "dashboard_address": ":0", "keep_cluster": True}, 4),
+        "inline": INLINE,
+    }
+    assert {sp.slot for sp in the_plan.stages.values()} == {None, "dask", "inline"}
+
+
+def test_ray_gets_the_address_but_no_dask_options() -> None:
+    options = RunOptions(executor="ray", address="ray://h:10001", max_workers=2, dashboard_address=":0",
+                         keep_cluster=True)
+    assert plan(mixed(), options).executors["ray"] == ExecutorSpec(
+        "ray", "ray", {"max_workers": 2, "address": "ray://h:10001"}, 4)
+
+
+def test_start_method_reaches_the_process_pool() -> None:
+    spec = plan(mixed(), RunOptions(max_workers=2, start_method="spawn")).executors["processes"]
+    assert spec.options == {"max_workers": 2, "preload": ["pipelines.task"], "start_method": "spawn"}
+
+
+def test_plan_is_pure() -> None:
+    pipeline = mixed()
+    first = plan(pipeline, RunOptions(max_workers=2))
+    assert plan(pipeline, RunOptions(max_workers=2)) == first
+    assert first.order == tuple(pipeline.order())
+    with pytest.raises(AttributeError):
+        first.order = ()  # type: ignore[misc]
+
+
+def test_describe_is_what_a_resume_needs() -> None:
+    options = RunOptions(executor="dask", address="tcp://h:1", max_workers=3, start_method="spawn", fresh=True)
+    assert options.describe() == {"executor": "dask", "address": "tcp://h:1", "max_workers": 3,
+                                  "start_method": "spawn"}
