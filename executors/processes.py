@@ -3,7 +3,8 @@
 Built on ``concurrent.futures.ProcessPoolExecutor`` with an explicit start method
 (``forkserver`` by default on Linux, ``spawn`` elsewhere): never ``fork`` from a driver that
 already runs threads. Callables are pickled by reference, so they must be importable in
-the child; nothing here re-runs the user's script.
+the child; the user's main script is never re-run in a worker (``_main_guard``), so no
+``if __name__ == "__main__":`` guard is needed.
 
 A worker that dies (segfault, ``os._exit``, out of memory, killed) breaks the stdlib pool.
 This backend turns that into ``WorkerLostError("worker died: signal 11")`` on every task
@@ -24,6 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from ._lifeline import die_with_parent
+from ._main_guard import main_not_imported
 from .base import Capabilities, ExecutorBase, call
 from .errors import WorkerLostError
 
@@ -65,7 +67,7 @@ class ProcessExecutor(ExecutorBase):
         return self._pool
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
-        with self._pool_lock:
+        with self._pool_lock, main_not_imported():  # submit may start worker processes
             pool = self._pool
             try:
                 inner = pool.submit(call, fn)

@@ -76,31 +76,36 @@ class StageFailed(PipelinesError):
         stage: the stage's name.
         batch: the batch number, or ``None`` for whole-stage failures.
         item: the item's index within its batch, or ``None``.
+        position: the item's index in the whole source, where it has one.
         error_type: the name of the exception's type (``"ValueError"``).
         remote_traceback: the worker's formatted traceback, when there is one.
     """
 
     def __init__(self, stage: str, message: str, *, batch: int | None = None, item: int | None = None,
-                 error_type: str = "", remote_traceback: str = "") -> None:
+                 error_type: str = "", remote_traceback: str = "", position: int | None = None) -> None:
         self.stage = stage
         self.batch = batch
         self.item = item
+        self.position = position
         self.error_type = error_type
         self.message = message
         self.remote_traceback = remote_traceback
         where = f"stage {stage!r}"
-        if batch is not None:
-            where += f", batch {batch}"
-        if item is not None:
-            where += f", item {item}"
+        if position is not None:
+            where += f", item {position:,}"
+        else:
+            if batch is not None:
+                where += f", batch {batch}"
+            if item is not None:
+                where += f", item {item}"
         cause = f"{error_type}: {message}" if error_type else message
         super().__init__(f"{where}: {cause}")
 
     def __reduce__(self):
         return (_rebuild_stage_failed, (self.stage, self.message, self.batch, self.item,
-                                        self.error_type, self.remote_traceback))
+                                        self.error_type, self.remote_traceback, self.position))
 
 
-def _rebuild_stage_failed(stage, message, batch, item, error_type, remote_traceback):
+def _rebuild_stage_failed(stage, message, batch, item, error_type, remote_traceback, position=None):
     return StageFailed(stage, message, batch=batch, item=item, error_type=error_type,
-                       remote_traceback=remote_traceback)
+                       remote_traceback=remote_traceback, position=position)

@@ -22,6 +22,7 @@ A failure under ``on_error="fail"`` stops scheduling; running tasks finish and a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -105,6 +106,9 @@ class Runner:
         self._source_futures: dict[Future[Any], str] = {}
         self._source_open: dict[str, int] = {}
         self._stream_of: dict[str, list[str]] = {}
+        self._origin = self._origins()
+        self._source_offsets: dict[str, dict[int, int]] = {}
+        self._source_sizes: dict[str, dict[int, int]] = {}
         self.failure: StageFailed | None = None
         self.stopping = False
         self.interrupted = False
@@ -192,6 +196,33 @@ class Runner:
         for name in self.order:  # stages with no inputs left to wait for
             self._check_stage_final(name)
 
+    def _origins(self) -> dict[str, str]:
+        """For item-wise stages whose input ids are source positions: that source."""
+        def origin(name: str) -> str | None:
+            stage = self.stages[name]
+            if stage.granularity == "source":
+                return name
+            if stage.granularity == "item":
+                return origin(stage.inputs[0])
+            return None
+
+        out = {}
+        for name in self.order:
+            stage = self.stages[name]
+            if stage.itemwise and (src := origin(stage.inputs[0])) is not None:
+                out[name] = src
+        return out
+
+    def _note_source_batch(self, name: str, k: int, rows: int) -> None:
+        """Remember batch sizes; a batch's offset is known once every earlier size is."""
+        sizes = self._source_sizes.setdefault(name, {})
+        sizes[k] = rows
+        offsets = self._source_offsets.setdefault(name, {0: 0})
+        j = max(offsets)
+        while j in sizes:
+            offsets[j + 1] = offsets[j] + sizes[j]
+            j += 1
+
     def _reason(self, name: str, parts: dict[str, str]) -> str:
         if name in self.fresh:
             return "--fresh"
@@ -257,6 +288,7 @@ class Runner:
             b.rows = sum(p.rows for p in parts)
             b.upstream_final = True
             b.reused_parts = len(parts)
+            self._note_source_batch(name, batch, b.rows)
             st.items_reused += len(b.done)
             self._source_open[name] += 1
             self._publish(name, batch, b.done)
@@ -299,6 +331,7 @@ class Runner:
                                       fingerprint=self.fingerprints[name], info=batch.file, done=ids)
         b.parts, b.available, b.done, b.rows, b.upstream_final = [part], ids, ids, batch.file.rows, True
         b.computed_parts = 1
+        self._note_source_batch(name, batch.batch, batch.file.rows)
         st.items_done += len(ids)
         self._source_open[name] += 1
         self._publish(name, batch.batch, ids)
@@ -649,14 +682,23 @@ class Runner:
             return
         self._record(name, k, result)
 
+    def _positioned(self, name: str, k: int, errors: Iterable[ItemError]) -> list[ItemError]:
+        """Errors with each item's index in the whole source, where its ids come from one."""
+        origin = self._origin.get(name)
+        offset = self._source_offsets.get(origin, {}).get(k) if origin else None
+        if offset is None:
+            return list(errors)
+        return [dataclasses.replace(e, position=offset + e.item) if e.item is not None else e for e in errors]
+
     def _record(self, name: str, k: int, result: TaskResult) -> None:
         st = self.states[name]
         b = st.batch(k)
         stage = self.stages[name]
         assert b.key is not None
+        errors = self._positioned(name, k, result.errors)
         self.store.ledger.record_part(run_id=self.run_id, stage=name, batch=k, key=b.key,
                                       fingerprint=self.fingerprints[name], info=result.file, done=result.done,
-                                      errors=result.errors)
+                                      errors=errors)
         st.sizer.observe(result.items, result.seconds)
         st.seconds += result.seconds
         if result.file is not None:
@@ -671,8 +713,8 @@ class Runner:
         else:
             b.done = result.done if result.file is not None else IdSet()
             st.items_done += 1 if result.file is not None else 0
-        if result.errors:
-            self._failed_items(name, k, result.errors)
+        if errors:
+            self._failed_items(name, k, errors)
         if stage.itemwise:
             self._publish(name, k, result.done)
         self._finalize_batch(name, k)
@@ -692,7 +734,7 @@ class Runner:
             st.first_error = f"{first.error_type}: {first.message}"
         if stage.on_error == "fail" and self.failure is None:
             self._fail(StageFailed(name, first.message, batch=k, item=first.item, error_type=first.error_type,
-                                   remote_traceback=first.traceback))
+                                   remote_traceback=first.traceback, position=first.position))
 
     def _worker_lost(self, name: str, k: int, running: _Running, exc: WorkerLostError) -> None:
         """A worker died: split the task to isolate the poison item; fail it alone."""
@@ -706,10 +748,9 @@ class Runner:
                                   f"in smaller tasks to find the cause", level="warning")
             return
         item = running.ids.first() if stage.itemwise else None
-        error = ItemError(name, k, item, "WorkerLostError", exc.cause, "", 1,
-                          None)
-        self.store.ledger.record_errors(run_id=self.run_id, key=b.key or "", errors=[error])
-        self._failed_items(name, k, [error])
+        errors = self._positioned(name, k, [ItemError(name, k, item, "WorkerLostError", exc.cause, "", 1, None)])
+        self.store.ledger.record_errors(run_id=self.run_id, key=b.key or "", errors=errors)
+        self._failed_items(name, k, errors)
         self._finalize_batch(name, k)
 
     def _task_broken(self, name: str, k: int, running: _Running, exc: BaseException) -> None:
@@ -719,7 +760,8 @@ class Runner:
         b = self.states[name].batch(k)
         tb = "".join(traceback.format_exception(exc))
         items = list(running.ids) if stage.itemwise else [None]
-        errors = [ItemError(name, k, i, type(exc).__name__, str(exc) or type(exc).__name__, tb, 1, None) for i in items]
+        errors = self._positioned(name, k, [ItemError(name, k, i, type(exc).__name__, str(exc) or type(exc).__name__,
+                                                      tb, 1, None) for i in items])
         self.store.ledger.record_errors(run_id=self.run_id, key=b.key or "", errors=errors)
         self._failed_items(name, k, errors)
         self._finalize_batch(name, k)

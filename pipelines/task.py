@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import signal
 import threading
 import time
 import traceback
@@ -83,6 +84,7 @@ class BatchTask:
     params_json: str | None = None
     side: dict[str, tuple[InputPart, ...]] = field(default_factory=dict)
     fsync: bool = batch_files.FSYNC
+    rate_share: float = 1.0  # this worker's share of the stage's rate limit (1/workers)
     pipeline: Pipeline | None = None  # in-process only; dropped when pickled
 
     def __getstate__(self) -> dict[str, Any]:
@@ -117,7 +119,7 @@ class BatchTask:
         kwargs = self._kwargs(pipeline, stage)
         kwargs.update(resources.resolve_sync(stage.resources))
         if stage.itemwise:
-            runner = _ItemRunner(stage, self.batch)
+            runner = _ItemRunner(stage, self.batch, self.rate_share)
             outputs = [runner.run_sync(i, v, kwargs) for i, v in zip(ids, values)]
             return self._finish_items(stage, ids, values, outputs, runner.errors, t0, t1)
         return self._run_table_stage(stage, tables, kwargs, t0, t1)
@@ -130,7 +132,7 @@ class BatchTask:
         kwargs = self._kwargs(pipeline, stage)
         kwargs.update(await resources.resolve_async(stage.resources))
         if stage.itemwise:
-            runner = _ItemRunner(stage, self.batch)
+            runner = _ItemRunner(stage, self.batch, self.rate_share)
             outputs = await asyncio.gather(*(runner.run_async(i, v, kwargs) for i, v in zip(ids, values)))
             return await asyncio.to_thread(self._finish_items, stage, ids, values, list(outputs), runner.errors, t0, t1)
         return await self._run_table_stage_async(stage, tables, kwargs, t0, t1)
@@ -295,11 +297,11 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
 class _ItemRunner:
     """Runs the stage function on single items; collects errors instead of raising."""
 
-    def __init__(self, stage: Stage, batch: int) -> None:
+    def __init__(self, stage: Stage, batch: int, rate_share: float = 1.0) -> None:
         self.stage = stage
         self.batch = batch
         self.errors: list[ItemError] = []
-        self.limiter = _limiter(stage)
+        self.limiter = _limiter(stage, rate_share)
         self.positional = stage.input_args[0] == _first_param(stage.fn)
 
     def _call(self, value: Any, kwargs: dict[str, Any]) -> Any:
@@ -315,7 +317,9 @@ class _ItemRunner:
             try:
                 if self.limiter is not None:
                     self.limiter.acquire()
-                return self._call(value, kwargs)
+                if self.stage.timeout is None:
+                    return self._call(value, kwargs)
+                return call_with_timeout(self._call, (value, kwargs), self.stage.timeout)
             except Exception as exc:  # noqa: BLE001 - recorded per item; the policy decides
                 if attempt < self.stage.retries and retry.should_retry(exc, self.stage.retry_on):
                     time.sleep(retry.delay(attempt, exc))
@@ -339,7 +343,7 @@ class _ItemRunner:
                     return list(out) if self.stage.granularity == "flat" else out
             except Exception as exc:  # noqa: BLE001
                 if isinstance(exc, asyncio.TimeoutError) and not str(exc):
-                    exc = TimeoutError(f"timed out after {self.stage.timeout} s")
+                    exc = ItemTimeout(f"timed out after {self.stage.timeout:g} s")
                 if attempt < self.stage.retries and retry.should_retry(exc, self.stage.retry_on):
                     await asyncio.sleep(retry.delay(attempt, exc))
                     attempt += 1
@@ -377,6 +381,55 @@ def _short_repr(value: Any) -> str:
     return text if len(text) <= INPUT_REPR_LIMIT else text[: INPUT_REPR_LIMIT - 3] + "..."
 
 
+# -- timeouts for plain functions ----------------------------------------------------------
+
+class ItemTimeout(TimeoutError):
+    """An item ran past its stage's ``timeout`` (retried like any timeout when ``retries`` allow)."""
+
+
+def call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
+    """Call ``fn(*args)``, giving up after ``timeout`` seconds.
+
+    In a process's main thread (a process-pool worker, or the driver for ``inline``) a
+    SIGALRM interrupts the call itself. A thread cannot be interrupted in Python: there the
+    call runs on a helper thread that is abandoned on timeout (it finishes in the background
+    and its result is dropped); the item is reported as timed out either way.
+    """
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        return _call_with_alarm(fn, args, timeout)
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - carried back to the caller
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="pipelines-timeout", daemon=True).start()
+    if not done.wait(timeout):
+        raise ItemTimeout(f"timed out after {timeout:g} s (the call was abandoned on its thread, which runs on "
+                          f"until it returns)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _call_with_alarm(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
+    def expire(signum: int, frame: Any) -> None:
+        raise ItemTimeout(f"timed out after {timeout:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return fn(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 # -- per-process caches ------------------------------------------------------------------
 
 _cache_lock = threading.Lock()
@@ -397,13 +450,14 @@ def _semaphore(stage: Stage) -> asyncio.Semaphore:
     return sem
 
 
-def _limiter(stage: Stage) -> RateLimiter | None:
+def _limiter(stage: Stage, share: float) -> RateLimiter | None:
+    """One limiter per stage per process, allowed its share of the stage's rate."""
     if stage.rate is None:
         return None
     with _cache_lock:
         limiter = _limiters.get(id(stage))
         if limiter is None:
-            limiter = _limiters[id(stage)] = RateLimiter(parse_rate(stage.rate))
+            limiter = _limiters[id(stage)] = RateLimiter(parse_rate(stage.rate) * share)
     return limiter
 
 

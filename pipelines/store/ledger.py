@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS run_batches (
 CREATE TABLE IF NOT EXISTS errors (
     run_id TEXT, stage TEXT, batch INTEGER, item INTEGER, key TEXT, error_type TEXT,
     message TEXT, traceback TEXT, attempts INTEGER, input TEXT, created REAL,
-    resolved INTEGER DEFAULT 0
+    resolved INTEGER DEFAULT 0, position INTEGER
 );
 CREATE INDEX IF NOT EXISTS errors_by_key ON errors (key, resolved);
 CREATE INDEX IF NOT EXISTS errors_by_run ON errors (run_id, stage, resolved);
@@ -96,6 +96,16 @@ class ItemError:
     traceback: str
     attempts: int
     input: str | None = None
+    position: int | None = None  # the item's index in the whole source, where it has one
+
+    @property
+    def where(self) -> str:
+        """``item 1,000`` (or ``batch 2, item 232`` when there is no overall index)."""
+        if self.position is not None:
+            return f"item {self.position:,}"
+        if self.item is None:
+            return f"batch {self.batch}"
+        return f"batch {self.batch}, item {self.item}"
 
 
 class Ledger:
@@ -223,10 +233,10 @@ class Ledger:
     @staticmethod
     def _insert_errors(db: sqlite3.Connection, run_id: str, key: str, errors: Iterable[ItemError], now: float) -> None:
         db.executemany(
-            "INSERT INTO errors (run_id, stage, batch, item, key, error_type, message, traceback, attempts, input, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(run_id, e.stage, e.batch, e.item, key, e.error_type, e.message, e.traceback, e.attempts, e.input, now)
-             for e in errors])
+            "INSERT INTO errors (run_id, stage, batch, item, key, error_type, message, traceback, attempts, input,"
+            " created, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run_id, e.stage, e.batch, e.item, key, e.error_type, e.message, e.traceback, e.attempts, e.input, now,
+              e.position) for e in errors])
 
     @staticmethod
     def _resolve(db: sqlite3.Connection, key: str, done: IdSet) -> None:
@@ -248,9 +258,9 @@ class Ledger:
         if stage:
             sql += " AND stage=?"
             args.append(stage)
-        rows = self.query(sql + " ORDER BY stage, batch, item", args)
+        rows = self.query(sql + " ORDER BY stage, batch, item, created", args)
         return [ItemError(r["stage"], r["batch"], r["item"], r["error_type"], r["message"], r["traceback"],
-                          r["attempts"], r["input"]) for r in rows]
+                          r["attempts"], r["input"], r["position"]) for r in rows]
 
     def resolve_batch_errors(self, run_id: str, stage: str, batch: int) -> None:
         with self.transaction() as db:
