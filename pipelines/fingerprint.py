@@ -88,9 +88,18 @@ def _feed(h: Any, obj: Any, seen: set[int]) -> None:
             return
         _feed_code(h, obj.__code__)
         h.update(repr(obj.__defaults__).encode() if _plain_data(obj.__defaults__) else b"")
-        for name in _global_names(obj.__code__):
+        names = list(_global_names(obj.__code__))
+        for name in names:
             if name in obj.__globals__:
-                _feed_global(h, name, obj.__globals__[name], seen)
+                value = obj.__globals__[name]
+                _feed_global(h, name, value, seen)
+                if isinstance(value, types.ModuleType) and _is_user_module(value.__name__):
+                    # `images.describe(...)`: attribute names are in co_names too; follow the ones
+                    # that are functions or classes of that user module.
+                    for attr in names:
+                        member = getattr(value, attr, None)
+                        if inspect.isfunction(member) or inspect.isclass(member):
+                            _feed(h, member, seen)
         if obj.__closure__:
             for cell in obj.__closure__:
                 try:

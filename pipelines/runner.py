@@ -54,6 +54,7 @@ from .store.ledger import ItemError, Part
 from .task import BatchTask, InputPart, InputSpec, TaskResult
 
 MAX_OPEN_SOURCE_BATCHES = 6
+WATCHDOG_GRACE_SECONDS = 2.0
 INTERRUPT_GRACE_SECONDS = 5.0
 PROGRESS_INTERVAL = 0.1
 
@@ -64,7 +65,9 @@ class _Running:
     batch: int
     ids: IdSet
     slot: str
-    suspect: bool
+    solo: bool  # ran alone on its executor: a worker death is its own
+    started: float = 0.0
+    deadline: float | None = None  # past it, the task's worker is killed (process backends)
 
 
 class Runner:
@@ -112,9 +115,14 @@ class Runner:
         self.failure: StageFailed | None = None
         self.stopping = False
         self.interrupted = False
+        self._hard_stop = False  # a second Ctrl-C: stop waiting for anything
+        self._overdue: set[Future[Any]] = set()  # past their deadline: their worker was killed
+        self._collateral: set[Future[Any]] = set()  # running beside them when it was
+        self._suspects_on: dict[str, int] = {}  # slot -> suspect groups waiting to run alone
+        self._solo_running: dict[str, int] = {}
         self._last_progress = 0.0
         self._changed = False
-        self._handle = handle_for(pipeline)
+        self._handle: Any = None  # made when the first out-of-process executor starts
 
     # == entry ==================================================================================
     def run(self) -> RunResult:
@@ -124,12 +132,14 @@ class Runner:
             self._open_run()
             self.observer.run_started(self.run_id, self.pipeline.name, self.plan, resumed=self.resumed)
             with lifespan(self.pipeline, self.params):
+                self._start_executors()
                 try:
                     self._loop()
                 except KeyboardInterrupt:
                     self._interrupt()
                 finally:
-                    resources.close_all()  # while the executors' loops still run
+                    if not self._hard_stop:
+                        resources.close_all()  # while the executors' loops still run
                     self._shutdown_executors(cancel=self.interrupted or self.failure is not None)
             return self._close(started)
         finally:
@@ -480,7 +490,7 @@ class Runner:
                 return
         st.final = True
         st.ended = time.time()
-        self._save_stage(name, "done")
+        self._save_stage(name, ("failed" if stage.on_error == "fail" else "partial") if st.items_failed else "done")
         for c in self.consumers[name] + self.side_users[name]:
             self._check_stage_final(c)
 
@@ -524,9 +534,10 @@ class Runner:
             b = st.batches[k]
             if b.final or not self._ensure_key(name, k):
                 continue
-            while b.suspects and self._room(name, len(b.suspects[0])):
-                ids = b.suspects.pop(0)
-                self._submit_items(name, k, ids, suspect=True)
+            if self._quarantined(name):
+                if b.suspects and self._slot_idle(name):
+                    self._submit_items(name, k, self._pop_suspect(name, b), solo=True)
+                continue
             while True:
                 pending = b.pending
                 if not pending:
@@ -537,7 +548,7 @@ class Runner:
                 if not self._room(name, min(size, len(pending))):
                     return
                 ids, _ = pending.take(size)
-                self._submit_items(name, k, ids, suspect=False)
+                self._submit_items(name, k, ids, solo=False)
             self._finalize_batch(name, k)
 
     def _schedule_table(self, name: str) -> None:
@@ -558,9 +569,30 @@ class Runner:
             if b.done or b.parts:  # reused
                 self._finalize_batch(name, k)
                 continue
-            if not self._room(name):
-                return
-            self._submit(name, k, IdSet.span(0, 1), self._table_inputs(name, k), suspect=False)
+            if self._quarantined(name):
+                if b.suspects and self._slot_idle(name):
+                    self._submit(name, k, self._pop_suspect(name, b), self._table_inputs(name, k), solo=True)
+                continue
+            if b.suspects or b.failed or not self._room(name):
+                continue
+            self._submit(name, k, IdSet.span(0, 1), self._table_inputs(name, k), solo=False)
+
+    # -- quarantine: after a worker died, suspects run one at a time ------------------------------
+    def _quarantined(self, name: str) -> bool:
+        slot = self.plan.stages[name].slot
+        return bool(self._suspects_on.get(slot) or self._solo_running.get(slot))
+
+    def _slot_idle(self, name: str) -> bool:
+        return not self._slot_in_flight.get(self.plan.stages[name].slot or "", 0)
+
+    def _pop_suspect(self, name: str, b: BatchState) -> IdSet:
+        self._suspects_on[self.plan.stages[name].slot or ""] -= 1
+        return b.suspects.pop(0)
+
+    def _add_suspects(self, name: str, b: BatchState, *groups: IdSet) -> None:
+        b.suspects.extend(groups)
+        slot = self.plan.stages[name].slot or ""
+        self._suspects_on[slot] = self._suspects_on.get(slot, 0) + len(groups)
 
     def _table_inputs(self, name: str, k: int) -> tuple[InputSpec, ...]:
         stage = self.stages[name]
@@ -574,7 +606,7 @@ class Runner:
         parts = distinct_parts(self.states[u].batches[k].parts)
         return (InputSpec(u, tuple(InputPart(p.path) for p in parts), self.stages[u].keeps_item_ids),)
 
-    def _submit_items(self, name: str, k: int, ids: IdSet, *, suspect: bool) -> None:
+    def _submit_items(self, name: str, k: int, ids: IdSet, *, solo: bool) -> None:
         stage = self.stages[name]
         u = stage.inputs[0]
         ub = self.states[u].batches[k]
@@ -582,9 +614,9 @@ class Runner:
         if self.stages[u].keeps_item_ids:
             parts = [p for p in parts if p.done & ids]
         spec = InputSpec(u, tuple(InputPart(p.path) for p in parts), self.stages[u].keeps_item_ids, ids)
-        self._submit(name, k, ids, (spec,), suspect=suspect)
+        self._submit(name, k, ids, (spec,), solo=solo)
 
-    def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, suspect: bool) -> None:
+    def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
         stage = self.stages[name]
         sp = self.plan.stages[name]
         st = self.states[name]
@@ -595,14 +627,23 @@ class Runner:
         side = {s: tuple(InputPart(p.path) for j in sorted(self.states[s].batches)
                          for p in distinct_parts(self.states[s].batches[j].parts)) for s in stage.side}
         executor = self._executor(sp.slot)
+        caps = executor.capabilities
         task = BatchTask(
             handle=self._handle, stage=name, batch=k, part=part, inputs=inputs,
             output_path=self.store.part_path(self.run_id, name, k, b.key, part),
             params_json=self.params_json, side=side,
-            pipeline=self.pipeline if executor.capabilities.in_process else None,
+            rate_share=1.0 if caps.in_process else 1.0 / max(1, caps.max_workers),
+            pipeline=self.pipeline if caps.in_process else None,
         )
         future = executor.submit(task, key=task.key)
-        self._running[future] = _Running(name, k, ids, sp.slot, suspect)
+        now = time.monotonic()
+        deadline = None
+        if stage.timeout is not None and hasattr(executor, "kill_workers"):
+            queued = 1 if solo else 2  # a task may wait behind one other on its worker
+            deadline = now + queued * stage.timeout * max(1, len(ids)) + WATCHDOG_GRACE_SECONDS
+        self._running[future] = _Running(name, k, ids, sp.slot, solo, now, deadline)
+        if solo:
+            self._solo_running[sp.slot] = self._solo_running.get(sp.slot, 0) + 1
         b.scheduled = b.scheduled | ids
         b.in_flight += 1
         st.in_flight += 1
@@ -617,6 +658,8 @@ class Runner:
         if executor is None:
             spec = self.plan.executors[slot]
             executor = executor_registry.get_executor(spec.backend, **dict(spec.options))
+            if not executor.capabilities.in_process and self._handle is None:
+                self._handle = self._worker_handle(spec.backend)
             executor.start()
             self._executors[slot] = executor
             caps = executor.capabilities
@@ -628,11 +671,42 @@ class Runner:
             self.observer.executor_started(slot, executor)
         return executor
 
+    def _start_executors(self) -> None:
+        """Start every executor a stage still needs now: a bad --address fails at once, pools warm up."""
+        for slot in self.plan.executors:
+            if any(sp.slot == slot and not self.states[n].final for n, sp in self.plan.stages.items()):
+                self._executor(slot)
+
+    def _worker_handle(self, backend: str) -> Any:
+        """How out-of-process workers find the pipeline; a stage that cannot travel is a usage error."""
+        import sys
+
+        module = sys.modules.get(self.pipeline.module)
+        importable = module is not None and self.pipeline.module not in ("__main__", "__mp_main__") and any(
+            v is self.pipeline for v in vars(module).values())
+        if importable:
+            return handle_for(self.pipeline)
+        remote = {n for n, sp in self.plan.stages.items()
+                  if sp.slot is not None and not self._in_process(self.plan.executors[sp.slot].backend)}
+        travelling = _trimmed(self.pipeline, keep=remote)
+        try:
+            return handle_for(travelling)
+        except Exception as exc:  # noqa: BLE001 - cloudpickle raises many types
+            culprit = _unpicklable_stage(self.pipeline, remote) or "?"
+            raise UsageError(
+                f"stage {culprit!r} cannot be sent to {backend} workers ({type(exc).__name__}: {exc}); define "
+                f"the pipeline at module level in a dags module, or run the stage on threads "
+                f"(executor=\"threads\")") from None
+
+    @staticmethod
+    def _in_process(backend: str) -> bool:
+        return backend in ("inline", "threads", "asyncio")
+
     def _shutdown_executors(self, *, cancel: bool) -> None:
         executors, self._executors = list(self._executors.values()), {}
         for executor in executors:
             try:
-                executor.shutdown(wait=True, cancel_pending=cancel)
+                executor.shutdown(wait=not self._hard_stop, cancel_pending=cancel)
             except Exception as exc:  # noqa: BLE001 - shutting down must not mask the run's result
                 self.observer.message(f"shutting down {executor!r} failed: {exc}", level="warning")
 
@@ -651,7 +725,22 @@ class Runner:
             done, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
             for future in done:
                 self._complete(future)
+            self._watchdog()
             self._progress()
+
+    def _watchdog(self) -> None:
+        """Kill the workers of process tasks far past their timeout (stuck in C code, say)."""
+        now = time.monotonic()
+        for future, running in list(self._running.items()):
+            if running.deadline is None or now < running.deadline or future in self._overdue:
+                continue
+            self._overdue.add(future)
+            self._collateral.update(f for f, r in self._running.items() if r.slot == running.slot and f is not future)
+            executor = self._executors.get(running.slot)
+            self.observer.message(f"stage {running.stage!r} batch {running.batch}: a task ran past its timeout; "
+                                  f"killing its worker", level="warning")
+            if executor is not None:
+                executor.kill_workers()
 
     def _finished(self) -> bool:
         if self.stopping:
@@ -672,10 +761,17 @@ class Runner:
         st.in_flight -= 1
         st.items_in_flight -= len(running.ids)
         self._slot_in_flight[running.slot] -= 1
+        if running.solo:
+            self._solo_running[running.slot] -= 1
+        overdue = future in self._overdue
+        collateral = future in self._collateral and not overdue
+        self._overdue.discard(future)
+        self._collateral.discard(future)
         try:
             result: TaskResult = future.result()
         except WorkerLostError as exc:
-            self._worker_lost(name, k, running, exc)
+            if not collateral:  # a collateral task's ids are simply pending again
+                self._worker_lost(name, k, running, exc, overdue)
             return
         except Exception as exc:  # noqa: BLE001 - the task itself broke (input unreadable, ...)
             self._task_broken(name, k, running, exc)
@@ -736,27 +832,40 @@ class Runner:
             self._fail(StageFailed(name, first.message, batch=k, item=first.item, error_type=first.error_type,
                                    remote_traceback=first.traceback, position=first.position))
 
-    def _worker_lost(self, name: str, k: int, running: _Running, exc: WorkerLostError) -> None:
-        """A worker died: split the task to isolate the poison item; fail it alone."""
+    def _worker_lost(self, name: str, k: int, running: _Running, exc: WorkerLostError,
+                     overdue: bool = False) -> None:
+        """A worker died. Its task's items become suspects that run alone, in halves, until the
+        item that kills its worker is found: that one fails with the cause, the rest go on."""
         b = self.states[name].batch(k)
         stage = self.stages[name]
+        cause = exc.cause
+        if overdue and stage.timeout is not None:
+            cause = f"timed out: ran past {stage.timeout:g} s per item, and its worker was killed"
+        if not running.solo:
+            self._add_suspects(name, b, running.ids)
+            self.observer.message(f"stage {name!r} batch {k}: {cause}; re-running its {len(running.ids):,} "
+                                  f"item(s) alone to find the cause", level="warning")
+            return
         if stage.itemwise and len(running.ids) > 1:
-            half = len(running.ids) // 2
-            first, rest = running.ids.take(half)
-            b.suspects.extend([first, rest])
-            self.observer.message(f"stage {name!r} batch {k}: {exc.cause}; retrying its {len(running.ids)} items "
-                                  f"in smaller tasks to find the cause", level="warning")
+            self._add_suspects(name, b, *running.ids.take(len(running.ids) // 2))
             return
         item = running.ids.first() if stage.itemwise else None
-        errors = self._positioned(name, k, [ItemError(name, k, item, "WorkerLostError", exc.cause, "", 1, None)])
+        errors = self._positioned(name, k, [ItemError(name, k, item, "WorkerLostError", cause, "", 1, None)])
         self.store.ledger.record_errors(run_id=self.run_id, key=b.key or "", errors=errors)
         self._failed_items(name, k, errors)
         self._finalize_batch(name, k)
 
     def _task_broken(self, name: str, k: int, running: _Running, exc: BaseException) -> None:
+        import errno
         import traceback
 
         stage = self.stages[name]
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+            # the disk, not the items: stop cleanly; the items stay pending for a resume
+            self._fail(StageFailed(name, f"cannot write its checkpoint: {exc.strerror or exc}", batch=k,
+                                   error_type=type(exc).__name__))
+            self._finalize_batch(name, k)
+            return
         b = self.states[name].batch(k)
         tb = "".join(traceback.format_exception(exc))
         items = list(running.ids) if stage.itemwise else [None]
@@ -783,11 +892,15 @@ class Runner:
             future.cancel()
             self._source_futures.pop(future, None)
         deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
-        while self._running and time.monotonic() < deadline:
-            done, _ = wait(set(self._running), timeout=max(0.0, deadline - time.monotonic()),
-                           return_when=FIRST_COMPLETED)
-            for future in done:
-                self._complete(future)
+        try:
+            while self._running and time.monotonic() < deadline:
+                done, _ = wait(set(self._running), timeout=max(0.0, deadline - time.monotonic()),
+                               return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._complete(future)
+        except KeyboardInterrupt:  # the second Ctrl-C: stop now, keep what is recorded
+            self._hard_stop = True
+            self.observer.message("stopping now", level="warning")
 
     # == finishing ==============================================================================
     def _save_stage(self, name: str, status: str) -> None:
@@ -897,6 +1010,36 @@ def lifespan(pipeline: Pipeline, params: Any) -> Iterator[None]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+def _trimmed(pipeline: Pipeline, keep: set[str]) -> Pipeline:
+    """A copy of ``pipeline`` for workers: stages they never run keep their types, not their code."""
+    import copy
+
+    clone = copy.copy(pipeline)
+    clone._stages = {name: (stage if name in keep else dataclasses.replace(
+        stage, fn=_not_here, kwargs={}, resources={}, retry_on=None)) for name, stage in pipeline.stages.items()}
+    clone._by_fn = {}
+    clone.lifespan = None
+    return clone
+
+
+def _not_here(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("this stage runs on another executor")
+
+
+def _unpicklable_stage(pipeline: Pipeline, names: set[str]) -> str | None:
+    import cloudpickle
+
+    for name in pipeline.order():
+        if name not in names:
+            continue
+        stage = pipeline.stages[name]
+        try:
+            cloudpickle.dumps((stage.fn, dict(stage.kwargs), dict(stage.resources), stage.retry_on))
+        except Exception:  # noqa: BLE001
+            return name
+    return None
 
 
 def _part_number(path: str) -> int:

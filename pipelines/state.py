@@ -7,7 +7,8 @@ For each (stage, batch) the runner tracks sets of item ids:
     done        ids computed, now or by an earlier run (reused)
     failed      ids that failed in this run
     pending     available - done - scheduled - failed: what to schedule next
-    suspects    ids whose task killed its worker; re-run in halves to isolate the poison item
+    suspects    ids of tasks whose worker died; they re-run alone on their executor ("solo", so a
+                death is theirs), in halves, until the poison item is found and fails alone
 
 A batch is *final* when its input batch is final and nothing is pending or running. Ids are
 positions in the batch for stages that keep item ids (sources, maps); other stages number
@@ -43,7 +44,10 @@ class BatchState:
 
     @property
     def pending(self) -> IdSet:
-        return self.available - self.done - self.scheduled - self.failed
+        pending = self.available - self.done - self.scheduled - self.failed
+        for suspect in self.suspects:
+            pending = pending - suspect
+        return pending
 
     def settled(self) -> bool:
         return self.upstream_final and self.in_flight == 0 and not self.pending and not self.suspects

@@ -141,7 +141,8 @@ class BatchTask:
     def _read(self, pipeline: Pipeline, stage: Stage) -> tuple[list[int], list[Any], list[pa.Table]]:
         tables = [read_input(spec) for spec in self.inputs]
         if not stage.itemwise:
-            return [], [], [t for t, _ in tables]
+            return [], [], [t if spec.parts else _empty_output(pipeline.stages[spec.stage])
+                            for (t, _), spec in zip(tables, self.inputs)]
         (table, ids), = tables
         producer = pipeline.stages[self.inputs[0].stage]
         want = _input_annotation(stage)
@@ -261,6 +262,13 @@ def read_input(spec: InputSpec) -> tuple[pa.Table, np.ndarray]:
     if spec.select is not None:
         table, ids = _select(table, ids, spec.select)
     return table, ids
+
+
+def _empty_output(producer: Stage) -> pa.Table:
+    """No rows at all (every item failed): still the columns the producer declares."""
+    if producer.output_type is None or codec.arrow_type(producer.output_type) is codec.TABLE:
+        return pa.table({})
+    return codec.encode([], stage=producer.name, output_type=producer.output_type, item_ids=[])
 
 
 def _select(table: pa.Table, ids: np.ndarray, select: IdSet) -> tuple[pa.Table, np.ndarray]:
