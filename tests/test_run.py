@@ -209,3 +209,22 @@ def test_a_second_run_reuses_everything(load, store: Path, tmp_path: Path, monke
     assert calls_second == 0
     assert all(s.reused_items == s.items for n, s in second.stages.items() if n != "numbers")
     assert second.table("total").equals(first.table("total"))
+
+
+def test_the_readme_counter_loses_updates_by_hand_but_not_as_a_pipeline(load, store: Path) -> None:
+    """The README's lost-update example: the shared counter loses updates; the pipeline cannot."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    total = {"n": 0}
+
+    def work(x: int) -> None:
+        current = total["n"]
+        time.sleep(0.001)
+        total["n"] = current + 1
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(1000)))
+    assert total["n"] < 1000  # updates were lost
+
+    result = pipelines.run(load("lost_update"), store=store)
+    assert result.table("total").to_pylist() == [{"total": 1000}]
