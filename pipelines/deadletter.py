@@ -37,4 +37,4 @@ def write_dead_letters(store: Store, run_id: str, stages: list[str]) -> dict[str
 
 
 def dead_letter_path(store: Store, run_id: str, stage: str) -> str:
-    return str(store.run_dir(run_id) / "dead_letter" / f"{stage}.arrow")
+    return store.run_data(run_id, "dead_letter", f"{stage}.arrow")

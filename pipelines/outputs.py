@@ -62,12 +62,20 @@ def read_stage(store: Store, run_id: str, stage: str, *, with_engine_columns: bo
     return table if with_engine_columns else codec.data_columns(table)
 
 
-def export_parquet(store: Store, run_id: str, stage: str, directory: Path) -> Path:
+def export_parquet(store: Store, run_id: str, stage: str, directory: str | Path) -> str:
+    """Write a stage's output as ``<directory>/<stage>.parquet`` (a local folder or a URL)."""
     import pyarrow.parquet as pq
 
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{stage}.parquet"
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(read_stage(store, run_id, stage), tmp)
-    tmp.replace(path)
-    return path
+    table = read_stage(store, run_id, stage)
+    if batch_files.is_url(str(directory)):
+        path = batch_files.join(str(directory), f"{stage}.parquet")
+        fs, inner = batch_files.filesystem(path)
+        pq.write_table(table, inner, filesystem=fs)
+        return path
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{stage}.parquet"
+    tmp = target.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(target)
+    return str(target)

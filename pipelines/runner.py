@@ -672,10 +672,29 @@ class Runner:
         return executor
 
     def _start_executors(self) -> None:
-        """Start every executor a stage still needs now: a bad --address fails at once, pools warm up."""
+        """Start every executor a stage still needs now: a bad --address fails at once, pools warm up,
+        and workers on other hosts prove they can reach the store before any work is done."""
+        if self.store.remote:
+            self.store.check_reachable()
         for slot in self.plan.executors:
             if any(sp.slot == slot and not self.states[n].final for n, sp in self.plan.stages.items()):
-                self._executor(slot)
+                executor = self._executor(slot)
+                if executor.capabilities.distributed:
+                    self._probe_store(executor)
+
+    def _probe_store(self, executor: Any) -> None:
+        import functools
+        import secrets
+
+        token = secrets.token_hex(8)
+        location = self.store.run_data(self.run_id, f".probe-{token}")
+        batch_files.write_bytes(location, token.encode(), rows=0, fsync=False)
+        future = executor.submit(functools.partial(batch_files.probe, location, token), key=f"store-probe-{token}")
+        try:
+            future.result(timeout=120)
+        except Exception as exc:  # noqa: BLE001 - any failure means the workers cannot use the store
+            raise UsageError(f"store {self.store.data_root} is not reachable from the {executor.name} workers: "
+                             f"{exc}; use a folder they share or a URL (s3://...) they can reach") from None
 
     def _worker_handle(self, backend: str) -> Any:
         """How out-of-process workers find the pipeline; a stage that cannot travel is a usage error."""

@@ -8,6 +8,11 @@
   runs/<run id>/dead_letter/  failed items of stages with on_error="collect"
 ```
 A run may reference files of earlier runs: objects are shared by batch key.
+
+The batch files may live elsewhere: ``--store s3://bucket/prefix`` (any URL pyarrow's
+filesystems take, query options such as ``endpoint_override`` included) keeps the files
+there, where every worker can reach them, and the ledger and run locks on the driver, under
+``./.pipelines/remote/`` (or ``$PIPELINES_LEDGER_DIR``).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import secrets
 from pathlib import Path
 
 from ..errors import RunLockedError, UsageError
+from . import arrow as batch_files
 from .ledger import Ledger
 
 DEFAULT_STORE = ".pipelines"
@@ -27,11 +33,26 @@ def default_store_path() -> str:
     return os.environ.get("PIPELINES_STORE") or DEFAULT_STORE
 
 
+def _ledger_dir_for(url: str) -> Path:
+    import hashlib
+    import re
+
+    base = Path(os.environ.get("PIPELINES_LEDGER_DIR") or Path(DEFAULT_STORE) / "remote").absolute()
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("?")[0])[:80]
+    return base / f"{readable}-{hashlib.blake2b(url.encode(), digest_size=4).hexdigest()}"
+
+
 class Store:
     """A store directory: ledger plus batch files."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root or default_store_path()).absolute()
+        given = str(root or default_store_path())
+        if batch_files.is_url(given):
+            self.data_root = given
+            self.root = _ledger_dir_for(given)
+        else:
+            self.root = Path(given).absolute()
+            self.data_root = str(self.root)
         try:
             (self.root / "runs").mkdir(parents=True, exist_ok=True)
             probe = self.root / f".probe-{os.getpid()}"
@@ -57,12 +78,31 @@ class Store:
     def new_run_id() -> str:
         return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
+    @property
+    def remote(self) -> bool:
+        return batch_files.is_url(self.data_root)
+
     def run_dir(self, run_id: str) -> Path:
+        """The run's local folder (its lock; for a local store, its files too)."""
         return self.root / "runs" / run_id
+
+    def run_data(self, run_id: str, *parts: str) -> str:
+        """Where the run's files go: a local path, or a URL for a remote store."""
+        return batch_files.join(self.data_root, "runs", run_id, *parts)
 
     def part_path(self, run_id: str, stage: str, batch: int, key: str, part: int) -> str:
         """``runs/<run>/<stage>/<batch>-<key prefix>-<part>.arrow``: unique per object and part."""
-        return str(self.run_dir(run_id) / stage / f"{batch:06d}-{key[:8]}-{part:05d}.arrow")
+        return self.run_data(run_id, stage, f"{batch:06d}-{key[:8]}-{part:05d}.arrow")
+
+    def check_reachable(self) -> None:
+        """Write and read a probe file in the data root; a usage error if that fails."""
+        path = batch_files.join(self.data_root, f".probe-{os.getpid()}")
+        try:
+            info = batch_files.write_bytes(path, b"probe", rows=0, fsync=False)
+            if batch_files.verify(info):
+                raise OSError("the probe file did not read back")
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise UsageError(f"store {self.data_root} is not writable: {exc}") from None
 
     def lock(self, run_id: str) -> None:
         """Hold the run's lock for this process's lifetime; a second holder gets a clear error."""

@@ -4,9 +4,14 @@ Write = serialise in memory, checksum, write a temp file beside the target, fsyn
 ``os.replace``. A reader therefore sees either no file or a whole one; a crash leaves at most
 a ``*.tmp-*`` file that nothing reads. The checksum (CRC-32 of the file's bytes) and size go
 to the ledger; a reused file whose size or checksum differ is treated as missing.
+
+Paths may also be URLs of any filesystem pyarrow knows (``s3://bucket/prefix/...``, ``gs://``,
+``hdfs://``): there an object is written in one ``open_output_stream`` (object stores make
+it visible only once complete) and read without memory mapping.
 """
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 import zlib
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
 from ..errors import CheckpointError
@@ -48,7 +54,41 @@ def write_table(path: str | os.PathLike[str], table: pa.Table, *, fsync: bool = 
     return write_bytes(path, data, rows=table.num_rows, fsync=fsync)
 
 
+def is_url(path: str | os.PathLike[str]) -> bool:
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+@functools.lru_cache(maxsize=16)
+def _filesystem(base: str) -> pafs.FileSystem:
+    return pafs.FileSystem.from_uri(base)[0]
+
+
+def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem of a URL (cached per scheme, host and query) and the path in it."""
+    scheme, _, rest = url.partition("://")
+    location, _, query = rest.partition("?")
+    suffix = f"?{query}" if query else ""
+    if scheme in ("s3", "gs", "gcs"):  # the path in the filesystem is bucket/key
+        return _filesystem(f"{scheme}://{location.split('/', 1)[0]}{suffix}"), location
+    return pafs.FileSystem.from_uri(url)
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/part`` for a local path or a URL (its query string kept at the end)."""
+    if not is_url(base):
+        return str(Path(base, *parts))
+    location, sep, query = base.partition("?")
+    return "/".join([location.rstrip("/"), *parts]) + (f"?{query}" if sep else "")
+
+
 def write_bytes(path: str | os.PathLike[str], data: pa.Buffer | bytes, *, rows: int, fsync: bool = FSYNC) -> FileInfo:
+    if is_url(path):
+        fs, inner = filesystem(str(path))
+        with fs.open_output_stream(inner) as out:  # visible only once whole
+            out.write(data)
+        view = memoryview(data)
+        return FileInfo(str(path), rows, len(view), checksum(view))
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -88,7 +128,11 @@ def read_table(path: str | os.PathLike[str], *, expect: FileInfo | None = None) 
         CheckpointError: the file is missing, truncated, unreadable or fails its checksum.
     """
     try:
-        source = pa.memory_map(str(path), "r")
+        if is_url(path):
+            fs, inner = filesystem(str(path))
+            source = fs.open_input_file(inner)
+        else:
+            source = pa.memory_map(str(path), "r")
     except (FileNotFoundError, OSError) as exc:
         raise CheckpointError(f"checkpoint {path} is missing: {exc}") from None
     try:
@@ -107,18 +151,44 @@ def read_table(path: str | os.PathLike[str], *, expect: FileInfo | None = None) 
 def verify(info: FileInfo) -> str | None:
     """``None`` if the file is whole, else what is wrong with it."""
     try:
-        size = os.path.getsize(info.path)
+        if is_url(info.path):
+            fs, inner = filesystem(info.path)
+            size = fs.get_file_info(inner).size
+            if size is None:
+                return "missing"
+            opener = fs.open_input_stream(inner)
+        else:
+            size = os.path.getsize(info.path)
+            opener = open(info.path, "rb")  # noqa: SIM115 - closed below
     except OSError:
         return "missing"
-    if size != info.bytes:
-        return f"truncated ({size} of {info.bytes} bytes)"
-    with open(info.path, "rb") as f:
+    with opener as f:
+        if size != info.bytes:
+            return f"truncated ({size} of {info.bytes} bytes)"
         crc = 0
         while chunk := f.read(1 << 24):
             crc = zlib.crc32(chunk, crc)
     if f"{crc:08x}" != info.checksum:
         return "checksum mismatch"
     return None
+
+
+def probe(location: str, token: str) -> str:
+    """Read the token file the driver wrote at ``location`` (run on a worker at start)."""
+    try:
+        if is_url(location):
+            fs, inner = filesystem(location)
+            with fs.open_input_stream(inner) as f:
+                found = f.read().decode()
+        else:
+            found = Path(location).read_text()
+    except OSError as exc:
+        raise OSError(f"cannot read {location}: {exc}") from None
+    if found != token:
+        raise OSError(f"{location} holds another file here: the store is not shared with this worker")
+    import socket
+
+    return socket.gethostname()
 
 
 def content_digest(data: pa.Buffer | bytes) -> str:

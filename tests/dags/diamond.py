@@ -46,7 +46,7 @@ def divisors(x: int) -> Iterator[int]:
 @pipeline.batch(over=label, kind="cpu")
 def per_batch(table: pa.Table) -> pa.Table:
     """Counts per label within each batch."""
-    return table.group_by("label").aggregate([("x", "count")])
+    return table.group_by("label", use_threads=False).aggregate([("x", "count")])
 
 
 async def _double(x: int) -> int:
