@@ -76,14 +76,15 @@ class ProcessExecutor(ExecutorBase):
                 pool = self._new_pool()
                 inner = pool.submit(call, fn)
             procs = _processes(pool)
-        outer: Future[T] = Future()
+        outer: Future[T] = _Linked(inner)
         inner.add_done_callback(lambda f: self._relay(f, outer, pool, procs))
         return outer
 
     def _relay(self, inner: Future[Any], outer: Future[Any], pool: ProcessPoolExecutor, procs: dict[int, Any]) -> None:
+        if outer.done():
+            return
         if inner.cancelled():
-            outer.cancel()
-            outer.set_running_or_notify_cancel()
+            Future.cancel(outer)
             return
         exc = inner.exception()
         if isinstance(exc, BrokenProcessPool):
@@ -114,15 +115,33 @@ class ProcessExecutor(ExecutorBase):
         pool = self._pool
         if pool is not None:
             if cancel_pending:  # do not wait for running tasks either: the children die now
+                # Read these first: the stdlib's shutdown() forgets them.
+                procs, manager = _processes(pool), getattr(pool, "_executor_manager_thread", None)
                 pool.shutdown(wait=False, cancel_futures=True)
-                for proc in _processes(pool).values():
+                for proc in procs.values():
                     if proc.is_alive():
                         proc.terminate()
                 if wait:
-                    for proc in _processes(pool).values():
+                    for proc in procs.values():
                         proc.join(5)
+                    if manager is not None:  # it fails the killed tasks' futures, then exits
+                        manager.join(5)
             else:
                 pool.shutdown(wait=wait)
+
+
+class _Linked(Future):  # type: ignore[type-arg]
+    """The future handed out: cancelling it cancels the pool's own future, if not yet running."""
+
+    def __init__(self, inner: Future[Any]) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def cancel(self) -> bool:
+        return self._inner.cancel() and super().cancel()
+
+    def running(self) -> bool:
+        return self._inner.running()
 
 
 def _init_worker(environ: dict[str, str]) -> None:

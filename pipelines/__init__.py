@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .hooks import RunObserver, StageStats
     from .plan import RunOptions
     from .result import RunResult, RunStatus
-    from .runner import resume, run
+    from .api import resume, run
     from .store import Store
 
 __version__ = "0.1.0"
@@ -37,8 +37,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "Pipeline": ("pipelines.model", "Pipeline"),
     "Stage": ("pipelines.model", "Stage"),
-    "run": ("pipelines.runner", "run"),
-    "resume": ("pipelines.runner", "resume"),
+    "run": ("pipelines.api", "run"),
+    "resume": ("pipelines.api", "resume"),
     "RunResult": ("pipelines.result", "RunResult"),
     "RunStatus": ("pipelines.result", "RunStatus"),
     "RunOptions": ("pipelines.plan", "RunOptions"),

@@ -24,6 +24,7 @@ from . import codec
 from .batching import source_batch_sizes
 from .errors import ConversionError, StageFailed
 from .store import arrow as batch_files
+from .store import recent
 
 if TYPE_CHECKING:
     from .model import Stage
@@ -125,7 +126,9 @@ class SourceReader:
         table = self._encode(chunk, batch)
         data = batch_files.serialize(table)
         key = batch_files.content_digest(data)
-        info = batch_files.write_bytes(self._path_for(batch, key), data, rows=table.num_rows, fsync=self._fsync)
+        path = self._path_for(batch, key)
+        info = batch_files.write_bytes(path, data, rows=table.num_rows, fsync=self._fsync)
+        recent.remember(path, table)  # consumers in this process need not read it back
         return SourceBatch(batch, key, info)
 
     def _encode(self, chunk: Any, batch: int) -> pa.Table:

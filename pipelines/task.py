@@ -182,7 +182,7 @@ class BatchTask:
         done = IdSet.of(i for i in ids if i not in failed)
         info = None
         if rows or done:
-            info = batch_files.write_table(self.output_path, table, fsync=self.fsync)
+            info = batch_files.write_table(self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None)
         t3 = time.perf_counter()
         return TaskResult(self.stage, self.batch, self.part, info, done, tuple(errors), len(ids),
                           seconds=t2 - t1, read_seconds=t1 - t0, write_seconds=t3 - t2)
@@ -234,7 +234,7 @@ class BatchTask:
             table = codec.table_from_result(result, stage=stage.name)
         except ConversionError as exc:
             return self._table_failure(stage, exc, 1, t0, t1)
-        info = batch_files.write_table(self.output_path, table, fsync=self.fsync)
+        info = batch_files.write_table(self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None)
         t3 = time.perf_counter()
         return TaskResult(self.stage, self.batch, self.part, info, IdSet.span(0, table.num_rows), (), 1,
                           seconds=t2 - t1, read_seconds=t1 - t0, write_seconds=t3 - t2)

@@ -80,7 +80,7 @@ def test_every_executors_name_resolves() -> None:
 def test_lazy_names_are_the_engine_objects() -> None:
     from pipelines.model import Pipeline, Stage
     from pipelines.plan import RunOptions
-    from pipelines.runner import resume, run
+    from pipelines.api import resume, run
     from pipelines.store import Store
 
     assert (pipelines.Pipeline, pipelines.Stage, pipelines.RunOptions, pipelines.Store) == (

@@ -1,8 +1,10 @@
 """Batch files: Arrow IPC, written atomically, read memory-mapped, checked by checksum.
 
-Write = serialise in memory, checksum, write a temp file beside the target, fsync,
-``os.replace``. A reader therefore sees either no file or a whole one; a crash leaves at most
-a ``*.tmp-*`` file that nothing reads. The checksum (CRC-32 of the file's bytes) and size go
+Write = serialise in memory, checksum, write a temp file beside the target (fsync it when
+``PIPELINES_FSYNC=1``), ``os.replace``. A reader therefore sees either no file or a whole one; a crash leaves at most
+a ``*.tmp-*`` file that nothing reads. With fsync the data reaches the disk before the rename,
+so after a power cut a file is whole or absent; the folder is not synced per file (that would
+double the cost), so a rename may be lost, and the batch is then computed again. The checksum (CRC-32 of the file's bytes) and size go
 to the ledger; a reused file whose size or checksum differ is treated as missing.
 
 Paths may also be URLs of any filesystem pyarrow knows (``s3://bucket/prefix/...``, ``gs://``,
@@ -23,8 +25,13 @@ import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
 from ..errors import CheckpointError
+from . import recent
 
-FSYNC = os.environ.get("PIPELINES_FSYNC", "1") != "0"
+# Durability: a written part survives any crash of the process (kill -9, OOM) without fsync;
+# what fsync adds is surviving a power cut. Off by default, as for the ledger (SQLite WAL with
+# synchronous=NORMAL): after a power cut the last seconds of work may be lost, and checksums
+# make sure a lost or torn file is computed again, never read. PIPELINES_FSYNC=1 syncs both.
+FSYNC = os.environ.get("PIPELINES_FSYNC", "0") == "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +55,17 @@ def checksum(data: pa.Buffer | bytes | memoryview) -> str:
     return f"{zlib.crc32(memoryview(data)):08x}"
 
 
-def write_table(path: str | os.PathLike[str], table: pa.Table, *, fsync: bool = FSYNC) -> FileInfo:
-    """Write ``table`` to ``path`` atomically; return its size and checksum."""
+def write_table(path: str | os.PathLike[str], table: pa.Table, *, fsync: bool = FSYNC,
+                keep: bool = False) -> FileInfo:
+    """Write ``table`` to ``path`` atomically; return its size and checksum.
+
+    ``keep``: also hand the table to readers in this process (``recent``), sparing them the file.
+    """
     data = serialize(table)
-    return write_bytes(path, data, rows=table.num_rows, fsync=fsync)
+    info = write_bytes(path, data, rows=table.num_rows, fsync=fsync)
+    if keep:
+        recent.remember(str(path), table)
+    return info
 
 
 def is_url(path: str | os.PathLike[str]) -> bool:
@@ -103,22 +117,7 @@ def write_bytes(path: str | os.PathLike[str], data: pa.Buffer | bytes, *, rows: 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if fsync:
-        _fsync_dir(target.parent)
     return FileInfo(str(target), rows, len(view), checksum(view))
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_table(path: str | os.PathLike[str], *, expect: FileInfo | None = None) -> pa.Table:
@@ -127,6 +126,8 @@ def read_table(path: str | os.PathLike[str], *, expect: FileInfo | None = None) 
     Raises:
         CheckpointError: the file is missing, truncated, unreadable or fails its checksum.
     """
+    if expect is None and (kept := recent.recall(str(path))) is not None:
+        return kept
     try:
         if is_url(path):
             fs, inner = filesystem(str(path))

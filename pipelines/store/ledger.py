@@ -118,7 +118,9 @@ class Ledger:
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        from .arrow import FSYNC
+
+        self._db.execute(f"PRAGMA synchronous={'FULL' if FSYNC else 'NORMAL'}")
         self._db.execute("PRAGMA foreign_keys=OFF")
         self._db.executescript(SCHEMA)
 
@@ -185,6 +187,24 @@ class Ledger:
                        f" ON CONFLICT (run_id, stage) DO UPDATE SET {updates}",
                        (run_id, stage, *fields.values()))
 
+    def save_stages(self, run_id: str, rows: dict[str, dict[str, Any]]) -> None:
+        """Insert or update many stage rows (stage name -> fields) in one transaction."""
+        if not rows:
+            return
+        cols = list(next(iter(rows.values())))
+        updates = ", ".join(f"{c}=excluded.{c}" for c in cols)
+        with self.transaction() as db:
+            db.executemany(f"INSERT INTO run_stages (run_id, stage, {', '.join(cols)}) VALUES (?, ?, "
+                           f"{', '.join('?' for _ in cols)}) ON CONFLICT (run_id, stage) DO UPDATE SET {updates}",
+                           [(run_id, stage, *(fields[c] for c in cols)) for stage, fields in rows.items()])
+
+    def previous_stages(self, pipeline: str, before_run: str, runs: int = 50) -> dict[str, sqlite3.Row]:
+        """Each stage as the latest earlier run of the pipeline had it (to explain recomputation)."""
+        rows = self.query(
+            "SELECT s.* FROM run_stages s JOIN (SELECT id, started FROM runs WHERE pipeline=? AND id != ?"
+            " ORDER BY started DESC LIMIT ?) r ON r.id = s.run_id ORDER BY r.started", (pipeline, before_run, runs))
+        return {row["stage"]: row for row in rows}
+
     def stages(self, run_id: str) -> dict[str, sqlite3.Row]:
         return {r["stage"]: r for r in self.query("SELECT * FROM run_stages WHERE run_id=?", (run_id,))}
 
@@ -222,9 +242,10 @@ class Ledger:
                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (key, info.path, done.to_json(), info.rows, info.bytes, info.checksum,
                             done.first() if done else -1, run_id, now))
-            if done:
+            if done and self._has_open_errors(db, key):
                 self._resolve(db, key, done)
-            self._insert_errors(db, run_id, key, errors, now)
+            if errors:
+                self._insert_errors(db, run_id, key, errors, now)
 
     def record_errors(self, *, run_id: str, key: str, errors: Iterable[ItemError]) -> None:
         with self.transaction() as db:
@@ -232,11 +253,19 @@ class Ledger:
 
     @staticmethod
     def _insert_errors(db: sqlite3.Connection, run_id: str, key: str, errors: Iterable[ItemError], now: float) -> None:
+        errors = list(errors)
+        # an item that fails again replaces its earlier error: one dead item is one open error
+        db.executemany("UPDATE errors SET resolved=2 WHERE key=? AND resolved=0 AND stage=? AND batch=? AND item IS ?",
+                       [(key, e.stage, e.batch, e.item) for e in errors])
         db.executemany(
             "INSERT INTO errors (run_id, stage, batch, item, key, error_type, message, traceback, attempts, input,"
             " created, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(run_id, e.stage, e.batch, e.item, key, e.error_type, e.message, e.traceback, e.attempts, e.input, now,
               e.position) for e in errors])
+
+    @staticmethod
+    def _has_open_errors(db: sqlite3.Connection, key: str) -> bool:
+        return db.execute("SELECT 1 FROM errors WHERE key=? AND resolved=0 LIMIT 1", (key,)).fetchone() is not None
 
     @staticmethod
     def _resolve(db: sqlite3.Connection, key: str, done: IdSet) -> None:

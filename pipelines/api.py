@@ -1,0 +1,79 @@
+"""The Python entry points: ``pipelines.run`` and ``pipelines.resume``."""
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import executors
+
+from .errors import UsageError
+from .hooks import RunObserver
+from .loader import find_pipeline, load
+from .model import Pipeline
+from .plan import RunOptions
+from .result import RunResult
+from .runner import Runner
+from .store import Store
+
+
+def run(pipeline: Pipeline, params: Any = None, *, store: Store | str | None = None, executor: str | None = None,
+        fresh: bool | Iterable[str] = False, observers: Iterable[RunObserver] = (), **options: Any) -> RunResult:
+    """Run ``pipeline`` and return its result (the Python side of ``python -m pipelines run``).
+
+    Args:
+        pipeline: the pipeline to run.
+        params: its parameters, as a dict (validated) or a params model instance.
+        store: the store folder or URL (default ``./.pipelines`` or ``$PIPELINES_STORE``).
+        executor: run every stage on this backend (a stage's own ``executor=`` still wins).
+        fresh: recompute everything (``True``) or these stages and what depends on them.
+        observers: progress hooks (``pipelines.RunObserver``).
+        **options: other ``RunOptions`` fields (``address``, ``max_workers`` ...).
+
+    Example:
+        >>> result = pipelines.run(pipeline, {"limit": 100}, executor="threads")   # doctest: +SKIP
+        >>> result.status, result.table().num_rows                                 # doctest: +SKIP
+    """
+    if executor is not None:
+        executors.check_name(executor)
+    fresh_opt = fresh if isinstance(fresh, bool) else frozenset(fresh)
+    run_options = RunOptions(executor=executor, fresh=fresh_opt, **options)
+    return Runner(pipeline, params=params, options=run_options, store=store, observers=observers).run()
+
+
+def resume(run_id: str, *, store: Store | str | None = None, observers: Iterable[RunObserver] = (),
+           pipeline: Pipeline | None = None, executor: str | None = None, **options: Any) -> RunResult:
+    """Continue run ``run_id`` (or ``"latest"``): reuse what is done, compute the rest.
+
+    The run keeps its parameters and options unless given here (``executor=`` may move it to
+    another backend).
+    """
+    the_store = store if isinstance(store, Store) else Store(store)
+    try:
+        row = the_store.ledger.latest_run() if run_id == "latest" else the_store.ledger.run(run_id)
+        if row is None:
+            raise UsageError(f"no run {run_id!r} in store {the_store.data_root}")
+        if pipeline is None:
+            pipeline = load(row["pipeline"], row["dags_dir"]) if row["dags_dir"] else _load_by_module(row)
+        stored = json.loads(row["options"] or "{}")
+        stored.update({k: v for k, v in options.items() if v is not None})
+        if executor is not None:
+            executors.check_name(executor)
+            stored["executor"] = executor
+        stored = {k: v for k, v in stored.items() if k in RunOptions.__dataclass_fields__}
+        params = json.loads(row["params"]) if row["params"] else None
+        runner = Runner(pipeline, params=params, options=RunOptions(**stored), store=the_store,
+                        observers=observers, resume=row["id"], dags_dir=row["dags_dir"])
+        return runner.run()
+    finally:
+        if not isinstance(store, Store):
+            the_store.close()
+
+
+def _load_by_module(row: Any) -> Pipeline:
+    try:
+        return find_pipeline(importlib.import_module(row["module"]), row["pipeline"])
+    except ImportError as exc:
+        raise UsageError(f"run {row['id']}: cannot import module {row['module']!r} of pipeline "
+                         f"{row['pipeline']!r}: {exc}") from None
