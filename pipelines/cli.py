@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import enum
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,11 +23,20 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130  # Ctrl-C
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(*, command: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the command's name.
+
+    A command's parser leaves an option it was not given unset (``SUPPRESS``), so that the
+    value given before the command is kept rather than overwritten by a default.
+    """
+    unset = argparse.SUPPRESS if command else None
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="PATH", help="store folder (default: $PIPELINES_STORE or ./.pipelines)")
-    common.add_argument("--dags", metavar="DIR", help="folder of pipeline modules (default: $PIPELINES_DAGS or ./dags)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common.add_argument("--store", metavar="PATH", default=unset,
+                        help="store folder (default: $PIPELINES_STORE or ./.pipelines)")
+    common.add_argument("--dags", metavar="DIR", default=unset,
+                        help="folder of pipeline modules (default: $PIPELINES_DAGS or ./dags)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if command else False,
+                        help="show tracebacks for errors")
     return common
 
 
@@ -44,9 +54,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common()
+    common = _common(command=True)
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines", parents=[common],
+        prog="python -m pipelines", parents=[_common(command=False)],
         description="Declarative data pipelines: parallel stages, Arrow checkpoints, exact resume.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -71,12 +81,31 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--executor", metavar="NAME", help="plan as if run with --executor NAME")
     runs = sub.add_parser("runs", parents=[common], help="list recent runs")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--limit", type=int, default=20, metavar="N", help="runs to list, newest first (default 20)")
     inspect = sub.add_parser("inspect", parents=[common], help="show a run's stages, rows and failed items")
     inspect.add_argument("run_id", help="a run id, or `latest`")
     inspect.add_argument("stage", nargs="?")
-    inspect.add_argument("--rows", type=int, default=5, help="rows to show (default 5)")
+    inspect.add_argument("--rows", type=int, default=5, metavar="N", help="rows to show (default 5)")
     return parser
+
+
+# option: (smallest value allowed, what to call it); checked before anything runs
+_COUNTS = {"workers": (1, "a positive integer"), "limit": (1, "a positive integer"),
+           "rows": (0, "zero or a positive integer")}
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """Refuse ``--workers 0``, ``--limit -1`` and the like with a usage error.
+
+    Raises:
+        UsageError: naming the option and the value.
+    """
+    from .errors import UsageError
+
+    for option, (least, wanted) in _COUNTS.items():
+        value = getattr(args, option, None)
+        if value is not None and value < least:
+            raise UsageError(f"--{option} must be {wanted}, not {value}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +145,7 @@ def _exit_code(exc: BaseException) -> ExitCode | None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    check_counts(args)
     if args.command == "list":
         return _list(args)
     if args.command in ("run", "resume"):
@@ -158,13 +188,14 @@ def _run(args: argparse.Namespace) -> int:
     from .plan import RunOptions
     from .report import ProgressReport
     from .result import RunStatus
-    from .runner import Runner, resume
+    from .api import resume
+    from .runner import Runner
     from .store import Store
 
     if args.executor:
         executors.check_name(args.executor)
         executors.executor_class(args.executor)  # a missing optional dependency is a usage error now
-    store_flag = f" --store {args.store}" if args.store else ""
+    store_flag = f" --store {shlex.quote(args.store)}" if args.store else ""
     report = ProgressReport(store_flag=store_flag, quiet=args.quiet)
     with Store(args.store) as store:
         if args.command == "run":
@@ -200,4 +231,4 @@ def _write_outputs(result, store, output: str | None, report) -> None:  # noqa: 
         more = f" (first 20 of {table.num_rows:,})" if table.num_rows > 20 else ""
         print_table(rows, table.column_names, title=f"{leaf}{more}", out=report.out)
         path = export_parquet(store, result.run_id, leaf, directory)
-        report.out.print(f"{leaf}: {table.num_rows:,} rows → {os.path.relpath(path)}")
+        report.out.print(f"{leaf}: {table.num_rows:,} rows → {os.path.relpath(path)}", markup=False)

@@ -6,8 +6,21 @@ A stage's output type (its return annotation) decides the table's shape:
   column per field, nested records become structs;
 * any other type (``int``, ``str``, ``bytes``, ``list[float]`` ...) becomes one column named
   after the stage;
-* no annotation: Arrow infers the type from the values of each batch;
+* no annotation: Arrow infers the type from the values of each batch (over all of them:
+  dicts with different keys give the union of their keys);
 * tables (``pa.Table``, ``pd.DataFrame``) pass through.
+
+Two cases need more than one column's type:
+
+* an optional record (``-> Point | None``): a ``None`` value is a row of nulls, marked in the
+  engine column ``_none`` (dropped, like ``_item``, from what users and batch stages see), so
+  reading back gives ``None`` and not a ``Point`` of ``None`` fields;
+* ``datetime`` values: naive values are stored as naive timestamps; timezone-aware values
+  are stored as their instant in UTC (``timestamp[us, tz=UTC]``), so every batch of a stage
+  has one schema whatever zones its values were in. Aware values read back aware, in UTC,
+  equal to the originals. One batch may not mix naive and aware values; a batch with no
+  datetime there at all (only ``None``) stores a ``null`` column, which joins either kind
+  when a stage's batches are read as one table.
 
 Reading back, a consumer gets values of the type its parameter is annotated with (a
 ``Response`` dataclass, a pydantic model), else of the producer's type, else plain Python.
@@ -30,6 +43,8 @@ import pyarrow as pa
 from .errors import ConversionError
 
 ITEM_COLUMN = "_item"  # the input item each row came from (sources, maps, flat-maps)
+NONE_COLUMN = "_none"  # true where an optional record output was None
+ENGINE_COLUMNS = (ITEM_COLUMN, NONE_COLUMN)
 SHAPE_KEY = b"pipelines.shape"  # b"scalar" or b"record"
 
 
@@ -151,9 +166,12 @@ def _arrow_type(tp: Any) -> pa.DataType | None:
     if tp in (list, tuple, set, dict):
         return None
     if isinstance(tp, type):
-        if issubclass(tp, enum.Enum):
+        if issubclass(tp, enum.Enum):  # stored as the members' values
             kinds = {type(m.value) for m in tp}
-            return _arrow_type(kinds.pop()) if len(kinds) == 1 else pa.large_string()
+            if len(kinds) > 1:
+                raise TypeError(f"the members of {tp.__name__} have values of different types "
+                                f"({', '.join(sorted(k.__name__ for k in kinds))}); Arrow columns have one type")
+            return _arrow_type(kinds.pop()) if kinds else pa.large_string()
         for base, arrow in _SCALARS.items():
             if tp is base:
                 return arrow
@@ -177,10 +195,13 @@ def _arrow_type(tp: Any) -> pa.DataType | None:
 
 # -- encoding ---------------------------------------------------------------------------
 
+_ENCODE_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
+
+
 def _plain(value: Any) -> Any:
     """Dataclasses, models, enums and tuples to dicts, values and lists, recursively."""
     if isinstance(value, (str, int, float, bytes, bool, type(None), dt.date, dt.time, dt.timedelta)):
-        return value
+        return value.value if isinstance(value, enum.Enum) else value  # IntEnum and StrEnum too
     if isinstance(value, enum.Enum):
         return value.value
     if hasattr(value, "model_dump") and _is_pydantic(type(value)):
@@ -200,6 +221,11 @@ def _is_record_value(value: Any) -> bool:
     return isinstance(value, Mapping) or is_record_type(type(value))
 
 
+def _admits_none(tp: Any) -> bool:
+    """``X | None`` and ``Optional[X]``."""
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
 def encode(values: Sequence[Any], *, stage: str, output_type: Any, item_ids: Sequence[int] | None = None,
            first_item: int = 0) -> pa.Table:
     """Build one batch table from a stage's values (``item_ids`` fills ``_item``).
@@ -210,7 +236,9 @@ def encode(values: Sequence[Any], *, stage: str, output_type: Any, item_ids: Seq
     """
     try:
         table = _encode(values, stage, output_type)
-    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+    except _ENCODE_ERRORS as exc:
+        if not values:
+            raise ConversionError(f"stage {stage!r}: cannot make an empty table of {output_type!r}: {exc}") from None
         bad, cause = _first_bad(values, stage, output_type, exc)
         ids = item_ids if item_ids is not None else range(first_item, first_item + len(values))
         err = ConversionError(f"stage {stage!r}, item {ids[bad]}: cannot convert {type(values[bad]).__name__} "
@@ -223,44 +251,120 @@ def encode(values: Sequence[Any], *, stage: str, output_type: Any, item_ids: Seq
 
 
 def _first_bad(values: Sequence[Any], stage: str, output_type: Any, exc: BaseException) -> tuple[int, str]:
-    for i, value in enumerate(values):
+    """The position of the item to blame for ``exc``, and why.
+
+    The first item that cannot be converted on its own; else (each converts alone, but
+    their inferred types differ) the first item that does not fit with the items before
+    it, found by bisecting prefixes; or the first item, when all the others agree.
+    """
+    def fails(some: Sequence[Any]) -> str | None:
         try:
-            _encode([value], stage, output_type)
-        except (pa.ArrowException, TypeError, ValueError, OverflowError) as single:
-            return i, str(single) or type(single).__name__
-    return 0, str(exc)
+            _encode(some, stage, output_type)
+        except _ENCODE_ERRORS as error:
+            return str(error) or type(error).__name__
+        return None
+
+    for i, value in enumerate(values):
+        single = fails([value])
+        if single is not None:
+            return i, single
+    cause = fails(values)
+    if cause is None or len(values) < 2:
+        return 0, str(exc)
+    lo, hi = 2, len(values)  # values[:hi] fails, values[:1] converts: find the shortest failing prefix
+    while lo < hi:
+        mid = (lo + hi) // 2
+        problem = fails(values[:mid])
+        if problem is None:
+            lo = mid + 1
+        else:
+            hi, cause = mid, problem
+    bad = hi - 1
+    if bad == 1 and len(values) > 2 and fails(values[1:]) is None:
+        return 0, f"it does not fit with the items after it: {cause}"
+    return bad, f"it does not fit with the items before it: {cause}"
 
 
 def _encode(values: Sequence[Any], stage: str, output_type: Any) -> pa.Table:
     arrow = arrow_type(output_type) if output_type is not None else None
-    if output_type is not None and is_record_type(output_type) and arrow is not None:
-        return _encode_records(values, arrow)
-    if output_type is None and values and _is_record_value(values[0]):
-        rows = [_plain(v) for v in values]
-        if not all(isinstance(r, dict) for r in rows):
-            raise TypeError("values mix records and plain values")
-        table = pa.Table.from_pylist(rows)
-        return table.replace_schema_metadata({SHAPE_KEY: b"record"})
+    if output_type is not None and is_record_type(output_type):  # a bare ``dict``: fields inferred
+        return _encode_records(values, arrow if isinstance(arrow, pa.StructType) else None,
+                               optional=_admits_none(output_type))
+    if output_type is None:
+        first = next((v for v in values if v is not None), None)
+        if first is not None and _is_record_value(first):
+            return _encode_records(values, None, optional=True)
     if isinstance(arrow, pa.DataType):
-        column = pa.array([_plain(v) for v in values] if _needs_plain(arrow) else values, type=arrow)
+        plain = [_plain(v) for v in values] if _needs_plain(arrow, output_type) else values
+        column = pa.array(plain, type=_zoned(arrow, plain) if _has_naive_timestamp(arrow) else arrow)
     else:
         column = pa.array([_plain(v) for v in values])
     return pa.table({stage: column}, metadata={SHAPE_KEY: b"scalar"})
 
 
-def _needs_plain(arrow: pa.DataType) -> bool:
-    return pa.types.is_struct(arrow) or pa.types.is_large_list(arrow) or pa.types.is_map(arrow)
+def _needs_plain(arrow: pa.DataType, output_type: Any) -> bool:
+    nested = pa.types.is_struct(arrow) or pa.types.is_large_list(arrow) or pa.types.is_map(arrow)
+    tp = _strip_optional(output_type)
+    return nested or (isinstance(tp, type) and issubclass(tp, enum.Enum))
 
 
-def _encode_records(values: Sequence[Any], arrow: pa.StructType) -> pa.Table:
-    rows = []
+def _encode_records(values: Sequence[Any], arrow: pa.StructType | None, *, optional: bool) -> pa.Table:
+    """One column per field; ``arrow`` ``None`` infers the fields from every row."""
+    rows: list[dict[str, Any] | None] = []
     for value in values:
         row = _plain(value)
-        if not isinstance(row, dict):
+        if not isinstance(row, dict) and not (row is None and optional):
             raise TypeError(f"expected a record, got {type(value).__name__}")
         rows.append(row)
-    schema = pa.schema(list(arrow), metadata={SHAPE_KEY: b"record"})
-    return pa.Table.from_pylist(rows, schema=schema)
+    if arrow is None and not rows:  # nothing to infer fields from
+        return pa.table({}).replace_schema_metadata({SHAPE_KEY: b"record"})
+    if arrow is not None and _has_naive_timestamp(arrow):
+        arrow = _zoned(arrow, rows)
+    array = pa.array(rows, type=arrow)  # a struct array: over all rows, unlike Table.from_pylist
+    table = pa.Table.from_struct_array(array)
+    if optional and (arrow is not None or array.null_count):  # declared fields: always, for one schema
+        table = table.append_column(NONE_COLUMN, array.is_null())
+    return table.replace_schema_metadata({SHAPE_KEY: b"record"})
+
+
+@functools.lru_cache(maxsize=256)
+def _has_naive_timestamp(arrow: pa.DataType) -> bool:
+    if pa.types.is_timestamp(arrow):
+        return arrow.tz is None
+    return any(_has_naive_timestamp(arrow.field(i).type) for i in range(arrow.num_fields))
+
+
+def _zoned(arrow: pa.DataType, values: Iterable[Any]) -> pa.DataType:
+    """``arrow`` with each naive timestamp decided by its values.
+
+    Aware values make it ``tz="UTC"``; no datetime at all (only ``None``, or no rows) makes
+    it ``null``, which joins either kind when a stage's batches are read as one table.
+    """
+    if pa.types.is_timestamp(arrow):
+        aware = _aware(values)
+        return pa.null() if aware is None else pa.timestamp(arrow.unit, tz="UTC") if aware else arrow
+    present = [v for v in values if v is not None]
+    if pa.types.is_struct(arrow):
+        return pa.struct([f.with_type(_zoned(f.type, [row.get(f.name) for row in present]))
+                          if _has_naive_timestamp(f.type) else f for f in arrow])
+    if pa.types.is_map(arrow):
+        pairs = [p for v in present for p in (v.items() if isinstance(v, Mapping) else v)]
+        return pa.map_(_zoned(arrow.key_type, [k for k, _ in pairs]), _zoned(arrow.item_type, [x for _, x in pairs]))
+    if pa.types.is_large_list(arrow):
+        return pa.large_list(_zoned(arrow.value_type, [x for v in present for x in v]))
+    return arrow
+
+
+def _aware(values: Iterable[Any]) -> bool | None:
+    """True if the datetimes are timezone-aware, False if naive, None if there are none.
+
+    Raises:
+        TypeError: naive and aware datetimes are mixed.
+    """
+    kinds = {v.utcoffset() is not None for v in values if isinstance(v, dt.datetime)}
+    if len(kinds) > 1:
+        raise TypeError("naive and timezone-aware datetimes are mixed; make them all aware (or all naive)")
+    return kinds.pop() if kinds else None
 
 
 def table_from_result(result: Any, *, stage: str) -> pa.Table:
@@ -276,13 +380,11 @@ def table_from_result(result: Any, *, stage: str) -> pa.Table:
         if isinstance(result, pd.Series):
             result = result.to_frame()
         return pa.Table.from_pandas(result, preserve_index=not isinstance(result.index, pd.RangeIndex))
-    if isinstance(result, list) and (not result or _is_record_value(result[0])):
-        return _encode(result, stage, None) if result else pa.table({})
     try:
-        if _is_record_value(result):
-            return _encode([result], stage, None)
+        if isinstance(result, list) and (not result or _is_record_value(result[0])):
+            return _encode(result, stage, None) if result else pa.table({})
         return _encode([result], stage, None)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
+    except _ENCODE_ERRORS as exc:
         raise ConversionError(f"stage {stage!r}: cannot convert its result ({type(result).__name__}) to Arrow: {exc}") from None
 
 
@@ -290,9 +392,8 @@ def table_from_result(result: Any, *, stage: str) -> pa.Table:
 
 def data_columns(table: pa.Table) -> pa.Table:
     """The table without engine columns (what users and batch stages see)."""
-    if ITEM_COLUMN in table.column_names:
-        return table.drop_columns([ITEM_COLUMN])
-    return table
+    engine = [c for c in ENGINE_COLUMNS if c in table.column_names]
+    return table.drop_columns(engine) if engine else table
 
 
 def shape(table: pa.Table) -> str:
@@ -308,15 +409,16 @@ def decode(table: pa.Table, *, want: Any = None, producer_type: Any = None) -> l
         target = want if want is not None and not is_record_type(want) else producer_type
         return _convert_all(values, target) if target is not None else values
     rows = data.to_pylist()
+    if NONE_COLUMN in table.column_names:
+        rows = [None if none else row for row, none in zip(rows, table.column(NONE_COLUMN).to_pylist())]
     target = want if want is not None and is_record_type(want) else producer_type
     if target is not None and is_record_type(target):
-        build = _builder(_strip_optional(target))
-        return [build(row) for row in rows]
+        return _convert_all(rows, target)
     return rows
 
 
 def _convert_all(values: list[Any], target: Any) -> list[Any]:
-    build = _builder(_strip_optional(target))
+    build = _builder(target)
     if build is _identity:
         return values
     return [None if v is None else build(v) for v in values]
@@ -332,37 +434,76 @@ def _builder_cached(tp: Any) -> Callable[[Any], Any]:
 
 
 def _builder(tp: Any) -> Callable[[Any], Any]:
+    """A function turning the plain (non-None) value Arrow gives back into an instance of ``tp``."""
     try:
         return _builder_cached(tp)
-    except TypeError:
+    except TypeError:  # an unhashable annotation
         return _make_builder(tp)
 
 
 def _make_builder(tp: Any) -> Callable[[Any], Any]:
-    """A function turning the plain value Arrow gives back into an instance of ``tp``."""
     tp = _strip_optional(tp)
-    if _is_pydantic(tp):
-        return tp.model_validate
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        fields = {name: _builder(ann) for name, ann in record_fields(tp).items()}
-        plain = all(b is _identity for b in fields.values())
-        if plain:
-            return lambda row: tp(**row)
-        return lambda row: tp(**{k: (b(row[k]) if row.get(k) is not None else row.get(k)) for k, b in fields.items()})
-    if isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields"):
-        return lambda row: tp(**row)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _builder(args[0])
+    if isinstance(tp, type) and tp is not dict and is_record_type(tp):
+        return _record_builder(tp)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return tp
-    origin = typing.get_origin(tp)
-    if origin in (list, Sequence, Iterable):
-        inner = _builder(typing.get_args(tp)[0]) if typing.get_args(tp) else _identity
-        return _identity if inner is _identity else (lambda xs: [inner(x) for x in xs])
-    if origin is tuple:
-        return tuple
-    if origin in (set, frozenset):
-        return origin
+    if origin in (list, tuple, set, frozenset, Sequence, Iterable):
+        make = origin if origin in (tuple, set, frozenset) else list
+        inner = _builder(args[0]) if args else _identity
+        if inner is _identity:
+            return _identity if make is list else make
+        return lambda xs: make(None if x is None else inner(x) for x in xs)
     if origin in (dict, Mapping):
-        return lambda pairs: dict(pairs) if isinstance(pairs, list) else pairs
+        key, value = (_builder(args[0]), _builder(args[1])) if len(args) == 2 else (_identity, _identity)
+        return _map_builder(key, value)
     if tp is tuple:
         return tuple
     return _identity
+
+
+def _map_builder(key: Callable[[Any], Any], value: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Arrow gives a map back as a list of (key, value) pairs."""
+    if key is _identity and value is _identity:
+        return lambda pairs: dict(pairs) if isinstance(pairs, list) else pairs
+
+    def build(pairs: Any) -> dict[Any, Any]:
+        items = pairs.items() if isinstance(pairs, Mapping) else pairs
+        return {key(k): None if v is None else value(v) for k, v in items}
+
+    return build
+
+
+def _record_builder(tp: type) -> Callable[[Any], Any]:
+    """Dataclasses, pydantic models, NamedTuples and TypedDicts, their fields converted first."""
+    fields = record_fields(tp)
+    convert = {name: b for name, b in ((n, _builder(ann)) for n, ann in fields.items()) if b is not _identity}
+    make: Callable[[dict[str, Any]], Any]
+    if _is_pydantic(tp):
+        make = tp.model_validate  # type: ignore[attr-defined]
+    elif typing.is_typeddict(tp):
+        make = _identity
+    else:
+        make = functools.partial(_construct, tp, frozenset(fields))
+    if not convert:
+        return make
+
+    def build(row: dict[str, Any]) -> Any:
+        row = dict(row)
+        for name, field_builder in convert.items():
+            value = row.get(name)
+            if value is not None:
+                row[name] = field_builder(value)
+        return make(row)
+
+    return build
+
+
+def _construct(tp: type, fields: frozenset[str], row: dict[str, Any]) -> Any:
+    """A dataclass or NamedTuple from the fields it declares (a producer may have more columns)."""
+    if len(row) == len(fields):
+        return tp(**row)
+    return tp(**{k: v for k, v in row.items() if k in fields})

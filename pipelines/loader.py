@@ -87,7 +87,7 @@ class PipelineInfo:
 
 
 def discover(directory: Path) -> list[PipelineInfo]:
-    """Pipelines declared in ``directory/*.py`` (by ``Pipeline("name", ...)`` calls)."""
+    """Pipelines declared in ``directory/*.py`` (by ``Pipeline("name", ...)`` or ``Pipeline(name=...)`` calls)."""
     found: list[PipelineInfo] = []
     if not directory.is_dir():
         return found
@@ -100,12 +100,20 @@ def discover(directory: Path) -> list[PipelineInfo]:
             found.append(PipelineInfo(path.stem, path, "(cannot be parsed; `show` tells why)"))
             continue
         doc = (ast.get_docstring(tree) or "").strip().splitlines()
-        names = [node.args[0].value for node in ast.walk(tree)
-                 if isinstance(node, ast.Call) and _called_name(node.func) == "Pipeline" and node.args
-                 and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)]
-        for name in names or []:
+        names = [name for node in ast.walk(tree)
+                 if isinstance(node, ast.Call) and _called_name(node.func) == "Pipeline"
+                 and (name := _pipeline_name(node)) is not None]
+        for name in names:
             found.append(PipelineInfo(name, path, doc[0] if doc else ""))
     return found
+
+
+def _pipeline_name(call: ast.Call) -> str | None:
+    """The literal name in ``Pipeline("name", ...)`` or ``Pipeline(name="name", ...)``."""
+    given = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "name"), None)
+    if isinstance(given, ast.Constant) and isinstance(given.value, str):
+        return given.value
+    return None
 
 
 def _called_name(func: ast.expr) -> str:

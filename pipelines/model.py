@@ -16,10 +16,13 @@ This module imports neither executors nor the store.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import enum
 import graphlib
 import inspect
 import sys
+import types
 import typing
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -272,8 +275,16 @@ class Pipeline:
 
         return add
 
-    _OPTIONS = ("name", "kind", "concurrency", "retries", "timeout", "on_error", "executor", "batch_size",
-                "side", "resources", "rate", "retry_on")
+    # stage options, each with what its value looks like (to suggest one for a misspelt keyword)
+    _OPTIONS: Mapping[str, Callable[[Any], bool]] = {
+        "name": lambda v: isinstance(v, str), "kind": lambda v: isinstance(v, str),
+        "concurrency": lambda v: _is_int(v), "retries": lambda v: _is_int(v),
+        "timeout": lambda v: _is_number(v),
+        "on_error": lambda v: isinstance(v, str), "executor": lambda v: isinstance(v, str),
+        "batch_size": lambda v: _is_int(v), "side": lambda v: isinstance(v, (list, tuple)),
+        "resources": lambda v: isinstance(v, Mapping), "rate": lambda v: isinstance(v, str),
+        "retry_on": callable,
+    }
 
     def _add(self, fn: Callable[..., Any], *, granularity: Granularity, inputs: tuple[Any, ...],
              name: str | None = None, kind: Kind | None = None, concurrency: int | None = None,
@@ -296,9 +307,9 @@ class Pipeline:
         if on_error not in ON_ERROR:
             raise DefinitionError(f"{where}: on_error must be one of {ON_ERROR}, not {on_error!r}")
         for label, value in (("retries", retries), ("concurrency", concurrency), ("batch_size", batch_size)):
-            if value is not None and (not isinstance(value, int) or value < (0 if label == "retries" else 1)):
+            if value is not None and (not _is_int(value) or value < (0 if label == "retries" else 1)):
                 raise DefinitionError(f"{where}: {label} must be a {'non-negative' if label == 'retries' else 'positive'} integer, not {value!r}")
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        if timeout is not None and not (_is_number(timeout) and timeout > 0):
             raise DefinitionError(f"{where}: timeout must be a positive number of seconds, not {timeout!r}")
         if rate is not None:
             _check_rate(rate, where)
@@ -312,7 +323,7 @@ class Pipeline:
         side_names = tuple(self._ref(x, where) for x in side)
         all_resources = {**resources_of(fn), **(resources or {})}
         input_args, takes_params, table_format = _bind(fn, where, granularity, input_names, side_names,
-                                                        all_resources, kwargs, self.params_model)
+                                                        all_resources, kwargs, self.params_model, self._OPTIONS)
         output_type = _output_type(fn, granularity, where)
         stage = Stage(
             name=stage_name, fn=fn, granularity=granularity, kind=kind, is_async=is_async,
@@ -374,16 +385,88 @@ def _unknown(message: str, name: str, choices: Iterable[str]) -> str:
     return f"{message} (did you mean {close[0]!r}?)" if close else message
 
 
-def _parse_cli_value(value: Any, annotation: Any) -> Any:
-    """``--param`` values arrive as strings: JSON for anything but a plain ``str`` field."""
-    if not isinstance(value, str) or annotation is str:
-        return value
-    import json
+def _is_int(value: Any) -> bool:
+    """An ``int`` that is not a ``bool`` (``retries=True`` is a mistake, not 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
+
+def _is_number(value: Any) -> bool:
+    """An ``int`` or ``float`` that is not a ``bool``."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parse_cli_value(value: Any, annotation: Any) -> Any:
+    """A ``--param`` string as pydantic should see it.
+
+    The text itself, which pydantic's lax mode converts to the field's type (``"5"`` to an
+    int, ``"2024"`` to a ``Path``, kept as text for ``str | None``), except for fields that
+    take containers or nested models (``list``, ``dict``, a model) or non-text choices
+    (``Literal[1, 2]``, an ``Enum`` of numbers): their text is JSON, ``'["a", "b"]'``.
+    ``null`` is ``None`` for an optional field whose other types take no text.
+    """
+    if not isinstance(value, str):
+        return value
+    if _wants_json(annotation):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # pydantic reports the field and what it wanted
+    if value == "null" and _admits_none(annotation) and not _takes_text(annotation, value):
+        return None
+    return value
+
+
+_CONTAINERS = (list, tuple, set, frozenset, dict, Mapping, Iterable, typing.Sequence, typing.MutableMapping)
+
+
+def _wants_json(annotation: Any) -> bool:
+    """Containers, models, dataclasses, TypedDicts and non-text ``Literal``s (anywhere in a union)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _wants_json(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_wants_json(a) for a in args if a is not type(None))
+    if origin is Literal:
+        return any(not isinstance(a, str) for a in args)
+    if origin is not None:
+        return origin in _CONTAINERS or (isinstance(origin, type) and issubclass(origin, (list, tuple, set, dict)))
+    if isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):  # like a Literal: JSON unless every value is text
+            return not all(isinstance(m.value, str) for m in annotation)
+        return (annotation in _CONTAINERS or issubclass(annotation, (BaseModel, list, tuple, set, frozenset, dict))
+                or dataclasses.is_dataclass(annotation) or typing.is_typeddict(annotation))
+    return False
+
+
+def _admits_none(annotation: Any) -> bool:
+    annotation = _strip_annotated(annotation)
+    return annotation is None or annotation is type(None) or (
+        typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation))
+
+
+def _strip_annotated(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _takes_text(annotation: Any, text: str) -> bool:
+    """Whether an optional field's other types accept ``text`` as it is (``str``, ``Path``)."""
+    from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
+
+    others = tuple(a for a in typing.get_args(_strip_annotated(annotation)) if a is not type(None))
+    if not others:
+        return False
     try:
-        return json.loads(value)
-    except ValueError:
-        return value  # pydantic validates (and converts) the raw string
+        TypeAdapter(typing.Union[others]).validate_python(text)  # noqa: UP007 - a runtime union of a tuple
+    except ValidationError:
+        return False
+    except PydanticSchemaGenerationError:  # an arbitrary type: pydantic decides, given the text
+        return True
+    return True
 
 
 def _check_rate(rate: str, where: str) -> None:
@@ -406,11 +489,14 @@ def _check_executor_name(name: str, where: str) -> None:
 
 def _bind(fn: Callable[..., Any], where: str, granularity: Granularity, inputs: tuple[str, ...],
           side: tuple[str, ...], resources: Mapping[str, Any], kwargs: Mapping[str, Any],
-          params_model: type[BaseModel] | None) -> tuple[tuple[str, ...], bool, Literal["arrow", "pandas"]]:
+          params_model: type[BaseModel] | None, options: Mapping[str, Callable[[Any], bool]] | None = None,
+          ) -> tuple[tuple[str, ...], bool, Literal["arrow", "pandas"]]:
     """Match the function's parameters to inputs, params, side inputs, resources and kwargs.
 
     Returns the parameter names receiving the inputs (in input order), whether it takes
-    ``params``, and whether table inputs are wanted as pandas. Raises ``ArityError``.
+    ``params``, and whether table inputs are wanted as pandas. Raises ``ArityError``, with
+    "did you mean" for a fixed argument that looks like a misspelt parameter, or a misspelt
+    stage option whose value would suit it (``options``: name to a check of the value).
     """
     try:
         sig = inspect.signature(fn)
@@ -419,9 +505,11 @@ def _bind(fn: Callable[..., Any], where: str, granularity: Granularity, inputs: 
     params = [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     accepts_any_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     names = {p.name for p in params}
-    for key in kwargs:
+    for key, value in kwargs.items():
         if key not in names and not accepts_any_kw:
-            raise ArityError(f"{where}: {getattr(fn, '__name__', fn)}() has no parameter {key!r} for the fixed argument")
+            fitting = [option for option, fits in (options or {}).items() if fits(value)]
+            raise ArityError(_unknown(f"{where}: {getattr(fn, '__name__', fn)}() has no parameter {key!r} for the "
+                                      f"fixed argument", key, [*fitting, *sorted(names)]))
     for name in (*side, *resources):
         if name not in names and not accepts_any_kw:
             raise ArityError(f"{where}: {getattr(fn, '__name__', fn)}() needs a parameter named {name!r} to receive it")

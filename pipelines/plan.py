@@ -9,6 +9,11 @@ A pure function of the pipeline and the run's options, testable without running 
                pool sized by their ``concurrency`` so one slow stage cannot starve another.
     in flight  about two tasks per worker (one running, one queued) for pools; for async
                stages enough tasks to keep ``concurrency`` items in flight.
+    async on   an ``async def`` stage run on threads (``--executor threads``) gets a pool of
+    threads    ``concurrency`` threads (default 64), each running its tasks on its own event
+               loop; since every loop would allow ``concurrency`` items, the plan caps the
+               stage's items in flight at ``concurrency`` instead, so the stage keeps its
+               promise however its items are cut into tasks.
 """
 from __future__ import annotations
 
@@ -97,7 +102,10 @@ def plan(pipeline: Pipeline, options: RunOptions = RunOptions()) -> Plan:
         executors.setdefault(slot, spec)
         spec = executors[slot]
         concurrency = stage.concurrency or (DEFAULT_CONCURRENCY if stage.is_async else None)
-        if stage.is_async:
+        if stage.is_async and backend == "threads":  # one loop per thread: cap the items, not the tasks
+            per_task = max(1, (concurrency or DEFAULT_CONCURRENCY) // 2)
+            max_tasks, max_items, start, target = spec.max_tasks, concurrency, per_task, 0.5
+        elif stage.is_async:
             per_task = max(1, (concurrency or DEFAULT_CONCURRENCY) // 2)
             max_tasks, max_items, start, target = 64, 4 * (concurrency or DEFAULT_CONCURRENCY), per_task, 0.5
         elif backend == "threads":
@@ -110,7 +118,7 @@ def plan(pipeline: Pipeline, options: RunOptions = RunOptions()) -> Plan:
 
 def _slot(stage: Stage, backend: str, options: RunOptions, cpus: int) -> tuple[str, ExecutorSpec]:
     if backend == "threads":
-        workers = stage.concurrency or DEFAULT_THREADS
+        workers = stage.concurrency or (DEFAULT_CONCURRENCY if stage.is_async else DEFAULT_THREADS)
         return f"threads:{stage.name}", ExecutorSpec(f"threads:{stage.name}", "threads", {"max_workers": workers}, workers)
     if backend == "processes":
         opts: dict[str, Any] = {"max_workers": cpus, "preload": ["pipelines.task"]}

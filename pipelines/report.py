@@ -9,8 +9,10 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from .hooks import RunObserver, StageStats
 
@@ -52,7 +54,7 @@ class ProgressReport(RunObserver):
     def executor_started(self, slot: str, executor: Any) -> None:
         link = getattr(executor, "dashboard_link", None)
         if link:
-            self._print(f"Dask dashboard: [link={link}]{link}[/link]")
+            self._print(f"Dask dashboard: [link={link}]{escape(link)}[/link]")
 
     def stage_progress(self, stats: StageStats) -> None:
         if self._progress is None:
@@ -68,6 +70,7 @@ class ProgressReport(RunObserver):
 
     def message(self, text: str, *, level: str = "info") -> None:
         style = {"warning": "yellow", "error": "red"}.get(level, "")
+        text = escape(text)
         self._print(f"[{style}]{text}[/{style}]" if style else text, stderr=level in ("warning", "error"))
 
     def _print(self, text: str, stderr: bool = False) -> None:
@@ -95,15 +98,18 @@ def summary_table(result: RunResult) -> Table:
     for s in result.stages.values():
         table.add_row(s.stage, s.backend, str(s.batches), str(s.reused_batches), f"{s.items:,}",
                       f"{s.reused_items:,}", f"[red]{s.failed_items:,}[/red]" if s.failed_items else "0",
-                      f"{s.rows:,}", f"{s.seconds:.2f}", s.reason)
+                      f"{s.rows:,}", f"{s.seconds:.2f}", Text(s.reason or ""))
     return table
 
 
 def outcome_line(result: RunResult, store_flag: str = "") -> str:
-    """The one line to copy: what failed, with counts, and the command that resumes."""
+    """The one line to copy: what failed and where, with counts, and the command that resumes.
+
+    Returns rich markup; the text that comes from users and exceptions is escaped.
+    """
     from .result import RunStatus
 
-    command = f"python -m pipelines resume {result.run_id}{store_flag}"
+    command = escape(f"python -m pipelines resume {result.run_id}{store_flag}")
     if result.status is RunStatus.OK:
         return ""
     if result.status is RunStatus.INTERRUPTED:
@@ -112,17 +118,21 @@ def outcome_line(result: RunResult, store_flag: str = "") -> str:
     if failing:
         first = failing[0]
         errors = [e for e in result.failures if e.stage == first.stage]
-        cause = f" ({errors[0].error_type}: {_short(errors[0].message)})" if errors else ""
+        cause = ""
+        if errors:  # the first failed item: why, and where it is in the input
+            where = f" at {errors[0].where}" if first.failed_items == 1 else f", the first at {errors[0].where}"
+            cause = f" ({errors[0].error_type}: {_short(errors[0].message)}){where}"
         if result.status is RunStatus.PARTIAL:  # the stage went on: the counts are final
             what = f"{first.failed_items:,} of {first.items + first.failed_items:,} items failed in stage {first.stage!r}"
         else:
             what = (f"{first.failed_items:,} item{'s' if first.failed_items > 1 else ''} failed in stage "
-                    f"{first.stage!r} ({first.items:,} done before the run stopped)")
+                    f"{first.stage!r}")
+            cause += f" ({first.items:,} done before the run stopped)"
         more = f" (and {len(failing) - 1} more stage(s))" if len(failing) > 1 else ""
         verb = "retry them" if result.status is RunStatus.PARTIAL else "resume"
-        return f"[red]{what}{cause}{more}[/red]; {verb} with: {command}"
+        return f"[red]{escape(what + cause + more)}[/red]; {verb} with: {command}"
     if result.error is not None:
-        return f"[red]{result.error}[/red]; resume with: {command}"
+        return f"[red]{escape(str(result.error))}[/red]; resume with: {command}"
     return f"run {result.status.value}; resume with: {command}"
 
 
@@ -132,27 +142,30 @@ def _short(text: str, limit: int = 120) -> str:
 
 
 def print_error(text: str) -> None:
-    console(stderr=True).print(f"[red]error:[/red] {text}", markup=True)
+    """Print ``error: TEXT`` on stderr; the text is printed as is, never read as markup."""
+    console(stderr=True).print(Text.assemble(("error:", "red"), " ", text))
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str], title: str = "", out: Console | None = None) -> None:
-    table = Table(title=title or None, title_justify="left")
+    """Print rows of data as a table; names and values are shown as they are, not as markup."""
+    table = Table(title=Text(title) if title else None, title_justify="left")
     for c in columns:
-        table.add_column(c)
+        table.add_column(Text(c))
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     (out or console()).print(table)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    """A table cell: data is shown as it is (``[x]`` in a value is not markup)."""
     if value is None:
-        return ""
+        return Text("")
     if isinstance(value, float):
-        return f"{value:,.3f}".rstrip("0").rstrip(".")
+        return Text(f"{value:,.3f}".rstrip("0").rstrip("."))
     if isinstance(value, (bytes, bytearray)):
-        return f"<{len(value):,} bytes>"
+        return Text(f"<{len(value):,} bytes>")
     text = str(value)
-    return text if len(text) <= 60 else text[:59] + "…"
+    return Text(text if len(text) <= 60 else text[:59] + "…")
 
 
 def is_terminal() -> bool:

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import fcntl
 import os
 import textwrap
+from typing import Any
+
+from rich.markup import escape
 
 from .errors import UsageError
 from .report import console, print_table
@@ -15,15 +19,19 @@ def cmd_show(args: argparse.Namespace) -> int:
     from . import loader
     from .plan import RunOptions, plan
 
+    if args.executor:
+        import executors
+
+        executors.check_name(args.executor)  # UnknownExecutorError, with "did you mean"
     pipeline = loader.load(args.name, args.dags)
     the_plan = plan(pipeline, RunOptions(executor=args.executor))
     out = console()
-    out.print(f"[bold]{pipeline.name}[/bold] ({pipeline.module})")
+    out.print(f"[bold]{pipeline.name}[/bold] ({escape(pipeline.module)})")
     if pipeline.description:
-        out.print(textwrap.indent(pipeline.description, "  "))
+        out.print(textwrap.indent(pipeline.description, "  "), markup=False)
     if pipeline.params_model is not None:
         fields = ", ".join(f"{n}={f.default!r}" for n, f in pipeline.params_model.model_fields.items())
-        out.print(f"params: {fields}")
+        out.print(f"params: {fields}", markup=False)
     rows = []
     for name in the_plan.order:
         stage = pipeline.stages[name]
@@ -91,10 +99,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
                          "started": started, "duration": duration, "items": f"{r['items'] or 0:,}",
                          "failed": f"{r['failed'] or 0:,}"})
         if not rows:
-            console().print(f"no runs in {store.root}")
+            console().print(f"no runs in {store.root}", markup=False)
             return 0
         print_table(rows, ["run", "pipeline", "status", "started", "duration", "items", "failed"])
     return 0
+
+
+def stages_in_order(store, run_id: str) -> dict[str, Any]:  # noqa: ANN001
+    """A run's ledger rows by stage, in pipeline order.
+
+    The runner records every stage at the start of a run in topological order, so the
+    order of insertion (SQLite's ``rowid``) is the pipeline's order; an upsert keeps it.
+    """
+    rows = store.ledger.query("SELECT * FROM run_stages WHERE run_id=? ORDER BY rowid", (run_id,))
+    return {r["stage"]: r for r in rows}
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -105,10 +123,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if row is None:
             raise UsageError(f"no run {args.run_id!r} in store {store.root}")
         run_id = row["id"]
-        stages = store.ledger.stages(run_id)
+        stages = stages_in_order(store, run_id)
         out = console()
         out.print(f"[bold]{run_id}[/bold] · {row['pipeline']} · {run_status(store, row)} · files under "
-                  f"{os.path.relpath(store.run_dir(run_id))}")
+                  f"{escape(os.path.relpath(store.run_dir(run_id)))}")
         if args.stage is None:
             rows = [{"stage": s["stage"], "status": s["status"], "executor": s["executor"], "batches": s["batches"],
                      "reused": s["reused"], "items": s["items"], "failed": s["failed"], "reason": s["reason"]}
@@ -119,12 +137,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 out.print(f"{len(errors)} failed item(s); `inspect {run_id} STAGE` shows them")
             return 0
         if args.stage not in stages:
-            raise UsageError(f"run {run_id} has no stage {args.stage!r}; stages: {', '.join(stages)}")
+            close = difflib.get_close_matches(args.stage, list(stages), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"run {run_id} has no stage {args.stage!r}{hint}; stages: {', '.join(stages)}")
         table = read_stage(store, run_id, args.stage)
         out.print(f"stage [cyan]{args.stage}[/cyan]: {table.num_rows:,} rows")
         out.print("schema:")
         out.print(textwrap.indent(str(table.schema), "  "), markup=False)
-        if table.num_rows:
+        if table.num_rows and args.rows:
             print_table(table.slice(0, args.rows).to_pylist(), table.column_names, title=f"first {args.rows} rows",
                         out=out)
         _print_errors(out, store, run_id, args.stage)
@@ -150,4 +170,4 @@ def _print_errors(out, store, run_id: str, stage: str) -> None:  # noqa: ANN001
         out.print(f"  … and {len(errors) - 20} more")
     path = dead_letter_path(store, run_id, stage)
     if os.path.exists(path):
-        out.print(f"dead-letter table: {os.path.relpath(path)}")
+        out.print(f"dead-letter table: {os.path.relpath(path)}", markup=False)

@@ -171,8 +171,6 @@ class TestShow:
         assert re.search(r"parse\s*│\s*map\s*│\s*io\s*│\s*inline\s*│", proc.stdout)
         assert "on_error=skip" in proc.stdout
 
-    @pytest.mark.xfail(strict=True, reason="`show --executor NAME` never checks NAME: exit 0 with 'nope' as "
-                                           "every stage's executor")
     def test_unknown_executor(self) -> None:
         proc = cli("show", "cli_squares", "--executor", "nope", "--dags", str(TEST_DAGS))
         assert_usage_error(proc, "unknown executor 'nope'")
@@ -205,8 +203,6 @@ class TestRun:
         assert "ZeroDivisionError: one over zero" in failing.output
         assert "Traceback" not in failing.proc.stderr
 
-    @pytest.mark.xfail(strict=True, reason="the outcome line of a run stopped by on_error='fail' gives the stage "
-                                           "and the cause but not which item failed (batch 0, item 5)")
     def test_failed_item_names_the_item(self, failing: Run) -> None:
         assert re.search(r"item 5\b", failing.output), failing.output
 
@@ -250,6 +246,11 @@ USAGE_ERRORS: dict[str, tuple[tuple[str, ...], list[str]]] = {
     "unknown pipeline to show": (("show", "cli_squars"), ["(did you mean 'cli_squares'?)"]),
     "unknown executor": (("run", "cli_squares", "--executor", "thread"),
                          ["unknown executor 'thread' (did you mean 'threads'?)"]),
+    "unknown executor to show": (("show", "cli_squares", "--executor", "thread"),
+                                 ["unknown executor 'thread' (did you mean 'threads'?)"]),
+    "zero workers": (("run", "cli_squares", "--workers", "0"), ["--workers must be a positive integer, not 0"]),
+    "zero runs": (("runs", "--limit", "0"), ["--limit must be a positive integer, not 0"]),
+    "negative rows": (("inspect", "latest", "--rows", "-1"), ["--rows must be zero or a positive integer, not -1"]),
     "unknown run to inspect": (("inspect", "nope"), ["no run 'nope' in store"]),
     "unknown run to resume": (("resume", "nope"), ["no run 'nope' in store"]),
     **{f"run {module}": (("run", module, "--dags", str(BROKEN)), needles) for module, needles in BROKEN_MODULES.items()},
@@ -287,18 +288,24 @@ class TestUsageErrors:
         assert 'failing_import.py", line 12' in proc.stderr
         assert proc.stderr.rstrip().splitlines()[-1].startswith("error: tests/dags_broken/failing_import.py")
 
-    @pytest.mark.xfail(strict=True, reason="report.print_error renders the message as rich markup: '[dask]' in a "
-                                           "message vanishes and '[/x]' raises MarkupError (traceback, exit 1)")
     @pytest.mark.parametrize("name", ["cli[dask]", "cli[/x]"])
     def test_brackets_in_a_message_are_printed_as_is(self, store: Path, name: str) -> None:
         proc = cli("run", name, "--dags", str(TEST_DAGS), "--store", str(store))
         assert_usage_error(proc, f"no pipeline named '{name}'")
 
-    @pytest.mark.xfail(strict=True, reason="--workers is not validated: -1 reaches the runner, which stops with "
-                                           "'RuntimeError: pipelines bug: nothing to wait for' and a traceback (exit 1)")
     def test_negative_workers(self, store: Path) -> None:
         proc = cli("run", "cli_squares", "--workers", "-1", "--dags", str(TEST_DAGS), "--store", str(store))
         assert_usage_error(proc, "--workers")
+
+    def test_brackets_in_data_and_failures_are_printed_as_is(self, tmp_path: Path) -> None:
+        proc = cli("run", "cli_brackets", "--executor", "inline", "--dags", str(TEST_DAGS), "--store",
+                   str(tmp_path / "s"), check=0)
+        out = proc.stdout
+        assert re.search(r"^│ <\[bold\]kept\[/bold\]>\s*│$", out, re.MULTILINE), out
+        assert re.search(r"^│ <extra\[dask\]>\s*│$", out, re.MULTILINE), out
+        assert re.search(r"^┃ \[col\]\s*┃$", out, re.MULTILINE), out  # a column name
+        assert "1 of 3 items failed in stage 'tag' (ValueError: cannot tag [/x] or [red]this[/red]) at item 2" in out
+        assert proc.stderr == ""
 
     def test_unwritable_store(self, tmp_path: Path) -> None:
         (tmp_path / "file").write_text("")
@@ -349,7 +356,7 @@ class TestInspect:
     def test_overview_counts_failed_items(self, skipping: Run) -> None:
         proc = cli("inspect", skipping.run_id, "--store", str(skipping.store), check=0)
         assert proc.stdout.startswith(f"{skipping.run_id} · cli_skipping · partial")
-        assert re.search(r"│ parse\s*│ done\s*│ threads\s*│ 1\s*│ 0\s*│ 4\s*│ 1\s*│", proc.stdout), proc.stdout
+        assert re.search(r"│ parse\s*│ partial\s*│ threads\s*│ 1\s*│ 0\s*│ 4\s*│ 1\s*│", proc.stdout), proc.stdout
         assert f"1 failed item(s); `inspect {skipping.run_id} STAGE` shows them" in proc.stdout
 
     def test_failed_items(self, skipping: Run) -> None:
@@ -364,6 +371,16 @@ class TestInspect:
     def test_failed_item_of_a_failed_run(self, failing: Run) -> None:
         proc = cli("inspect", failing.run_id, "invert", "--store", str(failing.store), check=0)
         assert "batch 0, item 5: ZeroDivisionError: one over zero" in proc.stdout
+
+    def test_overview_lists_stages_in_pipeline_order(self, failing: Run) -> None:
+        proc = cli("inspect", failing.run_id, "--store", str(failing.store), check=0)
+        stages = re.findall(r"^│ (\w+)\s*│ \w+\s*│", proc.stdout, re.MULTILINE)
+        assert stages == ["numbers", "invert"], proc.stdout  # not alphabetical
+
+    def test_zero_rows_shows_the_schema_only(self, squares: Run) -> None:
+        proc = cli("inspect", squares.run_id, "square", "--rows", "0", "--store", str(squares.store), check=0)
+        assert "schema:\n  square: int64" in proc.stdout
+        assert "first 0 rows" not in proc.stdout
 
     def test_unknown_stage(self, squares: Run) -> None:
         proc = cli("inspect", squares.run_id, "sqare", "--store", str(squares.store))
@@ -389,12 +406,18 @@ class TestLocations:
         assert (tmp_path / "flag-store" / "runs" / run_id).is_dir()
         assert not (tmp_path / "env-store").exists()
 
-    @pytest.mark.xfail(strict=True, reason="--store/--dags/--debug given before the command are overwritten by "
-                                           "the subparser's defaults (both parsers share the parent parser), "
-                                           "although `--help` shows them there")
     def test_global_options_before_the_command(self, squares: Run, tmp_path: Path) -> None:
         assert squares.run_id in cli("--store", str(squares.store), "runs", cwd=tmp_path, check=0).stdout
         assert "cli_squares" in cli("--dags", str(TEST_DAGS), "list", cwd=tmp_path, check=0).stdout
+
+    def test_an_option_after_the_command_wins(self, squares: Run, tmp_path: Path) -> None:
+        proc = cli("--store", str(tmp_path / "elsewhere"), "runs", "--store", str(squares.store), cwd=tmp_path, check=0)
+        assert squares.run_id in proc.stdout
+
+    def test_debug_before_the_command(self, tmp_path: Path) -> None:
+        proc = cli("--debug", "run", "failing_import", "--dags", str(BROKEN), "--store", str(tmp_path / "s"))
+        assert proc.returncode == 2
+        assert "Traceback (most recent call last)" in proc.stderr
 
     def test_a_users_own_project(self, tmp_path: Path) -> None:
         """A folder with its own dags/ package, used from its own cwd with no flags: like this repository."""

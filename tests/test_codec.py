@@ -125,19 +125,63 @@ class TestScalars:
         assert back == [Level.LOW, Level.HIGH]
         assert all(isinstance(v, Level) for v in back)
 
-    @pytest.mark.xfail(strict=True, raises=ConversionError,
-                       reason="a plain Enum output type maps to large_string, but encode passes the Enum members "
-                              "to pa.array unconverted (only struct/list/map columns go through _plain)")
     def test_enum_round_trip(self) -> None:
         _, back = round_trip([Color.RED, Color.BLUE], Color)
         assert back == [Color.RED, Color.BLUE]
 
-    @pytest.mark.xfail(strict=True, reason="a tz-aware datetime under a `datetime` annotation is stored as naive "
-                                           "UTC: 03:00+02:00 comes back as naive 01:00")
+    def test_enum_is_stored_as_its_values(self) -> None:
+        table, back = round_trip([[Color.BLUE], [], None], Optional[list[Color]])
+        assert codec.data_columns(table).column("s").to_pylist() == [["blue"], [], None]
+        assert back == [[Color.BLUE], [], None]
+
+    def test_enum_with_values_of_different_types_is_refused(self) -> None:
+        class Mixed(enum.Enum):
+            ONE = 1
+            TWO = "two"
+
+        with pytest.raises(TypeError, match=r"members of Mixed have values of different types \(int, str\)"):
+            codec.arrow_type(Mixed)
+
     def test_aware_datetime_keeps_its_instant_and_zone(self) -> None:
         value = dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
         _, back = round_trip([value], dt.datetime)
         assert back[0].tzinfo is not None and back[0] == value
+
+    def test_aware_datetimes_are_stored_in_utc(self) -> None:
+        """One schema for every batch of a stage, whatever zones its values were in."""
+        values = [dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+                  dt.datetime(2024, 7, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))), None]
+        table, back = round_trip(values, dt.datetime)
+        assert table.schema.field("s").type == pa.timestamp("us", tz="UTC")
+        assert back == values
+        assert all(v.utcoffset() == dt.timedelta(0) for v in back if v is not None)
+
+    def test_aware_datetimes_in_records_and_lists(self) -> None:
+        @dataclasses.dataclass
+        class Event:
+            at: dt.datetime
+            seen: list[dt.datetime]
+
+        when = dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+        table, back = round_trip([Event(when, [when, when])], Event)
+        assert table.schema.field("at").type == pa.timestamp("us", tz="UTC")
+        assert table.schema.field("seen").type == pa.large_list(pa.timestamp("us", tz="UTC"))
+        assert back == [Event(when, [when, when])] and back[0].at.tzinfo is not None
+
+    @pytest.mark.parametrize("tp", [Optional[dt.datetime], Optional[list[dt.datetime]]])
+    def test_a_batch_without_datetimes_joins_either_kind(self, tp: Any) -> None:
+        """Batches of one stage are read as one table: a batch of only None must not fix the zone."""
+        aware = dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone.utc)
+        for value in (aware, aware.replace(tzinfo=None)):
+            value = [value] if tp == Optional[list[dt.datetime]] else value
+            batches = [codec.encode(values, stage="s", output_type=tp) for values in ([None], [value], [])]
+            table = pa.concat_tables(batches, promote_options="permissive")
+            assert codec.decode(table, producer_type=tp) == [None, value]
+
+    def test_naive_and_aware_datetimes_in_one_batch_blame_the_odd_item(self) -> None:
+        values = [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)]
+        with pytest.raises(ConversionError, match=r"stage 's', item 8: .*naive and timezone-aware datetimes"):
+            codec.encode(values, stage="s", output_type=dt.datetime, item_ids=[7, 8])
 
     def test_aware_datetime_without_annotation_keeps_its_zone(self) -> None:
         value = dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
@@ -174,14 +218,33 @@ class TestRecords:
             pa.struct([("x", pa.int64()), ("y", pa.int64()), ("color", pa.large_string())]))
         assert back == values
 
-    @pytest.mark.xfail(strict=True, reason="decode hands Arrow's map value (a list of key/value tuples) to "
-                                           "model_validate unconverted; a pydantic dict field rejects it")
     def test_pydantic_model_with_dict_field(self) -> None:
         class Counts(BaseModel):
             counts: dict[str, int]
 
         _, back = round_trip([Counts(counts={"x": 1})], Counts)
         assert back == [Counts(counts={"x": 1})]
+
+    def test_maps_inside_nested_records_and_lists(self) -> None:
+        class Inner(BaseModel):
+            counts: dict[str, int]
+
+        class Outer(BaseModel):
+            inner: Inner
+            many: list[Inner]
+            by_name: dict[str, Inner]
+
+        value = Outer(inner=Inner(counts={"a": 1}), many=[Inner(counts={})], by_name={"k": Inner(counts={"b": 2})})
+        _, back = round_trip([value], Outer)
+        assert back == [value]
+
+    def test_dataclass_with_a_map_of_records(self) -> None:
+        @dataclasses.dataclass
+        class Index:
+            points: dict[str, Point]
+
+        _, back = round_trip([Index({"p": Point(1, "a")}), Index({})], Index)
+        assert back == [Index({"p": Point(1, "a")}), Index({})]
 
     def test_typed_dict(self) -> None:
         values = [Row(id=1, text="a"), Row(id=2, text="b")]
@@ -206,12 +269,34 @@ class TestRecords:
         assert codec.data_columns(table).column_names == ["x", "label"]
         assert back == []
 
-    @pytest.mark.xfail(strict=True, raises=ConversionError,
-                       reason="`-> Point | None` passes definition-time checks, but encode rejects a None value: "
-                              "'expected a record, got NoneType'")
     def test_optional_record_output_may_be_none(self) -> None:
         _, back = round_trip([Point(1), None], Optional[Point])
         assert back == [Point(1), None]
+
+    def test_none_row_is_marked_and_users_see_nulls(self) -> None:
+        table, _ = round_trip([None, Point(2, "b")], Point | None)
+        assert codec.NONE_COLUMN in table.column_names
+        data = codec.data_columns(table)
+        assert data.column_names == ["x", "label"]
+        assert data.to_pylist() == [{"x": None, "label": None}, {"x": 2, "label": "b"}]
+        assert list(data.to_pandas().columns) == ["x", "label"]
+
+    def test_optional_record_has_one_schema_with_or_without_none(self) -> None:
+        with_none, _ = round_trip([None], Optional[Point])
+        without, _ = round_trip([Point(1)], Optional[Point])
+        empty, _ = round_trip([], Optional[Point])
+        assert with_none.schema == without.schema == empty.schema
+
+    def test_none_row_into_a_pydantic_consumer_stays_none(self) -> None:
+        class Loose(BaseModel):
+            x: int
+
+        table = codec.encode([Point(3), None], stage="s", output_type=Optional[Point])
+        assert codec.decode(table, want=Loose, producer_type=Optional[Point]) == [Loose(x=3), None]
+
+    def test_record_output_not_optional_rejects_none(self) -> None:
+        with pytest.raises(ConversionError, match=r"stage 's', item 1: .*expected a record, got NoneType"):
+            codec.encode([Point(1), None], stage="s", output_type=Point, item_ids=[0, 1])
 
 
 class TestInference:
@@ -231,11 +316,19 @@ class TestInference:
         assert codec.shape(table) == "scalar"
         assert back == [1, 2, None]
 
-    @pytest.mark.xfail(strict=True, reason="pa.Table.from_pylist infers the schema from the first row: key 'b' of "
-                                           "a later un-annotated dict is dropped silently")
     def test_unannotated_dicts_with_different_keys_lose_nothing(self) -> None:
         _, back = round_trip([{"a": 1}, {"b": 2}], None)
         assert back == [{"a": 1, "b": None}, {"a": None, "b": 2}]
+
+    def test_unannotated_dicts_and_none(self) -> None:
+        values = [None, {"a": 1}, {"a": 2, "b": "x"}]
+        table, back = round_trip(values, None)
+        assert codec.shape(table) == "record"
+        assert back == [None, {"a": 1, "b": None}, {"a": 2, "b": "x"}]
+
+    def test_unannotated_dicts_without_none_have_no_marker(self) -> None:
+        table, _ = round_trip([{"a": 1}], None)
+        assert codec.NONE_COLUMN not in table.column_names
 
 
 class TestDecodeIntoConsumerType:
@@ -299,11 +392,17 @@ class TestConversionErrors:
     def test_is_a_type_error(self) -> None:
         assert issubclass(ConversionError, TypeError)
 
-    @pytest.mark.xfail(strict=True, reason="when each value converts alone but not together (inferred types "
-                                           "differ), _first_bad falls back to position 0 and blames the wrong item")
     def test_mixed_inferred_types_blame_the_odd_item(self) -> None:
         with pytest.raises(ConversionError, match=r"stage 's', item 1:"):
             codec.encode([{"a": 1}, {"a": "x"}], stage="s", output_type=None, item_ids=[0, 1])
+
+    def test_mixed_inferred_types_blame_the_first_item_when_the_rest_agree(self) -> None:
+        with pytest.raises(ConversionError, match=r"stage 's', item 10: cannot convert str value.*items after it"):
+            codec.encode(["x", 1, 2], stage="s", output_type=None, item_ids=[10, 11, 12])
+
+    def test_mixed_inferred_types_blame_the_first_that_does_not_fit_before(self) -> None:
+        with pytest.raises(ConversionError, match=r"stage 's', item 13: cannot convert str value.*items before it"):
+            codec.encode([1, 2, 3, "x", "y"], stage="s", output_type=None, item_ids=[10, 11, 12, 13, 14])
 
 
 class TestArrowType:

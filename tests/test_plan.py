@@ -111,6 +111,29 @@ def test_async_concurrency_sizes_in_flight_items() -> None:
         "get", "asyncio", "asyncio", 64, 40, None, 0.5, 5)
 
 
+def test_async_stage_on_threads_is_sized_by_its_concurrency() -> None:
+    """Each thread runs its own event loop: the stage's items in flight, not its tasks, are capped."""
+    pipeline = Pipeline("fetcher")
+
+    @pipeline.source
+    def urls() -> Iterator[str]:
+        yield "u"
+
+    @pipeline.map(over=urls, concurrency=10)
+    async def get(url: str) -> str:
+        return url
+
+    @pipeline.map(over=get)
+    async def head(url: str) -> str:
+        return url
+
+    the_plan = plan(pipeline, RunOptions(executor="threads", max_workers=2))
+    assert the_plan.stages["get"] == StagePlan("get", "threads:get", "threads", 10, 10, None, 0.5, 5)
+    assert the_plan.executors["threads:get"] == ExecutorSpec("threads:get", "threads", {"max_workers": 10}, 10)
+    assert the_plan.stages["head"] == StagePlan("head", "threads:head", "threads", 64, 64, None, 0.5, 32)
+    assert the_plan.executors["threads:head"] == ExecutorSpec("threads:head", "threads", {"max_workers": 64}, 64)
+
+
 def placement(the_plan: Plan) -> dict[str, tuple[str | None, str]]:
     return {name: (sp.slot, sp.backend) for name, sp in the_plan.stages.items()}
 
