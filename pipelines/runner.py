@@ -43,7 +43,7 @@ from .plan import Plan, RunOptions, plan
 from .recovery import Recovery, Running
 from .result import RunResult, RunStatus, StageSummary
 from .source import SourceBatch, SourceReader
-from .state import BatchState, StageState
+from .state import StageState
 from .store import Store
 from .store import arrow as batch_files
 from .store.ledger import Part
@@ -74,7 +74,7 @@ class Runner(Recovery):
         self.store = store if isinstance(store, Store) else Store(store)
         self.observer = Observers(list(observers))
         self.resumed = resume is not None
-        self.run_id = resume or Store.new_run_id()
+        self.run_id = resume or self.store.unused_run_id()
         self.dags_dir = dags_dir
         self.order = list(self.plan.order)
         self._rank = {name: i for i, name in enumerate(self.order)}

@@ -42,6 +42,9 @@ def _ledger_dir_for(url: str) -> Path:
     return base / f"{readable}-{hashlib.blake2b(url.encode(), digest_size=4).hexdigest()}"
 
 
+_issued: set[str] = set()
+
+
 class Store:
     """A store directory: ledger plus batch files."""
 
@@ -76,7 +79,19 @@ class Store:
 
     @staticmethod
     def new_run_id() -> str:
-        return f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        """``20261130-101502-7f3a``: sortable by time, never the same twice in one process."""
+        while True:
+            run_id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+            if run_id not in _issued:
+                _issued.add(run_id)
+                return run_id
+
+    def unused_run_id(self) -> str:
+        """A new run id that no run in this store has."""
+        while True:
+            run_id = self.new_run_id()
+            if self.ledger.run(run_id) is None and not self.run_dir(run_id).exists():
+                return run_id
 
     @property
     def remote(self) -> bool:

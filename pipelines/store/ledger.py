@@ -206,7 +206,8 @@ class Ledger:
         return {row["stage"]: row for row in rows}
 
     def stages(self, run_id: str) -> dict[str, sqlite3.Row]:
-        return {r["stage"]: r for r in self.query("SELECT * FROM run_stages WHERE run_id=?", (run_id,))}
+        """The run's stages in pipeline order (they are saved in that order when the run starts)."""
+        return {r["stage"]: r for r in self.query("SELECT * FROM run_stages WHERE run_id=? ORDER BY rowid", (run_id,))}
 
     def previous_stage(self, pipeline: str, stage: str, before_run: str) -> sqlite3.Row | None:
         """The same stage in the latest earlier run of the pipeline (to explain recomputation)."""
