@@ -10,6 +10,7 @@ from ._registry import available, check_name, executor_class, get_executor, name
 from .base import Capabilities, Executor, ExecutorBase, State
 from .errors import (
     BackendUnavailableError,
+    ClusterUnreachableError,
     ExecutorError,
     ExecutorStateError,
     UnknownExecutorError,
@@ -19,6 +20,7 @@ from .errors import (
 __all__ = [
     "BackendUnavailableError",
     "Capabilities",
+    "ClusterUnreachableError",
     "Executor",
     "ExecutorBase",
     "ExecutorError",

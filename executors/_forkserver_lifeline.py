@@ -1,4 +1,6 @@
 """Imported only as a forkserver preload: the forkserver dies with the process that started it."""
-from executors._lifeline import die_with_parent
+import os
 
-die_with_parent()
+from executors._lifeline import DRIVER_ENV, die_with_parent
+
+die_with_parent(int(os.environ[DRIVER_ENV]) if os.environ.get(DRIVER_ENV, "").isdigit() else None)

@@ -12,19 +12,71 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 
 PR_SET_PDEATHSIG = 1
+DRIVER_ENV = "PIPELINES_DRIVER_PID"
+_keeper: threading.Thread | None = None
+_keeper_lock = threading.Lock()
 
 
-def die_with_parent() -> None:
-    """Ask for SIGKILL when the parent exits; exit now if the parent is already gone."""
+def die_with_parent(driver: int | None = None) -> None:
+    """Ask for SIGKILL when the parent exits; exit now if the driver is already gone.
+
+    ``driver``: the process whose death must end this one (the parent, or the parent's parent
+    for forkserver children); it may have died before ``prctl`` took effect.
+    """
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if os.getppid() == 1 or (driver is not None and not _alive(driver)):
         os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def start_forkserver() -> None:
+    """Start the forkserver from a thread that lives as long as this process.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that started a process exits, so a forkserver
+    started from a short-lived thread (a run driven from a worker thread) would die with it.
+    """
+    global _keeper
+    with _keeper_lock:
+        if _keeper is not None and _keeper.is_alive():
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()  # restarts it if it died
+            return
+        os.environ[DRIVER_ENV] = str(os.getpid())
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def keep() -> None:
+            from multiprocessing import forkserver
+
+            try:
+                forkserver.ensure_running()
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                failure.append(exc)
+            finally:
+                ready.set()
+            threading.Event().wait()  # live as long as the process
+
+        _keeper = threading.Thread(target=keep, name="pipelines-forkserver", daemon=True)
+        _keeper.start()
+        ready.wait()
+        if failure:
+            raise failure[0]

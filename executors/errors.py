@@ -5,12 +5,16 @@ ExecutorError
  ├─ UnknownExecutorError(ExecutorError, ValueError)     a name not in the registry
  ├─ BackendUnavailableError(ExecutorError, ImportError) an optional dependency is missing
  ├─ ExecutorStateError(ExecutorError, RuntimeError)     submit before start / after shutdown
+ ├─ ClusterUnreachableError(ExecutorError, ConnectionError)  a Dask or Ray ``address`` that
+ │                                                      does not answer at start
  └─ WorkerLostError(ExecutorError)                      the worker running a task died
 ```
 """
 from __future__ import annotations
 
 import difflib
+import signal
+from collections.abc import Iterable
 
 
 class ExecutorError(Exception):
@@ -36,6 +40,10 @@ class ExecutorStateError(ExecutorError, RuntimeError):
     """Raised on submit before the executor started or after it shut down."""
 
 
+class ClusterUnreachableError(ExecutorError, ConnectionError):
+    """Raised at start when an existing cluster's ``address`` does not answer in time."""
+
+
 class WorkerLostError(ExecutorError):
     """The worker process running a task died (segfault, ``os._exit``, out of memory, killed).
 
@@ -48,3 +56,22 @@ class WorkerLostError(ExecutorError):
 
     def __reduce__(self):
         return (type(self), (self.cause,))
+
+
+def describe_exit_codes(codes: Iterable[int | None]) -> str:
+    """Describe dead workers for a ``WorkerLostError``: negative codes are signals.
+
+    Example:
+        >>> describe_exit_codes([-11, 1])
+        'worker died: signal 11 (SIGSEGV), exit code 1'
+    """
+    parts = []
+    for code in sorted({c for c in codes if c not in (None, 0)}):
+        if code < 0:
+            try:
+                parts.append(f"signal {-code} ({signal.Signals(-code).name})")
+            except ValueError:
+                parts.append(f"signal {-code}")
+        else:
+            parts.append(f"exit code {code}")
+    return "worker died: " + ", ".join(parts) if parts else "worker died"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -24,10 +23,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from ._lifeline import die_with_parent
+from . import _futures
+from ._futures import LinkedFuture
+from ._lifeline import die_with_parent, start_forkserver
 from ._main_guard import main_not_imported
 from .base import Capabilities, ExecutorBase, call
-from .errors import WorkerLostError
+from .errors import WorkerLostError, describe_exit_codes
 
 T = TypeVar("T")
 
@@ -59,11 +60,12 @@ class ProcessExecutor(ExecutorBase):
         self._context = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             self._context.set_forkserver_preload(["executors._forkserver_lifeline", *self._preload])
+            start_forkserver()
         self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         self._pool = ProcessPoolExecutor(self.capabilities.max_workers, mp_context=self._context,
-                                         initializer=_init_worker, initargs=(dict(os.environ),))
+                                         initializer=_init_worker, initargs=(dict(os.environ), os.getpid()))
         return self._pool
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
@@ -76,7 +78,7 @@ class ProcessExecutor(ExecutorBase):
                 pool = self._new_pool()
                 inner = pool.submit(call, fn)
             procs = _processes(pool)
-        outer: Future[T] = _Linked(inner)
+        outer: Future[T] = LinkedFuture(inner.cancel)
         inner.add_done_callback(lambda f: self._relay(f, outer, pool, procs))
         return outer
 
@@ -84,7 +86,7 @@ class ProcessExecutor(ExecutorBase):
         if outer.done():
             return
         if inner.cancelled():
-            Future.cancel(outer)
+            _futures.cancel(outer)
             return
         exc = inner.exception()
         if isinstance(exc, BrokenProcessPool):
@@ -93,13 +95,13 @@ class ProcessExecutor(ExecutorBase):
                     self.restarts += 1
                     self._new_pool()
             pool.shutdown(wait=False, cancel_futures=True)
-            lost = WorkerLostError(_death_cause(procs | _processes(pool)))
+            lost = WorkerLostError(describe_exit_codes(p.exitcode for p in (procs | _processes(pool)).values()))
             lost.__cause__ = exc
-            outer.set_exception(lost)
+            _futures.set_exception(outer, lost)
         elif exc is not None:
-            outer.set_exception(exc)
+            _futures.set_exception(outer, exc)
         else:
-            outer.set_result(inner.result())
+            _futures.set_result(outer, inner.result())
 
     def kill_workers(self) -> None:
         """Kill every worker now (a task overran its timeout); running tasks get ``WorkerLostError``."""
@@ -130,27 +132,13 @@ class ProcessExecutor(ExecutorBase):
                 pool.shutdown(wait=wait)
 
 
-class _Linked(Future):  # type: ignore[type-arg]
-    """The future handed out: cancelling it cancels the pool's own future, if not yet running."""
-
-    def __init__(self, inner: Future[Any]) -> None:
-        super().__init__()
-        self._inner = inner
-
-    def cancel(self) -> bool:
-        return self._inner.cancel() and super().cancel()
-
-    def running(self) -> bool:
-        return self._inner.running()
-
-
-def _init_worker(environ: dict[str, str]) -> None:
+def _init_worker(environ: dict[str, str], driver: int) -> None:
     """Start a worker: die with the driver, and see the driver's environment as of now.
 
     A forkserver is started once per driver process and keeps the environment it started
     with; a pool made later (a second run, a test that sets a variable) must not see stale values.
     """
-    die_with_parent()
+    die_with_parent(driver)
     os.environ.clear()
     os.environ.update(environ)
 
@@ -158,20 +146,3 @@ def _init_worker(environ: dict[str, str]) -> None:
 def _processes(pool: ProcessPoolExecutor) -> dict[int, Any]:
     """The pool's worker processes. The stdlib keeps them private; read defensively."""
     return dict(getattr(pool, "_processes", None) or {})
-
-
-def _death_cause(procs: dict[int, Any]) -> str:
-    """``worker died: signal 11 (SIGSEGV)`` from the exit codes of the dead workers."""
-    codes = sorted({p.exitcode for p in procs.values() if p.exitcode not in (None, 0)})
-    if not codes:
-        return "worker died"
-    parts = []
-    for code in codes:
-        if code < 0:
-            try:
-                parts.append(f"signal {-code} ({signal.Signals(-code).name})")
-            except ValueError:
-                parts.append(f"signal {-code}")
-        else:
-            parts.append(f"exit code {code}")
-    return "worker died: " + ", ".join(parts)

@@ -37,6 +37,7 @@ PIPELINES_API = [
 EXECUTORS_API = [
     "BackendUnavailableError",
     "Capabilities",
+    "ClusterUnreachableError",
     "Executor",
     "ExecutorBase",
     "ExecutorError",
