@@ -13,7 +13,6 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 
 class ExitCode(enum.IntEnum):
@@ -111,20 +110,31 @@ def check_counts(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(_dispatch(args))
+        code = int(_dispatch(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
+        code = ExitCode.INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
-        code = _exit_code(exc)
-        if args.debug or code is None:
+        known = _exit_code(exc)
+        if args.debug or known is None:
             import traceback
 
             traceback.print_exc()
         from .report import print_error
 
         print_error(str(exc))
-        return code if code is not None else ExitCode.RUN_FAILED
+        code = known if known is not None else ExitCode.RUN_FAILED
+    if code == ExitCode.INTERRUPTED:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Exit without joining threads: after Ctrl-C a thread may be stuck inside an item
+    (Python cannot stop it), and the interpreter would wait for it at exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _exit_code(exc: BaseException) -> ExitCode | None:
@@ -213,6 +223,11 @@ def _run(args: argparse.Namespace) -> int:
                             address=args.address, max_workers=args.workers, keep_cluster=args.keep_cluster or None)
         if result.ok:
             _write_outputs(result, store, args.output, report)
+    for cluster in result.clusters:  # --keep-cluster: the dashboard stays up until Ctrl-C
+        report.out.print(f"cluster kept up: dashboard {cluster.dashboard_link}, scheduler "
+                         f"{cluster.scheduler_address} (other runs can use --address); Ctrl-C to stop it",
+                         markup=False)
+        cluster.wait_until_interrupted()
     if result.status is RunStatus.INTERRUPTED:
         return ExitCode.INTERRUPTED
     return ExitCode.OK if result.ok else ExitCode.RUN_FAILED
@@ -222,7 +237,7 @@ def _write_outputs(result, store, output: str | None, report) -> None:  # noqa: 
     from .outputs import export_parquet, read_stage
     from .report import print_table
 
-    directory = Path(output) if output else store.run_dir(result.run_id) / "outputs"
+    directory = output or store.run_data(result.run_id, "outputs")
     for leaf in result.leaves:
         table = read_stage(store, result.run_id, leaf)
         if table.num_columns == 0:
@@ -231,4 +246,5 @@ def _write_outputs(result, store, output: str | None, report) -> None:  # noqa: 
         more = f" (first 20 of {table.num_rows:,})" if table.num_rows > 20 else ""
         print_table(rows, table.column_names, title=f"{leaf}{more}", out=report.out)
         path = export_parquet(store, result.run_id, leaf, directory)
-        report.out.print(f"{leaf}: {table.num_rows:,} rows → {os.path.relpath(path)}", markup=False)
+        shown = path if "://" in path else os.path.relpath(path)
+        report.out.print(f"{leaf}: {table.num_rows:,} rows → {shown}", markup=False)

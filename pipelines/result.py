@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -46,6 +47,7 @@ class RunResult:
     leaves: tuple[str, ...] = ()
     store_root: str | None = None
     resumed: bool = False
+    clusters: tuple[Any, ...] = ()  # executors kept running (--keep-cluster); close() or wait on them
 
     @property
     def ok(self) -> bool:

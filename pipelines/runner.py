@@ -620,6 +620,7 @@ class Runner(Recovery):
             run_id=self.run_id, pipeline=self.pipeline.name, status=status,
             stages={n: self._summary(n) for n in self.order}, failures=failures, error=self.failure,
             seconds=time.time() - started, store_root=self.store.data_root, resumed=self.resumed,
+            clusters=tuple(self.workers.kept),
             leaves=tuple(n for n in self.order if not self.consumers[n] and not self.side_users[n]))
         self._progress(force=True)
         self.observer.run_finished(result)

@@ -38,6 +38,7 @@ class Workers:
         self._cap: dict[str, int] = {slot: spec.max_tasks for slot, spec in plan.executors.items()}
         self._executors: dict[str, Any] = {}
         self.hard_stop = False
+        self.kept: list[Any] = []  # clusters left up after shutdown (keep_cluster)
 
     def get(self, slot: str) -> Any:
         """The slot's executor, started on first use."""
@@ -116,6 +117,8 @@ class Workers:
         in an item must not hold the run (it is abandoned; processes are terminated)."""
         executors, self._executors = list(self._executors.values()), {}
         for executor in executors:
+            if getattr(executor, "keep_cluster", False):
+                self.kept.append(executor)
             try:
                 executor.shutdown(wait=wait and not self.hard_stop, cancel_pending=cancel)
             except Exception as exc:  # noqa: BLE001 - shutting down must not mask the run's result
