@@ -1,8 +1,12 @@
 """Process pool backend: for CPU-bound stages (``kind="cpu"``).
 
-Built on ``concurrent.futures.ProcessPoolExecutor`` with an explicit start method
-(``forkserver`` by default on Linux, ``spawn`` elsewhere): never ``fork`` from a driver that
-already runs threads. Callables are pickled by reference, so they must be importable in
+Built on ``concurrent.futures.ProcessPoolExecutor`` with an explicit start method. The
+default, ``auto``, forks when the pool starts in a process that runs no other thread — the
+workers then start in milliseconds with everything the driver imported — and uses the
+forkserver otherwise (``spawn`` off Linux): never ``fork`` from a process that runs threads,
+whose locks a child could inherit held. A pool replaced after a worker died is always made
+by the forkserver, since by then the driver runs threads. The workers start at once (a
+no-op task each), so they are warm when the first real task arrives. Callables are pickled by reference, so they must be importable in
 the child; the user's main script is never re-run in a worker (``_main_guard``), so no
 ``if __name__ == "__main__":`` guard is needed.
 
@@ -14,6 +18,7 @@ driver, even when it is killed with SIGKILL (see ``_lifeline``).
 """
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import sys
@@ -32,15 +37,17 @@ from .errors import WorkerLostError, describe_exit_codes
 
 T = TypeVar("T")
 
-DEFAULT_START_METHOD = "forkserver" if sys.platform.startswith("linux") else "spawn"
+DEFAULT_START_METHOD = "auto"
+THREAD_SAFE_METHOD = "forkserver" if sys.platform.startswith("linux") else "spawn"
 
 
 class ProcessExecutor(ExecutorBase):
     """Args:
         max_workers: processes in the pool (default: CPU count).
-        start_method: ``"forkserver"``, ``"spawn"`` or ``"fork"``
-            (default: ``$PIPELINES_START_METHOD`` or forkserver on Linux).
-        preload: modules the forkserver imports once, so each worker starts warm.
+        start_method: ``"auto"``, ``"forkserver"``, ``"spawn"`` or ``"fork"``
+            (default: ``$PIPELINES_START_METHOD`` or ``auto``).
+        preload: modules every worker needs: imported before forking, or by the forkserver
+            once, so that no worker pays for them at its first task.
     """
 
     name = "processes"
@@ -57,15 +64,28 @@ class ProcessExecutor(ExecutorBase):
         self.restarts = 0
 
     def _start(self) -> None:
-        self._context = multiprocessing.get_context(self.start_method)
-        if self.start_method == "forkserver":
-            self._context.set_forkserver_preload(["executors._forkserver_lifeline", *self._preload])
+        method = self.start_method
+        if method == "auto":
+            method = "fork" if _forking_is_safe() else THREAD_SAFE_METHOD
+        self._pool = self._make_pool(method)
+        for _ in range(self.capabilities.max_workers):  # start the workers now, not at the first task
+            self._pool.submit(os.getpid)
+
+    def _make_pool(self, method: str) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context(method)
+        if method == "fork":
+            for module in self._preload:
+                importlib.import_module(module)
+        if method == "forkserver":
+            context.set_forkserver_preload(["executors._forkserver_lifeline", *self._preload])
             start_forkserver()
-        self._new_pool()
+        return ProcessPoolExecutor(self.capabilities.max_workers, mp_context=context,
+                                   initializer=_init_worker, initargs=(dict(os.environ), os.getpid()))
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        self._pool = ProcessPoolExecutor(self.capabilities.max_workers, mp_context=self._context,
-                                         initializer=_init_worker, initargs=(dict(os.environ), os.getpid()))
+        """A replacement pool: by now the driver runs threads, so never forked from it."""
+        method = THREAD_SAFE_METHOD if self.start_method in ("auto", "fork") else self.start_method
+        self._pool = self._make_pool(method)
         return self._pool
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
@@ -130,6 +150,11 @@ class ProcessExecutor(ExecutorBase):
                         manager.join(5)
             else:
                 pool.shutdown(wait=wait)
+
+
+def _forking_is_safe() -> bool:
+    """Only this thread runs (a forked child inherits no lock held by another thread)."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
 
 
 def _init_worker(environ: dict[str, str], driver: int) -> None:

@@ -30,6 +30,7 @@ class TaskSizer:
     start: int = 8
     workers: int = 1
     maximum: int = MAX_TASK_ITEMS
+    smallest: float = 0.02  # seconds: a tail split never makes tasks cheaper than this
     _cost: float | None = field(default=None, init=False)  # seconds per item (EWMA)
     _samples: int = field(default=0, init=False)
 
@@ -54,8 +55,9 @@ class TaskSizer:
         else:
             want = int(self.target / self._cost) or 1
         want = max(1, min(want, self.maximum))
-        if final and pending < want * self.workers:
-            want = max(1, math.ceil(pending / self.workers))
+        if final and pending < want * self.workers:  # the batch's tail: share it among the workers,
+            floor = int(self.smallest / self._cost) if self._cost else 1  # unless that makes tasks too cheap
+            want = max(1, min(want, max(math.ceil(pending / self.workers), floor)))
         return want
 
 

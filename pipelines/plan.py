@@ -25,6 +25,9 @@ from typing import Any
 from .model import Pipeline, Stage
 
 DEFAULT_THREADS = 8
+# What every process worker imports anyway: pyarrow pulls in pandas lazily, on its first
+# conversion, which would cost each worker half a second at its first task.
+PROCESS_PRELOAD = ["pipelines.task", "pandas"]
 DEFAULT_CONCURRENCY = 64
 
 
@@ -121,7 +124,7 @@ def _slot(stage: Stage, backend: str, options: RunOptions, cpus: int) -> tuple[s
         workers = stage.concurrency or (DEFAULT_CONCURRENCY if stage.is_async else DEFAULT_THREADS)
         return f"threads:{stage.name}", ExecutorSpec(f"threads:{stage.name}", "threads", {"max_workers": workers}, workers)
     if backend == "processes":
-        opts: dict[str, Any] = {"max_workers": cpus, "preload": ["pipelines.task"]}
+        opts: dict[str, Any] = {"max_workers": cpus, "preload": PROCESS_PRELOAD}
         if options.start_method:
             opts["start_method"] = options.start_method
         return "processes", ExecutorSpec("processes", "processes", opts, 2 * cpus)

@@ -435,8 +435,9 @@ class Runner(Recovery):
                 if b.suspects and self._slot_idle(name):
                     self._submit_items(name, k, self._pop_suspect(name, b), solo=True)
                 continue
+            size = 0
             while pending := b.pending:
-                size = st.sizer.size(len(pending), final=b.upstream_final)
+                size = size or st.sizer.size(len(pending), final=b.upstream_final)  # once a pass: no halving
                 if len(pending) < size and not b.upstream_final and st.in_flight:
                     break  # wait for more ids rather than send a tiny task
                 if not self._room(name, min(size, len(pending))):
