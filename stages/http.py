@@ -8,6 +8,10 @@ carries ``status`` (5xx and 429 are retried, 404 is not) and ``retry_after`` fro
 type, too many redirects) is a ``ResponseRejected`` that is never retried. Every message
 names the URL.
 
+To be a polite client, ``per_host_rate`` caps the requests ``download`` sends to each host
+(a token bucket per host per worker event loop, so retries count too); a stage's own
+``rate=`` caps the whole stage instead, whatever the hosts.
+
 Example:
     >>> import asyncio
     >>> async def main():
@@ -18,8 +22,11 @@ Example:
 """
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ import aiohttp
 from yarl import URL
 
 from pipelines import uses
+from pipelines.rate import RateLimiter, parse_rate
 
 DEFAULT_MAX_BYTES = 64 * 2**20
 CHUNK_BYTES = 64 * 2**10
@@ -107,7 +115,7 @@ async def client_session(*, limit: int = 100) -> AsyncIterator[aiohttp.ClientSes
 @uses(session=client_session)
 async def download(url: str, *, session: aiohttp.ClientSession, timeout_s: float = 30.0,
                    max_bytes: int = DEFAULT_MAX_BYTES, expect_content_type: str | None = None,
-                   max_redirects: int = 5) -> Response:
+                   max_redirects: int = 5, per_host_rate: float | str | None = None) -> Response:
     """Fetch one URL; raise for 4xx/5xx so the stage's error policy decides what happens.
 
     The body is read in chunks and the download stops as soon as it passes ``max_bytes``,
@@ -121,12 +129,17 @@ async def download(url: str, *, session: aiohttp.ClientSession, timeout_s: float
         expect_content_type: a media type the answer must have, such as ``application/json``,
             or a family such as ``image/*``; ``None`` accepts any.
         max_redirects: redirects followed before giving up; 0 refuses redirects.
+        per_host_rate: at most this many requests a second to the URL's host, from this
+            worker's event loop: a number, or a rate such as ``"5/s"`` or ``"120/min"``.
+            ``None`` (the default) sends as fast as the stage's concurrency allows. With
+            several worker processes each has its own bucket per host.
 
     Returns:
         The ``Response``, body included.
 
     Raises:
-        ValueError: ``url`` is not an absolute http(s) URL.
+        ValueError: ``url`` is not an absolute http(s) URL, or ``per_host_rate`` is not a
+            positive rate.
         HTTPStatusError: a 4xx or 5xx answer.
         ResponseRejected: too large, wrong content type, or too many redirects.
         TimeoutError: no complete answer within ``timeout_s``.
@@ -139,6 +152,8 @@ async def download(url: str, *, session: aiohttp.ClientSession, timeout_s: float
     parsed = URL(url)
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError(f"{url!r}: only absolute http:// and https:// URLs can be downloaded")
+    if per_host_rate is not None:
+        await host_limiter(parsed.host, per_host_rate).acquire_async()
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         # aiohttp gives up on its max_redirects-th redirect; we allow max_redirects of them
@@ -157,6 +172,48 @@ async def download(url: str, *, session: aiohttp.ClientSession, timeout_s: float
         raise ValueError(f"{url!r}: invalid URL ({exc})") from None
     except (aiohttp.ClientError, OSError) as exc:
         raise ConnectionError(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+
+_host_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float], RateLimiter]] = (
+    weakref.WeakKeyDictionary())
+_host_limiters_lock = threading.Lock()
+
+
+def host_limiter(host: str, rate: float | str) -> RateLimiter:
+    """The token bucket for ``host`` on the running event loop (made on first use).
+
+    One bucket per (host, rate) per worker loop: every ``download`` to that host from this
+    loop waits its turn, whichever task or stage it comes from. Host names are compared
+    case-insensitively; ``127.0.0.1`` and ``localhost`` are different hosts.
+
+    Args:
+        host: the host name or address, as in the URL.
+        rate: requests per second, or a rate such as ``"5/s"``.
+
+    Returns:
+        The ``pipelines.rate.RateLimiter`` to ``await limiter.acquire_async()`` on.
+
+    Raises:
+        ValueError: ``rate`` is not positive or cannot be read.
+        RuntimeError: no event loop is running.
+
+    Example:
+        >>> async def same():                                  # doctest: +SKIP
+        ...     return host_limiter("example.org", 5) is host_limiter("EXAMPLE.org", "5/s")
+    """
+    per_second = parse_rate(rate) if isinstance(rate, str) else float(rate)
+    if not per_second > 0:
+        raise ValueError(f"per_host_rate must be a positive rate, not {rate!r}")
+    loop = asyncio.get_running_loop()
+    key = (host.lower(), per_second)
+    with _host_limiters_lock:
+        buckets = _host_limiters.get(loop)
+        if buckets is None:
+            buckets = _host_limiters[loop] = {}
+        limiter = buckets.get(key)
+        if limiter is None:
+            limiter = buckets[key] = RateLimiter(per_second)
+    return limiter
 
 
 def _check_status(url: str, resp: aiohttp.ClientResponse) -> None:
