@@ -460,9 +460,10 @@ class Runner(Recovery):
                 self._submit(name, k, IdSet.span(0, 1), self._table_inputs(name, k), solo=False)
 
     def _parts_of(self, name: str, batches: Iterable[int] | None = None) -> tuple[InputPart, ...]:
+        """The stage's part files in item order: by batch, then by first id (no sort when read)."""
         st = self.states[name]
         ks = sorted(st.batches) if batches is None else batches
-        return tuple(InputPart(p.path) for k in ks for p in distinct_parts(st.batches[k].parts))
+        return tuple(InputPart(p.path) for k in ks for p in _in_order(st.batches[k].parts))
 
     def _table_inputs(self, name: str, k: int) -> tuple[InputSpec, ...]:
         stage = self.stages[name]
@@ -474,7 +475,7 @@ class Runner(Recovery):
     def _submit_items(self, name: str, k: int, ids: IdSet, *, solo: bool) -> None:
         u = self.stages[name].inputs[0]
         keeps = self.stages[u].keeps_item_ids
-        parts = [p for p in distinct_parts(self.states[u].batches[k].parts) if not keeps or p.done & ids]
+        parts = [p for p in _in_order(self.states[u].batches[k].parts) if not keeps or p.done & ids]
         self._submit(name, k, ids, (InputSpec(u, tuple(InputPart(p.path) for p in parts), keeps, ids),), solo=solo)
 
     def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
@@ -678,6 +679,10 @@ class Runner(Recovery):
                 f"pending={len(b.pending)} flight={b.in_flight} up_final={b.upstream_final} final={b.final})"
                 for k, b in sorted(st.batches.items()))
             for name, st in self.states.items())
+
+
+def _in_order(parts: list[Part]) -> list[Part]:
+    return sorted(distinct_parts(parts), key=lambda p: p.first)
 
 
 @contextlib.contextmanager

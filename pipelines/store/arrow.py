@@ -45,10 +45,18 @@ class FileInfo:
 
 
 def serialize(table: pa.Table) -> pa.Buffer:
-    sink = pa.BufferOutputStream()
-    with ipc.new_file(sink, table.schema) as writer:
+    """The table as Arrow IPC file bytes, in one buffer of exactly the right size.
+
+    A dry run measures the size first, so the bytes are copied once, not regrown and
+    recopied as a growing stream would.
+    """
+    mock = pa.MockOutputStream()
+    with ipc.new_file(mock, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue()
+    buffer = pa.allocate_buffer(mock.size())
+    with ipc.new_file(pa.FixedSizeBufferWriter(buffer), table.schema) as writer:
+        writer.write_table(table)
+    return buffer
 
 
 def checksum(data: pa.Buffer | bytes | memoryview) -> str:
@@ -66,6 +74,9 @@ def write_table(path: str | os.PathLike[str], table: pa.Table, *, fsync: bool = 
     if keep:
         recent.remember(str(path), table)
     return info
+
+
+_made_dirs: set[Path] = set()  # folders known to exist: one mkdir per folder, not per file
 
 
 def is_url(path: str | os.PathLike[str]) -> bool:
@@ -104,11 +115,19 @@ def write_bytes(path: str | os.PathLike[str], data: pa.Buffer | bytes, *, rows: 
         view = memoryview(data)
         return FileInfo(str(path), rows, len(view), checksum(view))
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.parent not in _made_dirs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(target.parent)
     tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     view = memoryview(data)
     try:
-        with open(tmp, "wb") as f:
+        try:
+            f = open(tmp, "wb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:  # the folder went away (a store deleted under us): make it again
+            _made_dirs.discard(target.parent)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            f = open(tmp, "wb")  # noqa: SIM115
+        with f:
             f.write(view)
             if fsync:
                 f.flush()

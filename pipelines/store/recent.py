@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import pyarrow as pa
 
-BUDGET = int(os.environ.get("PIPELINES_RECENT_BYTES", str(256 << 20)))
+BUDGET = int(os.environ.get("PIPELINES_RECENT_BYTES", str(64 << 20)))
 
 _lock = threading.Lock()
 _tables: OrderedDict[str, pa.Table] = OrderedDict()
