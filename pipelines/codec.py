@@ -303,9 +303,27 @@ def _encode(values: Sequence[Any], stage: str, output_type: Any) -> pa.Table:
 
 
 def _needs_plain(arrow: pa.DataType, output_type: Any) -> bool:
-    nested = pa.types.is_struct(arrow) or pa.types.is_large_list(arrow) or pa.types.is_map(arrow)
-    tp = _strip_optional(output_type)
-    return nested or (isinstance(tp, type) and issubclass(tp, enum.Enum))
+    """Whether values must be converted before ``pa.array`` (records, enums, sets inside)."""
+    try:
+        return _annotation_needs_plain(output_type)
+    except TypeError:  # unhashable annotation: be safe
+        return True
+
+
+@functools.lru_cache(maxsize=256)
+def _annotation_needs_plain(tp: Any) -> bool:
+    """``list[float]`` goes to Arrow as it is; ``list[Point]`` or ``set[str]`` need converting."""
+    tp = _strip_optional(tp)
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _annotation_needs_plain(typing.get_args(tp)[0])
+    if origin in (set, frozenset) or tp in (set, frozenset):
+        return True
+    if origin is not None:
+        return any(_annotation_needs_plain(a) for a in typing.get_args(tp) if a is not Ellipsis)
+    if isinstance(tp, type):
+        return issubclass(tp, enum.Enum) or is_record_type(tp) or tp in (tuple, list, dict)
+    return True
 
 
 def _encode_records(values: Sequence[Any], arrow: pa.StructType | None, *, optional: bool) -> pa.Table:

@@ -69,6 +69,7 @@ class StagePlan:
     task_size: int | None
     target_seconds: float
     start_size: int
+    max_size: int | None = None  # async stages: tasks stay small so several overlap
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +106,21 @@ def plan(pipeline: Pipeline, options: RunOptions = RunOptions()) -> Plan:
         executors.setdefault(slot, spec)
         spec = executors[slot]
         concurrency = stage.concurrency or (DEFAULT_CONCURRENCY if stage.is_async else None)
+        largest = None
         if stage.is_async and backend == "threads":  # one loop per thread: cap the items, not the tasks
             per_task = max(1, (concurrency or DEFAULT_CONCURRENCY) // 2)
             max_tasks, max_items, start, target = spec.max_tasks, concurrency, per_task, 0.5
         elif stage.is_async:
+            # Tasks of half the concurrency, up to four times it in flight per worker loop: while one
+            # task's last items drain, the next ones already run, so the loop never idles.
             per_task = max(1, (concurrency or DEFAULT_CONCURRENCY) // 2)
             max_tasks, max_items, start, target = 64, 4 * (concurrency or DEFAULT_CONCURRENCY), per_task, 0.5
+            largest = per_task
         elif backend == "threads":
             max_tasks, max_items, start, target = spec.max_tasks, None, 1, 0.05
         else:
             max_tasks, max_items, start, target = spec.max_tasks, None, 4, 0.1
-        stages[name] = StagePlan(name, slot, backend, max_tasks, max_items, stage.batch_size, target, start)
+        stages[name] = StagePlan(name, slot, backend, max_tasks, max_items, stage.batch_size, target, start, largest)
     return Plan(tuple(stages), stages, executors)
 
 

@@ -97,6 +97,7 @@ class Runner(Recovery):
         self._running: dict[Future[Any], Running] = {}
         self._dirty: set[str] = set(self.order)
         self._waiting: dict[str, set[str]] = {}  # slot -> stages that found it full
+        self._item_cap: dict[str, int] = {}
         # sources: readers, their thread, batches still open downstream, offsets of batches
         self._readers: dict[str, SourceReader] = {}
         self._source_threads: dict[str, ThreadPoolExecutor] = {}
@@ -112,6 +113,7 @@ class Runner(Recovery):
         self.stopping = False
         self.interrupted = False
         self._last_progress = 0.0
+        self._shown: dict[str, tuple[Any, ...]] = {}
         self._init_recovery()
 
     # == entry ==================================================================================
@@ -186,8 +188,13 @@ class Runner(Recovery):
             self.fingerprints[name] = current
             self.reasons[name] = self._reason(name, parts, previous.get(name))
             workers = self.workers.workers(sp.slot) if sp.slot else 1
-            self.states[name] = StageState(name, TaskSizer(fixed=sp.task_size, target=sp.target_seconds,
-                                                           start=sp.start_size, workers=workers))
+            sizer = TaskSizer(fixed=sp.task_size, target=sp.target_seconds, start=sp.start_size, workers=workers)
+            if sp.max_size:
+                sizer.maximum = sp.max_size
+            self.states[name] = StageState(name, sizer)
+            if sp.max_items is not None and self.stages[name].is_async and sp.slot is not None \
+                    and self.plan.executors[sp.slot].backend not in ("threads", "asyncio", "inline"):
+                self._item_cap[name] = sp.max_items * workers  # each worker loop has its own budget
             rows[name] = {"fingerprint": current, "code_fp": parts["code"], "config_fp": parts["config"],
                           "params_fp": parts["params"], "executor": sp.backend, "status": "running"}
         ledger.save_stages(self.run_id, rows)
@@ -418,7 +425,8 @@ class Runner(Recovery):
         st = self.states[name]
         if st.in_flight >= sp.max_tasks:
             return False
-        if sp.max_items is not None and st.items_in_flight and st.items_in_flight + items > sp.max_items:
+        cap = self._item_cap.get(name, sp.max_items)
+        if cap is not None and st.items_in_flight and st.items_in_flight + items > cap:
             return False
         if self.workers.has_room(sp.slot):
             return True
@@ -666,6 +674,10 @@ class Runner(Recovery):
         self._last_progress = now
         for name in self.order:
             st = self.states[name]
+            seen = (st.items_done, st.items_reused, st.items_failed, st.items_in_flight, len(st.batches), st.final)
+            if self._shown.get(name) == seen:
+                continue  # only stages that moved: a 1,000-stage chain is mostly still
+            self._shown[name] = seen
             self.observer.stage_progress(StageStats(
                 stage=name, backend=self.plan.stages[name].backend, items_done=st.items_done,
                 items_reused=st.items_reused, items_failed=st.items_failed, items_in_flight=st.items_in_flight,

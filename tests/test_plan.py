@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.model import Pipeline
-from pipelines.plan import ExecutorSpec, Plan, RunOptions, StagePlan, plan
+from pipelines.plan import PROCESS_PRELOAD, ExecutorSpec, Plan, RunOptions, StagePlan, plan
 
 
 def mixed() -> Pipeline:
@@ -46,7 +46,7 @@ def mixed() -> Pipeline:
 
 
 DRIVER = StagePlan("numbers", None, "driver", 1, None, None, 0.0, 0)
-PROCESSES = ExecutorSpec("processes", "processes", {"max_workers": 2, "preload": ["pipelines.task"]}, 4)
+PROCESSES = ExecutorSpec("processes", "processes", {"max_workers": 2, "preload": PROCESS_PRELOAD}, 4)
 INLINE = ExecutorSpec("inline", "inline", {}, 1)
 
 
@@ -57,7 +57,7 @@ def test_default_mapping_by_kind() -> None:
             "numbers": DRIVER,
             "crunch": StagePlan("crunch", "processes", "processes", 4, None, None, 0.1, 4),
             "fetch": StagePlan("fetch", "threads:fetch", "threads", 4, None, None, 0.05, 1),
-            "download": StagePlan("download", "asyncio", "asyncio", 64, 256, None, 0.5, 32),
+            "download": StagePlan("download", "asyncio", "asyncio", 64, 256, None, 0.5, 32, 32),
             "save": StagePlan("save", "threads:save", "threads", 8, None, None, 0.05, 1),
             "summary": StagePlan("summary", "inline", "inline", 1, None, None, 0.1, 4),
         },
@@ -92,7 +92,7 @@ def test_cpu_stages_share_one_process_pool() -> None:
                 "a": StagePlan("a", "processes", "processes", 6, None, None, 0.1, 4),
                 "b": StagePlan("b", "processes", "processes", 6, None, 100, 0.1, 4)},
         executors={"processes": ExecutorSpec("processes", "processes",
-                                             {"max_workers": 3, "preload": ["pipelines.task"]}, 6)},
+                                             {"max_workers": 3, "preload": PROCESS_PRELOAD}, 6)},
     )
 
 
@@ -108,7 +108,7 @@ def test_async_concurrency_sizes_in_flight_items() -> None:
         return url
 
     assert plan(pipeline, RunOptions(max_workers=2)).stages["get"] == StagePlan(
-        "get", "asyncio", "asyncio", 64, 40, None, 0.5, 5)
+        "get", "asyncio", "asyncio", 64, 40, None, 0.5, 5, 5)
 
 
 def test_async_stage_on_threads_is_sized_by_its_concurrency() -> None:
@@ -219,7 +219,7 @@ def test_ray_gets_the_address_but_no_dask_options() -> None:
 
 def test_start_method_reaches_the_process_pool() -> None:
     spec = plan(mixed(), RunOptions(max_workers=2, start_method="spawn")).executors["processes"]
-    assert spec.options == {"max_workers": 2, "preload": ["pipelines.task"], "start_method": "spawn"}
+    assert spec.options == {"max_workers": 2, "preload": PROCESS_PRELOAD, "start_method": "spawn"}
 
 
 def test_plan_is_pure() -> None:
