@@ -250,8 +250,10 @@ class Runner(Recovery):
             self.observer.message(f"source {name!r}: stored batches are damaged; reading the source again",
                                   level="warning")
         loop = self.workers.get("asyncio").loop if stage.is_async and "asyncio" in self.plan.executors else None
+        in_process = any(self.plan.stages[c].backend in ("inline", "threads", "asyncio") for c in self.consumers[name])
         self._readers[name] = SourceReader(
-            stage, self.params, lambda k, key, n=name: self.store.part_path(self.run_id, n, k, key, 0), loop=loop)
+            stage, self.params, lambda k, key, n=name: self.store.part_path(self.run_id, n, k, key, 0), loop=loop,
+            keep=in_process)
         self._source_threads[name] = ThreadPoolExecutor(1, thread_name_prefix=f"pipelines-source-{name}")
 
     def _reload_source(self, name: str) -> bool:

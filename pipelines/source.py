@@ -43,7 +43,7 @@ class SourceReader:
     """Pulls batches from a source stage; ``read_next`` is called from one thread at a time."""
 
     def __init__(self, stage: Stage, params: Any, path_for: Any, fsync: bool = batch_files.FSYNC,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, keep: bool = True) -> None:
         self.stage = stage
         self._path_for = path_for  # (batch number, key) -> file path
         self._fsync = fsync
@@ -52,6 +52,7 @@ class SourceReader:
         self._loop = loop
         self._lock = threading.Lock()
         self._exhausted = False
+        self._keep = keep  # a consumer runs in this process: hand it the tables, not just the files
         self._chunks = self._open(params)
 
     @property
@@ -128,7 +129,8 @@ class SourceReader:
         key = batch_files.content_digest(data)
         path = self._path_for(batch, key)
         info = batch_files.write_bytes(path, data, rows=table.num_rows, fsync=self._fsync)
-        recent.remember(path, table)  # consumers in this process need not read it back
+        if self._keep:
+            recent.remember(path, table)  # consumers in this process need not read it back
         return SourceBatch(batch, key, info)
 
     def _encode(self, chunk: Any, batch: int) -> pa.Table:
