@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from . import codec
@@ -135,10 +136,10 @@ class SourceReader:
 
     def _encode(self, chunk: Any, batch: int) -> pa.Table:
         if isinstance(chunk, pa.Table):
-            return chunk.append_column(codec.ITEM_COLUMN, pa.array(range(chunk.num_rows), type=pa.int64()))
+            return chunk.append_column(codec.ITEM_COLUMN, pa.array(np.arange(chunk.num_rows, dtype=np.int64)))
         try:
             return codec.encode(chunk, stage=self.stage.name, output_type=self.stage.output_type,
-                                item_ids=range(len(chunk)))
+                                item_ids=np.arange(len(chunk), dtype=np.int64))
         except ConversionError as exc:
             raise StageFailed(self.stage.name, str(exc), batch=batch, item=getattr(exc, "item", None),
                               error_type="ConversionError") from None
