@@ -243,3 +243,78 @@ class TestReuse:
         assert resumed.status is RunStatus.OK
         assert {s.backend for n, s in resumed.stages.items() if n != "numbers"} == {"processes"}
         assert resumed.table("total").to_pylist()[0] == expected_total(2000)
+
+
+@pytest.mark.slow
+class TestKillIngest:
+    """kill -9 the flagship pipeline's driver while it downloads, and while it describes; resume."""
+
+    SCALE = 40  # 15 images x 40 = 600 downloads
+
+    @pytest.fixture
+    def server(self):
+        """The bundled data behind 0.2 s of latency, counting the image requests it answers."""
+        import asyncio
+
+        from aiohttp import web
+
+        from stages.serve import serve_app
+
+        data = ROOT / "data"
+        hits: list[str] = []
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            path = request.match_info["path"]
+            if path.startswith("images/"):
+                hits.append(request.path_qs)  # counted when asked: a killed client asked too
+            await asyncio.sleep(0.2)
+            return web.FileResponse(data / path)
+
+        app = web.Application()
+        app.router.add_get("/{path:.*}", handle)
+        with serve_app(app) as url:
+            yield url, hits
+
+    def run_ingest(self, store: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipelines", "run", "ingest", "--store", str(store), "--quiet",
+             "--param", f"base_url={url}", "--param", f"scale={self.SCALE}", *extra],
+            cwd=ROOT, env={**os.environ, "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True)
+
+    @pytest.mark.parametrize("moment", ["downloading", "describing"])
+    def test_kill_9_during_ingest_then_resume(self, moment: str, server, store: Path, tmp_path: Path) -> None:
+        url, hits = server
+        total = 15 * self.SCALE
+        reference = tmp_path / "reference"
+        cli("run", "ingest", "--store", str(reference), "--param", f"base_url={url}", "--param",
+            f"scale={self.SCALE}", check=0)
+        hits.clear()
+
+        proc = self.run_ingest(store, url)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if moment == "downloading" and len(hits) >= total // 3:
+                break
+            if moment == "describing" and len(hits) >= total and done_in_ledger(store).get("describe", 0) >= 50:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before the kill:\n{proc.stdout.read() if proc.stdout else ''}"
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert not wait_gone(children)
+        done = done_in_ledger(store)
+        downloaded_before = len(hits)
+
+        resumed = cli("resume", "latest", "--store", str(store), check=0)
+        run_id = run_id_of(resumed.stdout)
+        assert len(hits) - downloaded_before == total - done.get("download", 0), "downloads redone or skipped"
+        with Store(store) as s, Store(reference) as ref:
+            from pipelines.outputs import read_stage
+
+            ref_id = ref.ledger.latest_run()["id"]
+            for stage in ("describe", "by_category", "report"):
+                assert read_stage(s, run_id, stage).equals(read_stage(ref, ref_id, stage)), stage
+            stages = s.ledger.stages(run_id)
+            assert stages["describe"]["items"] == total
