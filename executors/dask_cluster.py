@@ -21,6 +21,7 @@ The local cluster's scheduler gives up on a task after its first worker death
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -45,6 +46,7 @@ from .errors import ClusterUnreachableError, WorkerLostError
 T = TypeVar("T")
 
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
+KEEP_FINISHED = 20_000  # finished task results kept on the cluster for the dashboard's progress bars
 
 
 class DaskExecutor(ExecutorBase):
@@ -91,6 +93,9 @@ class DaskExecutor(ExecutorBase):
         self._counter = itertools.count()
         self._pending: dict[Future[Any], distributed.Future] = {}
         self._pending_lock = threading.Lock()
+        # Finished tasks stay wanted (their results are small metadata): the dashboard's Progress
+        # panel then counts them, and shows "describe 259/300", not only what is queued now.
+        self._finished: collections.deque[distributed.Future] = collections.deque(maxlen=KEEP_FINISHED)
         self._released = threading.Event()
         self._close_lock = threading.Lock()
 
@@ -133,6 +138,7 @@ class DaskExecutor(ExecutorBase):
     def _relay(self, inner: distributed.Future, outer: Future[Any]) -> None:
         with self._pending_lock:
             self._pending.pop(outer, None)
+            self._finished.append(inner)
         if outer.done():  # cancelled by a shutdown
             return
         status = inner.status
