@@ -2,8 +2,9 @@
 
 - ``dask_cluster``: a ``LocalCluster`` on 127.0.0.1 (dashboard on a free port) whose scheduler
   gives up on a task at its first worker death, so crash tests take one death, not four.
-- ``ray_session``: one ``ray.init`` per session (it costs 3-5 s). Ray binds to every
-  interface, so it only starts inside a network namespace that has nothing but loopback::
+- ``ray_session`` lives in ``tests/conftest.py``: one ``ray.init`` per session, shared with the
+  engine's cluster tests (``tests/test_clusters.py``). Ray binds to every interface, so it only
+  starts inside a network namespace that has nothing but loopback::
 
       unshare -n bash -c 'ip link set lo up; exec .venv/bin/python -m pytest -m ray tests/executors -q'
 
@@ -12,15 +13,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from .helpers import RAY_ENV, skip_unless_only_loopback
 
 
 @pytest.fixture(scope="session")
@@ -36,23 +32,3 @@ def dask_cluster() -> Iterator[Any]:
         yield cluster
     finally:
         cluster.close()
-
-
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[Any]:
-    skip_unless_only_loopback()
-    ray = pytest.importorskip("ray")
-    saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)
-    temp_dir = tempfile.mkdtemp(prefix="ray-test-")  # short: Ray's socket paths must fit in 107 bytes
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, logging_level=logging.WARNING)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

@@ -1,12 +1,19 @@
-"""Helpers for the executor tests: loopback checks, free ports, and child processes."""
+"""Helpers for the executor tests: loopback checks, free ports, child processes, and clusters
+started from the command line (``dask scheduler`` + ``dask worker``, ``ray start --head``)."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +78,81 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+# -- clusters from the command line ------------------------------------------------------------------
+@dataclass(frozen=True)
+class DaskWorkers:
+    """One ``dask worker`` command: its processes, the threads of each, extra environment
+    variables (a worker sees only its own environment, never the driver's), and a command
+    to run it under (say ``unshare -m sh -c '...' sh``)."""
+
+    nworkers: int = 2
+    nthreads: int = 1
+    env: Mapping[str, str] = field(default_factory=dict)
+    wrap: tuple[str, ...] = ()
+
+
+@contextlib.contextmanager
+def dask_cli_cluster(folder: Path, *workers: DaskWorkers) -> Iterator[str]:
+    """``dask scheduler`` plus one ``dask worker`` per spec (default: 2 single-threaded
+    processes), all on 127.0.0.1 with dashboards on free ports; yields the scheduler's
+    address once every worker has joined, and stops them all after."""
+    import distributed
+
+    specs = workers or (DaskWorkers(),)
+    scheduler_file = folder / "scheduler.json"
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+    try:
+        logs.append(open(folder / "scheduler.log", "w"))  # noqa: SIM115 - closed below
+        procs.append(subprocess.Popen(
+            [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+             "--scheduler-file", str(scheduler_file)],
+            stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True))
+        address = json.loads(wait_for_file(scheduler_file, procs[0]))["address"]
+        for i, spec in enumerate(specs):
+            logs.append(open(folder / f"worker-{i}.log", "w"))  # noqa: SIM115
+            procs.append(subprocess.Popen(
+                [*spec.wrap, dask_cli, "worker", address, "--host", "127.0.0.1", "--dashboard-address",
+                 "127.0.0.1:0", "--nworkers", str(spec.nworkers), "--nthreads", str(spec.nthreads)],
+                stdout=logs[-1], stderr=subprocess.STDOUT, env={**os.environ, **spec.env}, start_new_session=True))
+        with distributed.Client(address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(sum(s.nworkers for s in specs), timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        for log in logs:
+            log.close()
+
+
+@contextlib.contextmanager
+def ray_head_node(folder: Path, *, num_cpus: int = 1, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """``ray start --head --block`` with a temp dir of its own; yields its address (``ip:port``).
+
+    Only inside a network namespace with nothing but loopback (Ray binds every interface).
+    Stopped by killing its process group, never with ``ray stop``; fails if any process of
+    that temp dir outlives it.
+    """
+    import psutil
+
+    skip_unless_only_loopback()
+    temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: socket paths must fit in 107 bytes
+    log = open(folder / "ray-head.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port=0", f"--num-cpus={num_cpus}",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV, **(env or {})}, start_new_session=True)
+    try:
+        yield wait_for_file(Path(temp_dir) / "ray_current_cluster", proc, timeout=120).strip()
+    finally:
+        stop(proc)
+        log.close()
+        deadline = time.monotonic() + 15
+        while (left := [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Ray processes outlived the head node: {left}")
+            time.sleep(0.2)
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -8,24 +8,20 @@
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 
 import pytest
 
 from executors.errors import ClusterUnreachableError, WorkerLostError
 from executors.testing import echo, exit_worker, sleep_then_return, square
 
-from .helpers import free_port, stop, wait_for_file
+from .helpers import DaskWorkers, dask_cli_cluster, free_port
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("bokeh")  # the dashboard
@@ -177,29 +173,8 @@ def test_wait_returns_at_once_without_a_kept_cluster(local: DaskExecutor) -> Non
 @pytest.fixture(scope="module")
 def cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``dask scheduler`` + ``dask worker --nworkers 2``, all on 127.0.0.1; yields the address."""
-    folder = tmp_path_factory.mktemp("dask-cli")
-    scheduler_file = folder / "scheduler.json"
-    dask_cli = [str(Path(sys.executable).with_name("dask"))]
-    logs = {name: open(folder / f"{name}.log", "w") for name in ("scheduler", "worker")}  # noqa: SIM115
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        procs.append(subprocess.Popen(
-            [*dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
-             "--scheduler-file", str(scheduler_file)],
-            stdout=logs["scheduler"], stderr=subprocess.STDOUT, start_new_session=True))
-        address = json.loads(wait_for_file(scheduler_file, procs[0]))["address"]
-        procs.append(subprocess.Popen(
-            [*dask_cli, "worker", address, "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
-             "--nworkers", "2", "--nthreads", "1"],
-            stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True))
-        with distributed.Client(address, timeout=30, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=60)
+    with dask_cli_cluster(tmp_path_factory.mktemp("dask-cli"), DaskWorkers(nworkers=2, nthreads=1)) as address:
         yield address
-    finally:
-        for proc in reversed(procs):
-            stop(proc)
-        for log in logs.values():
-            log.close()
 
 
 @pytest.mark.slow

@@ -12,10 +12,6 @@ process on the machine).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -28,7 +24,7 @@ import pytest
 from executors.errors import ExecutorError
 from executors.testing import ContractError, raise_contract_error, square
 
-from .helpers import RAY_ENV, free_port, only_loopback, python, stop, wait_for_file
+from .helpers import RAY_ENV, free_port, only_loopback, python, ray_head_node
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
@@ -118,23 +114,8 @@ def test_a_local_ray_of_its_own_starts_and_goes_away() -> None:
 @pytest.fixture
 def head_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``ray start --head --block`` with its own temp dir; yields its address; killed after."""
-    temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: socket paths must fit in 107 bytes
-    log = open(tmp_path_factory.mktemp("ray-head") / "head.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port=0", "--num-cpus=1",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV}, start_new_session=True)
-    try:
-        yield wait_for_file(Path(temp_dir) / "ray_current_cluster", proc, timeout=120).strip()
-    finally:
-        stop(proc)
-        log.close()
-        deadline = time.monotonic() + 15
-        while (left := [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Ray processes outlived the head node: {left}")
-            time.sleep(0.2)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with ray_head_node(tmp_path_factory.mktemp("ray-head"), num_cpus=1) as address:
+        yield address
 
 
 @pytest.mark.slow
