@@ -8,11 +8,13 @@ pipes close).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1
 DRIVER_ENV = "PIPELINES_DRIVER_PID"
@@ -45,6 +47,23 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Processes started in this block ignore SIGINT (an ignored signal stays ignored across exec).
+
+    A terminal's Ctrl-C reaches every process of its group; workers must leave it to the
+    driver, which stops them in order, instead of each dying with a traceback.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change signal handlers
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def start_forkserver() -> None:

@@ -39,6 +39,7 @@ import distributed
 from distributed.scheduler import KilledWorker
 
 from . import _futures
+from ._lifeline import sigint_ignored
 from ._main_guard import main_not_imported
 from .base import Capabilities, ExecutorBase, call
 from .errors import ClusterUnreachableError, WorkerLostError
@@ -112,7 +113,8 @@ class DaskExecutor(ExecutorBase):
                                              max_workers=max(1, threads))
         else:
             config = {"distributed.scheduler.allowed-failures": self._allowed_failures}
-            with dask.config.set(config), main_not_imported():  # spawned workers skip the user's script
+            with dask.config.set(config), main_not_imported(), sigint_ignored():
+                # spawned workers skip the user's script, and leave a terminal's Ctrl-C to the driver
                 self._cluster = distributed.LocalCluster(
                     n_workers=self._workers, threads_per_worker=self._threads_per_worker, processes=True,
                     host="127.0.0.1", dashboard_address=self.dashboard_address or _default_dashboard(),
@@ -124,6 +126,11 @@ class DaskExecutor(ExecutorBase):
                 raise
         self.scheduler_address = self._client.scheduler.address
         self.dashboard_link = _dashboard_link(self._client)
+
+    def run_on_every_worker(self, fn: Callable[[], Any], *, timeout: float = 120) -> dict[str, Any]:
+        """Run ``fn`` once on every worker of the cluster (e.g. to check it reaches the store)."""
+        assert self._client is not None
+        return self._client.run(call, fn, wait=True, on_error="raise")
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
         assert self._client is not None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -164,6 +165,7 @@ def _init_worker(environ: dict[str, str], driver: int) -> None:
     with; a pool made later (a second run, a test that sets a variable) must not see stale values.
     """
     die_with_parent(driver)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the driver's to handle
     os.environ.clear()
     os.environ.update(environ)
 

@@ -145,6 +145,18 @@ class RayExecutor(ExecutorBase):
             _futures.set_exception(outer, exc)
             raise
 
+    def run_on_every_worker(self, fn: Callable[[], Any], *, timeout: float = 120) -> dict[str, Any]:
+        """Run ``fn`` once on every alive node of the cluster (e.g. to check it reaches the store)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+        refs = {node: _remote_call().options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)).remote(fn) for node in nodes}
+        try:
+            return {node: ray.get(ref, timeout=timeout) for node, ref in refs.items()}
+        except rex.RayTaskError as exc:
+            raise _task_exception(exc) from None
+
     def _shutdown(self, wait: bool, cancel_pending: bool) -> None:
         with self._pending_lock:
             pending = dict(self._pending)
@@ -189,9 +201,14 @@ def _task_exception(error: rex.RayTaskError) -> BaseException:
 
 def _check_reachable(address: str, timeout: float) -> None:
     """Fail fast, naming the address, instead of Ray's long retry loop."""
-    if address == "auto" or "://" in address:
-        return  # "auto" finds a local cluster; ray:// is Ray Client, which reports its own errors
-    host, _, port = address.rpartition(":")
+    if address == "auto":
+        return  # "auto" finds a local cluster
+    target = address
+    if address.startswith("ray://"):  # Ray Client: check its server's port (it would retry ~30 s)
+        target = address.removeprefix("ray://").split("/", 1)[0]
+    elif "://" in address:
+        return
+    host, _, port = target.rpartition(":")
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
             pass

@@ -57,10 +57,12 @@ def resume(run_id: str, *, store: Store | str | None = None, observers: Iterable
         if pipeline is None:
             pipeline = load(row["pipeline"], row["dags_dir"]) if row["dags_dir"] else _load_by_module(row)
         stored = json.loads(row["options"] or "{}")
-        stored.update({k: v for k, v in options.items() if v is not None})
         if executor is not None:
             executors.check_name(executor)
+            if executor != stored.get("executor"):
+                stored.pop("address", None)  # the old cluster's address means nothing to another backend
             stored["executor"] = executor
+        stored.update({k: v for k, v in options.items() if v is not None})
         stored = {k: v for k, v in stored.items() if k in RunOptions.__dataclass_fields__}
         params = json.loads(row["params"]) if row["params"] else None
         runner = Runner(pipeline, params=params, options=RunOptions(**stored), store=the_store,

@@ -110,11 +110,17 @@ def plan(pipeline: Pipeline, options: RunOptions = RunOptions()) -> Plan:
         if stage.is_async and backend == "threads":  # one loop per thread: cap the items, not the tasks
             per_task = max(1, (concurrency or DEFAULT_CONCURRENCY) // 2)
             max_tasks, max_items, start, target = spec.max_tasks, concurrency, per_task, 0.5
-        elif stage.is_async:
-            # Tasks of half the concurrency, up to four times it in flight per worker loop: while one
-            # task's last items drain, the next ones already run, so the loop never idles.
+        elif stage.is_async and backend == "asyncio":
+            # Tasks of half the concurrency, up to four times it in flight on the one loop: while
+            # one task's last items drain, the next ones already run, so the loop never idles.
             per_task = max(1, (concurrency or DEFAULT_CONCURRENCY) // 2)
             max_tasks, max_items, start, target = 64, 4 * (concurrency or DEFAULT_CONCURRENCY), per_task, 0.5
+            largest = per_task
+        elif stage.is_async:
+            # A worker thread runs one task at a time; its process's loop caps the items in flight
+            # at the concurrency, so a task may hold that many.
+            per_task = concurrency or DEFAULT_CONCURRENCY
+            max_tasks, max_items, start, target = spec.max_tasks, 4 * per_task, per_task, 0.5
             largest = per_task
         elif backend == "threads":
             max_tasks, max_items, start, target = spec.max_tasks, None, 1, 0.05

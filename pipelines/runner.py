@@ -20,6 +20,7 @@ computed. Failures are handled in ``recovery.py``, executors in ``workers.py``.
 """
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -66,6 +67,9 @@ class Runner(SourceFeed, Recovery):
         self.params_json = self.params.model_dump_json() if self.params is not None else None
         self.options = options
         self.plan: Plan = plan(pipeline, options)
+        if options.address and not any(sp.backend in ("dask", "ray") for sp in self.plan.stages.values()):
+            raise UsageError(f"--address {options.address} is for a Dask or Ray cluster, but no stage runs on "
+                             f"one: add --executor dask (or ray)")
         self._own_store = not isinstance(store, Store)
         self.store = store if isinstance(store, Store) else Store(store)
         self.observer = Observers(list(observers))
@@ -129,6 +133,8 @@ class Runner(SourceFeed, Recovery):
             self.workers.shutdown(cancel=True, wait=False)
             self._close_feed()
             self.store.unlock(self.run_id)
+            if not self.states and not self.resumed:  # refused before it was recorded: leave nothing
+                shutil.rmtree(self.store.run_dir(self.run_id), ignore_errors=True)
             if self._own_store:
                 self.store.close()
 

@@ -82,12 +82,18 @@ class Workers:
         token = secrets.token_hex(8)
         location = store.run_data(run_id, f".probe-{token}")
         batch_files.write_bytes(location, token.encode(), rows=0, fsync=False)
-        future = executor.submit(functools.partial(batch_files.probe, location, token), key=f"store-probe-{token}")
+        probe = functools.partial(batch_files.probe, location, token)
         try:
-            future.result(timeout=120)
+            every = getattr(executor, "run_on_every_worker", None)
+            if every is not None:  # every worker, not just the one a task lands on
+                every(probe)
+            else:
+                executor.submit(probe, key=f"store-probe-{token}").result(timeout=120)
         except Exception as exc:  # noqa: BLE001 - any failure means the workers cannot use the store
             raise UsageError(f"store {store.data_root} is not reachable from the {executor.name} workers: "
                              f"{exc}; use a folder they share or a URL (s3://...) they can reach") from None
+        finally:
+            batch_files.remove(location)
 
     def _worker_handle(self, backend: str) -> PipelineHandle:
         """How out-of-process workers find the pipeline; a stage that cannot travel is a usage error."""

@@ -269,8 +269,6 @@ def test_a_run_failed_on_a_cli_dask_cluster_resumes_on_threads(dask_cli: CliClus
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="engine bug: `resume --executor ray` keeps the run's stored --address, the Dask "
-                                       "scheduler's tcp://..., and gives it to Ray ('Module: tcp does not exist')")
 def test_a_run_failed_on_a_cli_dask_cluster_resumes_on_ray(dask_cli: CliCluster, tmp_path: Path) -> None:
     """In subprocesses: this process's Ray (``ray_session``) would hide the bug by being joined."""
     skip_unless_only_loopback()
@@ -376,9 +374,6 @@ def test_async_concurrency_holds_per_worker_process_on_dask(tmp_path: Path, monk
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="engine bug (since 1f439df): an async stage's tasks hold at most concurrency // 2 "
-                                       "items, and a Dask worker thread runs one task at a time, so a single-threaded "
-                                       "worker never has more than concurrency // 2 items in flight: 1 of 3 here")
 def test_async_stages_use_their_concurrency_on_dask_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "limited.log"
     monkeypatch.setenv("LIMITED_LOG", str(log))
@@ -388,9 +383,6 @@ def test_async_stages_use_their_concurrency_on_dask_workers(tmp_path: Path, monk
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="engine bug: an async stage's concurrency is a semaphore per event loop, and a "
-                                       "Dask worker has one loop per thread, so a worker process with --nthreads 4 runs "
-                                       "up to 4 tasks' items at once: more than concurrency=3")
 def test_async_concurrency_holds_per_worker_process_on_threaded_dask_workers(dask_cli: CliCluster,
                                                                              tmp_path: Path) -> None:
     dask_cli.limited_log.unlink(missing_ok=True)
@@ -405,9 +397,7 @@ def test_async_concurrency_holds_per_worker_process_on_threaded_dask_workers(das
 @pytest.mark.parametrize("backend, template", [
     ("dask", "tcp://127.0.0.1:{port}"),
     pytest.param("ray", "127.0.0.1:{port}", marks=pytest.mark.ray),
-    pytest.param("ray", "ray://127.0.0.1:{port}", marks=[pytest.mark.ray, pytest.mark.xfail(
-        strict=True, reason="engine bug: a ray:// address is not checked before ray.init; where nothing listens the "
-                            "CLI waits ~30 s for Ray Client, prints a traceback and exits 1")]),
+    pytest.param("ray", "ray://127.0.0.1:{port}", marks=[pytest.mark.ray]),
 ], ids=["dask", "ray", "ray-client"])
 def test_an_address_where_nothing_listens_is_a_short_usage_error(backend: str, template: str, tmp_path: Path) -> None:
     if backend == "ray":
@@ -425,8 +415,6 @@ def test_an_address_where_nothing_listens_is_a_short_usage_error(backend: str, t
         assert store.ledger.latest_run() is None  # nothing was recorded
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: --address is silently ignored when no stage runs on dask or ray "
-                                       "(no --executor): the run goes to local processes and says nothing")
 def test_an_address_no_stage_can_use_is_not_silently_ignored(tmp_path: Path) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     proc = cli("run", "counted", "--dags", str(TEST_DAGS), "--store", str(tmp_path), "--address", address,
@@ -453,9 +441,6 @@ def test_a_store_the_workers_cannot_reach_fails_at_start(counted: Pipeline, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="engine bug: the store probe runs on one worker, not on every worker; with one "
-                                       "of two workers unable to read the store, about half the runs start and fail "
-                                       "mid-run (CheckpointError: checkpoint ... is missing)")
 def test_every_worker_must_reach_the_store(counted: Pipeline, tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
@@ -466,7 +451,6 @@ def test_every_worker_must_reach_the_store(counted: Pipeline, tmp_path: Path) ->
                 pipelines.run(counted, {"n": 2000}, store=store, executor="dask", address=address, fresh=True)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: the store probe's file runs/<run id>/.probe-<token> is never removed")
 def test_the_store_probe_leaves_no_file_behind(dask_cli: CliCluster, counted: Pipeline, tmp_path: Path) -> None:
     result = pipelines.run(counted, {"n": 100}, store=tmp_path, executor="dask", address=dask_cli.address)
     assert result.status is RunStatus.OK, result.error
@@ -477,10 +461,7 @@ def test_the_store_probe_leaves_no_file_behind(dask_cli: CliCluster, counted: Pi
 @pytest.mark.slow
 @pytest.mark.parametrize("ctrl_c", [
     "process",
-    pytest.param("group", marks=pytest.mark.xfail(strict=True, reason=(
-        "engine bug: a terminal's Ctrl-C (SIGINT to the whole process group, the LocalCluster's worker processes "
-        "included) ending the --keep-cluster wait gives either exit 130 'interrupted' with a resource_tracker "
-        "'leaked semaphore objects' warning, or exit 0 with KeyboardInterrupt tracebacks of the Dask workers"))),
+    pytest.param("group"),
 ], ids=["to-the-process", "to-its-process-group"])
 def test_keep_cluster_keeps_the_dashboard_until_ctrl_c(ctrl_c: str, tmp_path: Path) -> None:
     proc = subprocess.Popen(

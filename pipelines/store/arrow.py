@@ -193,6 +193,18 @@ def verify(info: FileInfo) -> str | None:
     return None
 
 
+def remove(path: str) -> None:
+    """Delete a file if it is there (a local path or a URL)."""
+    try:
+        if is_url(path):
+            fs, inner = filesystem(path)
+            fs.delete_file(inner)
+        else:
+            os.unlink(path)
+    except (FileNotFoundError, OSError):
+        pass
+
+
 def probe(location: str, token: str) -> str:
     """Read the token file the driver wrote at ``location`` (run on a worker at start)."""
     try:
