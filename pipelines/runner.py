@@ -87,7 +87,10 @@ class Runner(SourceFeed, Recovery):
             for u in self.stages[c].side:
                 self.side_users[u].append(c)
         self._final_stages = 0
-        self.on_slot = {slot: [n for n, sp in self.plan.stages.items() if sp.slot == slot] for slot in self.plan.executors}
+        self.on_slot: dict[str, list[str]] = {slot: [] for slot in self.plan.executors}
+        for n, sp in self.plan.stages.items():
+            if sp.slot is not None:
+                self.on_slot[sp.slot].append(n)
         self.fresh = self._expand_fresh(options.fresh)
         self.states: dict[str, StageState] = {}
         self.fingerprints: dict[str, str] = {}
@@ -285,6 +288,9 @@ class Runner(SourceFeed, Recovery):
             st.final = True
             st.ended = time.time()
             self._final_stages += 1
+            slot = self.plan.stages[name].slot
+            if slot is not None and slot.startswith("threads:") and all(self.states[n].final for n in self.on_slot[slot]):
+                self.workers.release(slot)  # a finished stage's own thread pool: its threads end now
             self._save_stage(name, ("failed" if stage.on_error == "fail" else "partial") if st.items_failed
                              else "done")
             for c in self.consumers[name] + self.side_users[name]:
@@ -405,7 +411,8 @@ class Runner(SourceFeed, Recovery):
     # == the loop ===============================================================================
     def _loop(self) -> None:
         while True:
-            self._schedule()
+            with self.store.ledger.batch():  # one transaction a turn, not three a task
+                self._schedule()
             if self._finished():
                 return
             futures = set(self._running) | set(self._source_futures)
@@ -414,13 +421,13 @@ class Runner(SourceFeed, Recovery):
                     return
                 raise RuntimeError(f"pipelines bug: nothing to wait for, but stages are not final: {self._debug_state()}")
             done, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
-            for future in done:
-                try:
-                    self._complete(future)
-                except (sqlite3.Error, OSError) as exc:  # the ledger's disk is full: stop cleanly
-                    running = self._running.get(future)
-                    self._fail(StageFailed(running.stage if running else self.order[0],
-                                           f"the ledger could not be written: {exc}", error_type=type(exc).__name__))
+            try:
+                with self.store.ledger.batch():
+                    for future in done:
+                        self._complete(future)
+            except (sqlite3.Error, OSError) as exc:  # the ledger's disk is full: stop cleanly
+                self._fail(StageFailed(self.order[0], f"the ledger could not be written: {exc}",
+                                       error_type=type(exc).__name__))
             self._watchdog()
             self._progress()
 

@@ -113,6 +113,18 @@ class Workers:
                 f"the pipeline at module level in a dags module, or run the stage on threads "
                 f"(executor=\"threads\")") from None
 
+    def release(self, slot: str) -> None:
+        """Shut down a slot no stage needs any more (its tasks are all done)."""
+        executor = self._executors.pop(slot, None)
+        if executor is None:
+            return
+        if getattr(executor, "keep_cluster", False):
+            self.kept.append(executor)
+        try:
+            executor.shutdown(wait=False)
+        except Exception as exc:  # noqa: BLE001 - the run's result does not depend on it
+            self.observer.message(f"shutting down {executor!r} failed: {exc}", level="warning")
+
     def kill(self, slot: str) -> None:
         executor = self._executors.get(slot)
         if executor is not None and hasattr(executor, "kill_workers"):

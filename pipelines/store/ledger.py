@@ -115,6 +115,7 @@ class Ledger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._batched = False
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -130,13 +131,40 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One change, atomic; inside ``batch()`` it joins the batch's transaction."""
         with self._lock:
+            if self._batched:
+                yield self._db
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the changes of one turn of the driver's loop into one transaction.
+
+        Every part file is written before the turn that records it, so a crash mid-turn
+        loses only records of finished tasks, which are computed again: the ledger never
+        names a file that is not whole.
+        """
+        with self._lock:
+            if self._batched:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._batched = True
+            try:
+                yield
+            except BaseException:
+                self._batched = False
+                self._db.execute("ROLLBACK")
+                raise
+            self._batched = False
             self._db.execute("COMMIT")
 
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
