@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import codec
-from .batching import source_batch_sizes
+from .batching import SourceBatchSizes
 from .errors import ConversionError, StageFailed
 from .store import arrow as batch_files
 from .store import recent
@@ -48,7 +48,7 @@ class SourceReader:
         self.stage = stage
         self._path_for = path_for  # (batch number, key) -> file path
         self._fsync = fsync
-        self._sizes = source_batch_sizes(stage.batch_size)
+        self._sizes = SourceBatchSizes(stage.batch_size)
         self._next = 0
         self._loop = loop
         self._lock = threading.Lock()
@@ -126,6 +126,7 @@ class SourceReader:
             batch = self._next
             self._next += 1
         table = self._encode(chunk, batch)
+        self._sizes.observe(table.num_rows, table.nbytes)
         data = batch_files.serialize(table)
         key = batch_files.content_digest(data)
         path = self._path_for(batch, key)
