@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import ROOT, Context, Report, Row, fmt_value, warm_up
+from .harness import ROOT, Context, Report, Row, fmt_value, process_tree, warm_up
 
 WORKLOADS = ["tiny_map", "cpu_scaling", "async_io", "ingest", "checkpoint", "many_stages", "memory", "startup",
              "resume", "clusters"]
@@ -135,11 +135,7 @@ class MachineLoad:
     def _sample(self) -> None:
         import psutil
 
-        try:
-            tree = [self._root, *self._root.children(recursive=True)]
-        except psutil.Error:
-            return
-        for proc in tree:
+        for proc in process_tree(self._root):
             try:
                 with proc.oneshot():
                     times = proc.cpu_times()

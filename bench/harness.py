@@ -212,9 +212,8 @@ class TreeMemory:
         rss = anon = pss = 0
         with_pss = self.samples % self.pss_every == 0
         breakdown = []
-        try:
-            tree = [self._root, *self._root.children(recursive=True)]
-        except psutil.Error:
+        tree = process_tree(self._root)
+        if not tree:
             return
         for proc in tree:
             try:
@@ -390,3 +389,13 @@ def warm_up(ctx: Context) -> dict[str, float]:
         pool.map(square, range(100))
     out["pool_first_call"] = time.perf_counter() - t0
     return out
+
+
+def process_tree(root: Any) -> list[Any]:
+    """``root`` and all its descendants (psutil processes); empty if ``root`` is gone."""
+    import psutil
+
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
