@@ -22,7 +22,7 @@ import os
 import sys
 import sysconfig
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 _LIB_DIRS = tuple(
@@ -192,7 +192,3 @@ def stage_fingerprint(parts: dict[str, str]) -> str:
 
 def batch_key(stage_fp: str, input_lineages: Iterable[str]) -> str:
     return digest(stage_fp, *input_lineages)
-
-
-def callable_label(fn: Callable[..., Any]) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"

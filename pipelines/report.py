@@ -109,7 +109,7 @@ def outcome_line(result: RunResult, store_flag: str = "") -> str:
     """
     from .result import RunStatus
 
-    command = escape(f"python -m pipelines resume {result.run_id}{store_flag}")
+    command = escape(f"{result.resume_command()}{store_flag}")
     if result.status is RunStatus.OK:
         return ""
     if result.status is RunStatus.INTERRUPTED:

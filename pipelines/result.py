@@ -70,4 +70,5 @@ class RunResult:
         return self.table(stage).to_pandas()
 
     def resume_command(self) -> str:
+        """The command that continues this run (add ``--store`` for a store other than the default)."""
         return f"python -m pipelines resume {self.run_id}"

@@ -93,12 +93,13 @@ class TestLedger:
         assert (row["fingerprint"], row["executor"], row["status"], row["batches"], row["items"]) == (
             "f1", "threads", "done", 3, 30)
 
-    def test_previous_stage(self, ledger: Ledger) -> None:
+    def test_previous_stages(self, ledger: Ledger) -> None:
         for run_id in ("r1", "r2"):
             ledger.create_run(run_id, pipeline="p", module="m", dags_dir=None, params=None, options={})
             ledger.save_stage(run_id, "parse", fingerprint=f"fp-{run_id}")
-        assert ledger.previous_stage("p", "parse", before_run="r2")["fingerprint"] == "fp-r1"
-        assert ledger.previous_stage("p", "other", before_run="r2") is None
+        previous = ledger.previous_stages("p", before_run="r2")
+        assert previous["parse"]["fingerprint"] == "fp-r1"
+        assert "other" not in previous
 
     def test_parts_round_trip(self, ledger: Ledger) -> None:
         part(ledger, "k1", "/s/b-2.arrow", IdSet.span(5, 10))

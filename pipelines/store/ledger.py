@@ -237,13 +237,6 @@ class Ledger:
         """The run's stages in pipeline order (they are saved in that order when the run starts)."""
         return {r["stage"]: r for r in self.query("SELECT * FROM run_stages WHERE run_id=? ORDER BY rowid", (run_id,))}
 
-    def previous_stage(self, pipeline: str, stage: str, before_run: str) -> sqlite3.Row | None:
-        """The same stage in the latest earlier run of the pipeline (to explain recomputation)."""
-        rows = self.query(
-            "SELECT s.* FROM run_stages s JOIN runs r ON r.id = s.run_id WHERE r.pipeline=? AND s.stage=?"
-            " AND r.id != ? ORDER BY r.started DESC LIMIT 1", (pipeline, stage, before_run))
-        return rows[0] if rows else None
-
     # -- objects and parts ------------------------------------------------------------
     def parts(self, key: str) -> list[Part]:
         rows = self.query("SELECT * FROM parts WHERE key=? ORDER BY first, created", (key,))

@@ -41,10 +41,3 @@ def recall(path: str) -> pa.Table | None:
         if table is not None:
             _tables.move_to_end(path)
         return table
-
-
-def forget_all() -> None:
-    global _bytes
-    with _lock:
-        _tables.clear()
-        _bytes = 0
