@@ -76,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(resume)
 
     sub.add_parser("list", parents=[common], help="list the pipelines in the dags folder")
-    show = sub.add_parser("show", parents=[common], help="show a pipeline's stages and edges")
+    show = sub.add_parser("show", parents=[common], help="show a pipeline's DAG: stages, kinds, executors",
+                          description="Show pipeline NAME as a tree (default), a table, or Mermaid or Graphviz "
+                                      "DOT text for docs (`show NAME --format mermaid > dag.mmd`).")
     show.add_argument("name")
+    show.add_argument("--format", choices=("tree", "table", "mermaid", "dot"), default="tree",
+                      help="tree (default), table (every option and docstring), mermaid, dot")
     show.add_argument("--executor", metavar="NAME", help="plan as if run with --executor NAME")
     runs = sub.add_parser("runs", parents=[common], help="list recent runs")
     runs.add_argument("--limit", type=int, default=20, metavar="N", help="runs to list, newest first (default 20)")

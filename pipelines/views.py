@@ -6,6 +6,7 @@ import datetime as dt
 import difflib
 import fcntl
 import os
+import sys
 import textwrap
 from typing import Any
 
@@ -16,7 +17,7 @@ from .report import console, print_table
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from . import loader
+    from . import diagram, loader
     from .plan import RunOptions, plan
 
     if args.executor:
@@ -25,42 +26,30 @@ def cmd_show(args: argparse.Namespace) -> int:
         executors.check_name(args.executor)  # UnknownExecutorError, with "did you mean"
     pipeline = loader.load(args.name, args.dags)
     the_plan = plan(pipeline, RunOptions(executor=args.executor))
+    if args.format in ("mermaid", "dot"):  # plain text for files and docs: no colours, no wrapping
+        sys.stdout.write(getattr(diagram, args.format)(pipeline, the_plan))
+        return 0
     out = console()
     out.print(f"[bold]{pipeline.name}[/bold] ({escape(pipeline.module)})")
-    if pipeline.description:
-        out.print(textwrap.indent(pipeline.description, "  "), markup=False)
+    if pipeline.description:  # the tree is a glance: the summary line; the table gives everything
+        text = pipeline.description if args.format == "table" else pipeline.description_line()
+        out.print(textwrap.indent(text, "  "), markup=False)
     if pipeline.params_model is not None:
         fields = ", ".join(f"{n}={f.default!r}" for n, f in pipeline.params_model.model_fields.items())
         out.print(f"params: {fields}", markup=False)
+    if args.format == "tree":
+        out.print(diagram.tree(pipeline, the_plan))
+        return 0
     rows = []
     for name in the_plan.order:
         stage = pipeline.stages[name]
-        options = []
-        if stage.concurrency:
-            options.append(f"concurrency={stage.concurrency}")
-        if stage.retries:
-            options.append(f"retries={stage.retries}")
-        if stage.timeout:
-            options.append(f"timeout={stage.timeout}")
-        if stage.on_error != "fail":
-            options.append(f"on_error={stage.on_error}")
-        if stage.rate:
-            options.append(f"rate={stage.rate}")
-        if stage.side:
-            options.append(f"side={','.join(stage.side)}")
         kind = f"{stage.kind}{' async' if stage.is_async else ''}"
-        rows.append({"stage": name, "granularity": _GRANULARITY[stage.granularity], "kind": kind,
+        rows.append({"stage": name, "granularity": diagram.GRANULARITY[stage.granularity], "kind": kind,
                      "executor": the_plan.stages[name].backend, "inputs": ", ".join(stage.inputs),
-                     "options": " ".join(options), "doc": stage.doc})
+                     "options": " ".join(diagram.options(stage) + [f"side={','.join(stage.side)}"] * bool(stage.side)),
+                     "doc": stage.doc})
     print_table(rows, ["stage", "granularity", "kind", "executor", "inputs", "options", "doc"], out=out)
-    out.print("edges:")
-    for name in the_plan.order:
-        for up in pipeline.stages[name].upstream:
-            out.print(f"  {up} -> {name}")
     return 0
-
-
-_GRANULARITY = {"source": "source", "item": "map", "flat": "flat_map", "batch": "batch", "all": "reduce"}
 
 
 def _store(args: argparse.Namespace):  # noqa: ANN202

@@ -155,7 +155,7 @@ class TestList:
 
 class TestShow:
     def test_stages_kinds_executors_and_edges(self) -> None:
-        proc = cli("show", "cli_squares", "--dags", str(TEST_DAGS), check=0)
+        proc = cli("show", "cli_squares", "--format", "table", "--dags", str(TEST_DAGS), check=0)
         out = proc.stdout
         assert out.startswith("cli_squares (dags")
         assert "Squares of the first N numbers, and their sum." in out
@@ -164,10 +164,10 @@ class TestShow:
         assert re.search(r"square\s*│\s*map\s*│\s*cpu\s*│\s*processes\s*│\s*numbers\s*│", out)
         assert re.search(r"total\s*│\s*reduce\s*│\s*cpu\s*│\s*processes\s*│\s*square\s*│", out)
         assert "Square one number." in out  # stage docstrings
-        assert out.index("edges:") < out.index("  numbers -> square") < out.index("  square -> total")
 
     def test_with_executor_option(self) -> None:
-        proc = cli("show", "cli_skipping", "--executor", "inline", "--dags", str(TEST_DAGS), check=0)
+        proc = cli("show", "cli_skipping", "--executor", "inline", "--format", "table", "--dags", str(TEST_DAGS),
+                   check=0)
         assert re.search(r"parse\s*│\s*map\s*│\s*io\s*│\s*inline\s*│", proc.stdout)
         assert "on_error=skip" in proc.stdout
 
