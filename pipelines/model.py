@@ -157,6 +157,21 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r} stages={list(self._stages)}>"
 
+    # -- running ----------------------------------------------------------------------
+    def run(self, params: Any = None, *, executor: str | None = None, store: Any = None, **options: Any) -> Any:
+        """Run the pipeline and return its ``RunResult`` (for notebooks and tests).
+
+        The same as ``pipelines.run(self, ...)``; ``result.table("stage")`` and
+        ``result.to_pandas("stage")`` give any stage's output, ``result.run_id`` the run.
+
+        Example:
+            >>> result = pipeline.run({"n": 100}, executor="threads", store=tmp_path)   # doctest: +SKIP
+            >>> result.to_pandas("total")                                               # doctest: +SKIP
+        """
+        from .api import run
+
+        return run(self, params, executor=executor, store=store, **options)
+
     def downstream(self, name: str) -> list[str]:
         """Stages that read ``name``'s output, directly."""
         return [s.name for s in self._stages.values() if name in s.upstream]
