@@ -509,7 +509,7 @@ def _record_builder(tp: type) -> Callable[[Any], Any]:
     convert = {name: b for name, b in ((n, _builder(ann)) for n, ann in fields.items()) if b is not _identity}
     make: Callable[[dict[str, Any]], Any]
     if _is_pydantic(tp):
-        make = tp.model_validate  # type: ignore[attr-defined]
+        make = _pydantic_maker(tp)
     elif typing.is_typeddict(tp):
         make = _identity
     else:
@@ -526,6 +526,23 @@ def _record_builder(tp: type) -> Callable[[Any], Any]:
         return make(row)
 
     return build
+
+
+def _pydantic_maker(tp: Any) -> Callable[[dict[str, Any]], Any]:
+    """``model_validate`` on a row: columns carry field names, and a field with an alias is
+    validated by its alias (``populate_by_name`` is off by default), so those keys are renamed."""
+    aliases = {}
+    for name, f in tp.model_fields.items():
+        alias = f.validation_alias if isinstance(f.validation_alias, str) else f.alias
+        if alias and alias != name:
+            aliases[name] = alias
+    if not aliases:
+        return tp.model_validate
+
+    def make(row: dict[str, Any]) -> Any:
+        return tp.model_validate({aliases.get(k, k): v for k, v in row.items()})
+
+    return make
 
 
 def _construct(tp: type, fields: frozenset[str], row: dict[str, Any]) -> Any:

@@ -218,6 +218,24 @@ class TestRecords:
             pa.struct([("x", pa.int64()), ("y", pa.int64()), ("color", pa.large_string())]))
         assert back == values
 
+    def test_pydantic_fields_with_aliases(self) -> None:
+        """Columns carry field names; the model is rebuilt through its aliases (JSON keys, say)."""
+        from pydantic import Field
+
+        class Tag(BaseModel):
+            label: str = Field(alias="Label")
+
+        class Car(BaseModel):
+            weight: int = Field(alias="Weight_in_lbs")
+            origin: str = Field(validation_alias="Origin")
+            tag: Tag | None = None
+
+        values = [Car.model_validate({"Weight_in_lbs": 3504, "Origin": "USA", "tag": {"Label": "x"}}),
+                  Car.model_validate({"Weight_in_lbs": 1, "Origin": "EU"})]
+        table, back = round_trip(values, Car)
+        assert codec.data_columns(table).column_names == ["weight", "origin", "tag"]
+        assert back == values
+
     def test_pydantic_model_with_dict_field(self) -> None:
         class Counts(BaseModel):
             counts: dict[str, int]
