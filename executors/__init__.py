@@ -6,6 +6,8 @@ lazily, so importing this package stays cheap.
 """
 from __future__ import annotations
 
+import logging
+
 from ._registry import available, check_name, executor_class, get_executor, names, register
 from .base import Capabilities, Executor, ExecutorBase, State
 from .errors import (
@@ -16,6 +18,8 @@ from .errors import (
     UnknownExecutorError,
     WorkerLostError,
 )
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the application decides what is shown
 
 __all__ = [
     "BackendUnavailableError",

@@ -12,7 +12,9 @@ every other backend on a long-lived event loop of the worker (see ``worker_loop`
 from __future__ import annotations
 
 import enum
+import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from .errors import ExecutorStateError
 from .worker_loop import run_maybe_coroutine
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +85,10 @@ class ExecutorBase:
         with self._lock:
             if self._state is not State.UNSTARTED:
                 raise ExecutorStateError(f"{self.name} executor already {self._state.name.lower()}")
+            started = time.perf_counter()
             self._start()
             self._state = State.RUNNING
+        logger.debug("%r started in %.2f s", self, time.perf_counter() - started)
         return self
 
     def submit(self, fn: Callable[[], T], /, *, key: str) -> Future[T]:
@@ -100,6 +105,7 @@ class ExecutorBase:
                 return
             self._state = State.CLOSED
         self._shutdown(wait, cancel_pending)
+        logger.debug("%r shut down (wait=%s, cancel_pending=%s)", self, wait, cancel_pending)
 
     def __enter__(self) -> Self:
         return self.start()

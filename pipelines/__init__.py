@@ -5,6 +5,7 @@ or ``pipelines.run(pipeline)``. See ``docs/architecture.md`` for how data flows.
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from .store import Store
 
 __version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the application decides what is shown
 
 _LAZY = {
     "Pipeline": ("pipelines.model", "Pipeline"),

@@ -8,11 +8,17 @@ so ``--help`` and ``list`` answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
+import logging
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .report import LogView
 
 
 class ExitCode(enum.IntEnum):
@@ -36,6 +42,12 @@ def _common(*, command: bool) -> argparse.ArgumentParser:
                         help="folder of pipeline modules (default: $PIPELINES_DAGS or ./dags)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if command else False,
                         help="show tracebacks for errors")
+    # counted apart after the command (a subcommand's count would replace the one before it); main adds them
+    common.add_argument("-v", "--verbose", action="count", dest="more_verbose" if command else "verbose",
+                        default=argparse.SUPPRESS if command else 0,
+                        help="log more: -v shows INFO records (run plan, stages finished), -vv DEBUG")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if command else False,
+                        help="no progress: only results, warnings and errors")
     return common
 
 
@@ -49,7 +61,6 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         help="keep a started Dask cluster and its dashboard up after the run, until Ctrl-C")
     parser.add_argument("--output", metavar="DIR", help="write the final stages as Parquet here "
                                                         "(default: the run's outputs/ folder)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +124,7 @@ def check_counts(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbose += vars(args).pop("more_verbose", 0)
     try:
         code = int(_dispatch(args))
     except KeyboardInterrupt:
@@ -161,12 +173,40 @@ def _exit_code(exc: BaseException) -> ExitCode | None:
 def _dispatch(args: argparse.Namespace) -> int:
     check_counts(args)
     if args.command == "list":
-        return _list(args)
-    if args.command in ("run", "resume"):
-        return _run(args)
-    from . import views
+        return _list(args)  # reads files, logs nothing: it stays free of rich
+    with _logs_shown(args.verbose) as view:
+        if args.command in ("run", "resume"):
+            return _run(args, view)
+        from . import views
 
-    return getattr(views, f"cmd_{args.command}")(args)
+        return getattr(views, f"cmd_{args.command}")(args)
+
+
+LOGGERS = ("pipelines", "executors", "stages")
+
+
+@contextlib.contextmanager
+def _logs_shown(verbose: int) -> Iterator[LogView]:
+    """Show log records while a command works: warnings and errors; with -v INFO, with -vv DEBUG.
+
+    The handler sits on the root logger, so a warning from any library (or a stage) is shown
+    the same way, above the progress bars; the levels of our own packages set how much more.
+    """
+    from .report import LogView
+
+    view = LogView(verbose=verbose > 0)
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    saved = [lg.level for lg in loggers]
+    root = logging.getLogger()
+    root.addHandler(view)
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    try:
+        yield view
+    finally:
+        root.removeHandler(view)
+        for lg, level in zip(loggers, saved):
+            lg.setLevel(level)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -195,7 +235,7 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, view: LogView) -> int:
     import executors
 
     from . import loader
@@ -210,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
         executors.check_name(args.executor)
         executors.executor_class(args.executor)  # a missing optional dependency is a usage error now
     store_flag = f" --store {shlex.quote(args.store)}" if args.store else ""
-    report = ProgressReport(store_flag=store_flag, quiet=args.quiet)
+    report = ProgressReport(store_flag=store_flag, quiet=args.quiet, log_view=view)
     with Store(args.store) as store:
         if args.command == "run":
             pipeline = loader.load(args.name, args.dags)

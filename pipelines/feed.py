@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -25,6 +27,7 @@ from .store import arrow as batch_files
 from .store.ledger import Part
 
 MAX_OPEN_SOURCE_BATCHES = 6
+logger = logging.getLogger(__name__)
 IN_PROCESS = ("inline", "threads", "asyncio")
 
 
@@ -116,6 +119,8 @@ class SourceFeed:
             b.done = b.available = parts[0].done
             st.items_reused += len(b.done)
             self._source_batch_ready(name, batch, sum(p.rows for p in parts))
+        logger.info("source %r: reusing its %d stored batches (%s items) instead of reading it again", name,
+                    len(loaded), f"{st.items_reused:,}")
         st.upstream_final = True
         self._check_stage_final(name)
         return True
@@ -126,6 +131,9 @@ class SourceFeed:
             return
         if self._open_batches[name] >= MAX_OPEN_SOURCE_BATCHES:
             return
+        st = self.states[name]
+        if st.started is None:  # the source's wall time starts with its first read
+            st.started = time.time()
         self._source_futures[self._source_threads[name].submit(reader.read_next)] = name
 
     def _source_done(self, future: Future[Any], name: str) -> None:

@@ -1,10 +1,13 @@
 """Observers of a run: progress bars, summaries and dashboards watch; they never steer.
 
 The runner calls these hooks from its own thread; every hook is optional (trio's
-``Instrument``, dask's ``Callback``). An observer that raises is reported once and ignored.
+``Instrument``, dask's ``Callback``). An observer that raises is logged once and ignored.
+The run's messages are also logged (logger ``pipelines.hooks``), so an application that
+configures ``logging`` sees them without writing an observer.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,10 +15,19 @@ if TYPE_CHECKING:
     from .plan import Plan
     from .result import RunResult
 
+logger = logging.getLogger(__name__)
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
 
 @dataclass(frozen=True, slots=True)
 class StageStats:
-    """A snapshot of one stage's progress."""
+    """A snapshot of one stage's progress.
+
+    ``items_total`` is what the stage will have processed (done, reused or failed) once
+    final; ``None`` while unknown (a source still reading, a flat-map's consumer before the
+    flat-map is final). ``wall_seconds`` runs from the stage's first task to its end, while
+    ``seconds`` sums its tasks' compute time.
+    """
 
     stage: str
     backend: str
@@ -28,6 +40,18 @@ class StageStats:
     final: bool
     seconds: float
     reason: str = ""
+    items_total: int | None = None
+    wall_seconds: float = 0.0
+
+    @property
+    def items_processed(self) -> int:
+        """Items done, reused or failed: what counts towards ``items_total``."""
+        return self.items_done + self.items_reused + self.items_failed
+
+    @property
+    def items_per_second(self) -> float | None:
+        """Items computed per second of the stage's wall time (reused items cost nothing)."""
+        return self.items_done / self.wall_seconds if self.wall_seconds > 0 else None
 
 
 class RunObserver:
@@ -59,9 +83,7 @@ class Observers(RunObserver):
                 getattr(observer, name)(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - a broken progress bar must not fail a run
                 self._broken.add(i)
-                import sys
-
-                print(f"pipelines: observer {observer!r} failed in {name}: {exc!r}; disabled", file=sys.stderr)
+                logger.warning("observer %r failed in %s: %r; disabled", observer, name, exc)
 
     def run_started(self, *args: Any, **kwargs: Any) -> None:
         self._call("run_started", *args, **kwargs)
@@ -72,8 +94,10 @@ class Observers(RunObserver):
     def stage_progress(self, *args: Any, **kwargs: Any) -> None:
         self._call("stage_progress", *args, **kwargs)
 
-    def message(self, *args: Any, **kwargs: Any) -> None:
-        self._call("message", *args, **kwargs)
+    def message(self, text: str, *, level: str = "info") -> None:
+        """Log the run's message, then hand it to the observers (a reporter shows the log record)."""
+        logger.log(_LEVELS.get(level, logging.INFO), "%s", text)
+        self._call("message", text, level=level)
 
     def run_finished(self, *args: Any, **kwargs: Any) -> None:
         self._call("run_finished", *args, **kwargs)

@@ -1,16 +1,22 @@
-"""What a person sees: progress bars per stage, the summary table, the resume hint.
+"""What a person sees: progress per stage, log records, the summary table, the resume hint.
 
-Built on the run hooks (``hooks.RunObserver``); the runner knows nothing about terminals.
+Built on the run hooks (``hooks.RunObserver``) and ``logging``; the runner knows nothing
+about terminals. On a terminal each stage has a live bar; elsewhere (CI, a pipe) every
+``$PIPELINES_PROGRESS_INTERVAL`` seconds (default 10) a plain line per stage that moved,
+and a line when a stage finishes. Log records, the run's warnings among them, are shown by
+``LogView`` (a ``logging`` handler the CLI installs), above the bars while they are live.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -20,6 +26,9 @@ if TYPE_CHECKING:
     from .plan import Plan
     from .result import RunResult
 
+INTERVAL_ENV = "PIPELINES_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL = 10.0
+
 
 def console(stderr: bool = False) -> Console:
     """A console that never hard-wraps lines (a resume command must stay copyable)."""
@@ -28,28 +37,47 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
-class ProgressReport(RunObserver):
-    """Live progress bars (on a terminal) and the end-of-run summary."""
+def progress_interval() -> float:
+    """Seconds between plain progress lines: ``$PIPELINES_PROGRESS_INTERVAL`` or 10."""
+    value = os.environ.get(INTERVAL_ENV, "")
+    try:
+        return max(0.0, float(value)) if value else DEFAULT_INTERVAL
+    except ValueError:
+        return DEFAULT_INTERVAL
 
-    def __init__(self, out: Console | None = None, *, store_flag: str = "", quiet: bool = False) -> None:
+
+class ProgressReport(RunObserver):
+    """Live progress (bars on a terminal, plain lines elsewhere) and the end-of-run summary."""
+
+    def __init__(self, out: Console | None = None, *, store_flag: str = "", quiet: bool = False,
+                 interval: float | None = None, log_view: LogView | None = None) -> None:
         self.out = out or console()
-        self.err = console(stderr=True)
+        self.log_view = log_view
         self.store_flag = store_flag
         self.quiet = quiet
+        self.interval = progress_interval() if interval is None else interval
         self._progress: Progress | None = None
+        self._lines: ProgressLines | None = None
         self._tasks: dict[str, Any] = {}
 
     def run_started(self, run_id: str, pipeline: str, plan: Plan, *, resumed: bool) -> None:
         verb = "resuming" if resumed else "run"
         self.out.print(f"[bold]{verb} {run_id}[/bold] · pipeline [cyan]{pipeline}[/cyan]")
-        if self.quiet or not self.out.is_terminal:
+        if self.quiet:
+            return
+        if not self.out.is_terminal:
+            self._lines = ProgressLines(self.out, self.interval)
             return
         self._progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=self.out, transient=False)
+            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[note]}"), StageTimeColumn(),
+            console=self.out, transient=False)
         for name, sp in plan.stages.items():
-            self._tasks[name] = self._progress.add_task(f"{name:<16} [dim]{sp.backend}[/dim]", total=None, note="")
+            self._tasks[name] = self._progress.add_task(f"{name:<16} [dim]{sp.backend}[/dim]", total=None, note="",
+                                                        rate="", wall=0.0, at=0.0, running=False)
         self._progress.start()
+        if self.log_view is not None:
+            self.log_view.live = self._progress.console
 
     def executor_started(self, slot: str, executor: Any) -> None:
         link = getattr(executor, "dashboard_link", None)
@@ -57,48 +85,152 @@ class ProgressReport(RunObserver):
             self._print(f"Dask dashboard: [link={link}]{escape(link)}[/link]")
 
     def stage_progress(self, stats: StageStats) -> None:
+        if self._lines is not None:
+            self._lines.update(stats)
         if self._progress is None:
             return
-        done = stats.items_done + stats.items_reused
         note = []
         if stats.items_reused:
-            note.append(f"{stats.items_reused} reused")
+            note.append(f"{stats.items_reused:,} reused")
         if stats.items_failed:
-            note.append(f"[red]{stats.items_failed} failed[/red]")
-        self._progress.update(self._tasks[stats.stage], completed=done,
-                              total=done if stats.final else None, note=", ".join(note))
+            note.append(f"[red]{stats.items_failed:,} failed[/red]")
+        rate = stats.items_per_second
+        self._progress.update(self._tasks[stats.stage], completed=stats.items_processed, total=stats.items_total,
+                              note=", ".join(note), rate=f"{_rate(rate)} items/s" if rate else "",
+                              wall=stats.wall_seconds, at=time.monotonic(),
+                              running=stats.wall_seconds > 0 and not stats.final)
 
-    def message(self, text: str, *, level: str = "info") -> None:
-        style = {"warning": "yellow", "error": "red"}.get(level, "")
-        text = escape(text)
-        self._print(f"[{style}]{text}[/{style}]" if style else text, stderr=level in ("warning", "error"))
-
-    def _print(self, text: str, stderr: bool = False) -> None:
-        target = self._progress.console if self._progress is not None else (self.err if stderr else self.out)
-        target.print(text)
+    def _print(self, text: str) -> None:
+        (self._progress.console if self._progress is not None else self.out).print(text)
 
     def run_finished(self, result: RunResult) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+            if self.log_view is not None:
+                self.log_view.live = None
         self.out.print(summary_table(result))
         line = outcome_line(result, self.store_flag)
         if line:
             self.out.print(line)
 
 
+class ProgressLines:
+    """Progress for logs and pipes: every ``interval`` seconds one line per stage that moved,
+    and one when a stage finishes (a log that fills with bars' redraws helps nobody)."""
+
+    def __init__(self, out: Console, interval: float) -> None:
+        self.out = out
+        self.interval = interval
+        self._next = time.monotonic() + interval
+        self._latest: dict[str, StageStats] = {}
+        self._shown: dict[str, tuple[int, int | None]] = {}  # stage -> (processed, total) last printed
+        self._finished: set[str] = set()
+
+    def update(self, stats: StageStats) -> None:
+        name = stats.stage
+        self._latest[name] = stats
+        if stats.final and name not in self._finished:
+            self._finished.add(name)
+            self._show(stats)
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        for s in self._latest.values():
+            moved = self._shown.get(s.stage) != (s.items_processed, s.items_total)
+            if moved and s.stage not in self._finished and (s.items_processed or s.wall_seconds):
+                self._show(s)
+
+    def _show(self, s: StageStats) -> None:
+        self._shown[s.stage] = (s.items_processed, s.items_total)
+        self.out.print(progress_line(s), markup=False)
+
+
+def progress_line(s: StageStats) -> str:
+    """``describe: 1,200/2,010 items, 3 failed, 410 items/s, 2.9s`` (``finished`` once final)."""
+    if s.final:
+        parts = ["finished", _items(s.items_processed)]
+    elif s.items_total is not None:
+        parts = [f"{s.items_processed:,}/{s.items_total:,} items"]
+    else:
+        parts = [_items(s.items_processed)]
+    if s.items_reused:
+        parts.append(f"{s.items_reused:,} reused")
+    if s.items_failed:
+        parts.append(f"{s.items_failed:,} failed")
+    if s.items_per_second:
+        parts.append(f"{_rate(s.items_per_second)} items/s")
+    parts.append(f"{s.wall_seconds:.1f}s")
+    return f"{s.stage}: " + ", ".join(parts)
+
+
+def _items(n: int) -> str:
+    return f"{n:,} item{'' if n == 1 else 's'}"
+
+
+def _rate(rate: float | None) -> str:
+    if rate is None:
+        return ""
+    return f"{rate:,.1f}" if rate < 10 else f"{rate:,.0f}"
+
+
+class StageTimeColumn(ProgressColumn):
+    """The stage's own wall time (first task to end), ticking while it runs."""
+
+    def render(self, task: Task) -> Text:
+        seconds = task.fields["wall"]
+        if task.fields["running"]:
+            seconds += time.monotonic() - task.fields["at"]
+        minutes, secs = divmod(int(seconds), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours}:{minutes:02d}:{secs:02d}", style="progress.elapsed")
+
+
+class LogView(logging.Handler):
+    """Shows log records to a person, above the live progress: warnings and errors on stderr.
+
+    By default a record is just its message, as the run's warnings always were; verbose
+    lines (``-v``) also say when, how important and where from.
+    """
+
+    def __init__(self, *, verbose: bool = False) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+                          if verbose else logging.Formatter("%(message)s"))
+        self._out, self._err = console(), console(stderr=True)
+        self.live: Console | None = None  # while progress bars are shown: print there, above them
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            style = "red" if record.levelno >= logging.ERROR else "yellow" if record.levelno >= logging.WARNING \
+                else "dim" if record.levelno < logging.INFO else ""
+            target = self.live or (self._err if record.levelno >= logging.WARNING else self._out)
+            target.print(Text(text, style=style))
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
 def summary_table(result: RunResult) -> Table:
+    """Per stage: where it ran, what it did, what it cost (wall and compute) and how fast it went.
+
+    ``wall s`` runs from the stage's first task to its end; ``cpu s`` sums its tasks' times, so
+    ``cpu s`` over ``wall s`` is how many workers it kept busy; ``items/s`` counts the items
+    computed in this run (not the reused ones) per wall second.
+    """
     table = Table(title=f"{result.pipeline} · {result.run_id} · {result.status.value} · {result.seconds:.1f}s",
                   title_justify="left")
     for column, justify in (("stage", "left"), ("executor", "left"), ("batches", "right"),
                             ("reused batches", "right"), ("items", "right"), ("reused items", "right"),
-                            ("failed", "right"), ("rows out", "right"), ("cpu s", "right"),
-                            ("recomputed because", "left")):
+                            ("failed", "right"), ("rows out", "right"), ("wall s", "right"), ("cpu s", "right"),
+                            ("items/s", "right"), ("recomputed because", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for s in result.stages.values():
         table.add_row(s.stage, s.backend, str(s.batches), str(s.reused_batches), f"{s.items:,}",
                       f"{s.reused_items:,}", f"[red]{s.failed_items:,}[/red]" if s.failed_items else "0",
-                      f"{s.rows:,}", f"{s.seconds:.2f}", Text(s.reason or ""))
+                      f"{s.rows:,}", f"{s.wall_seconds:.2f}", f"{s.seconds:.2f}", _rate(s.items_per_second),
+                      Text(s.reason or ""))
     return table
 
 

@@ -22,6 +22,12 @@ class RunStatus(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class StageSummary:
+    """One stage's counts at the end of a run.
+
+    ``seconds`` sums the stage's task times (compute, across workers); ``wall_seconds`` runs
+    from its first task's start to the stage's end, so it shows what the stage cost the run.
+    """
+
     stage: str
     backend: str
     batches: int
@@ -33,6 +39,13 @@ class StageSummary:
     rows: int
     seconds: float
     reason: str
+    wall_seconds: float = 0.0
+
+    @property
+    def items_per_second(self) -> float | None:
+        """Items computed in this run per second of wall time; None when nothing was computed."""
+        computed = self.items - self.reused_items
+        return computed / self.wall_seconds if computed and self.wall_seconds > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

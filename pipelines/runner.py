@@ -20,6 +20,7 @@ computed. Failures are handled in ``recovery.py``, executors in ``workers.py``.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import sqlite3
 import time
@@ -42,13 +43,14 @@ from .plan import Plan, RunOptions, plan
 from .feed import SourceFeed, lifespan
 from .recovery import Recovery, Running
 from .result import RunResult, RunStatus, StageSummary
-from .state import StageState
+from .state import StageState, expected_totals
 from .store import Store
 from .store.ledger import Part
 from .task import BatchTask, InputPart, InputSpec, TaskResult
 from .workers import Workers
 
 PROGRESS_INTERVAL = 0.1
+logger = logging.getLogger(__name__)
 
 
 class Runner(SourceFeed, Recovery):
@@ -192,9 +194,20 @@ class Runner(SourceFeed, Recovery):
             rows[name] = {"fingerprint": current, "code_fp": parts["code"], "config_fp": parts["config"],
                           "params_fp": parts["params"], "executor": sp.backend, "status": "running"}
         ledger.save_stages(self.run_id, rows)
+        self._log_plan()
         for name in self._streams:
             self._open_batches[name] = 0
             self._open_source(name, pinned.get(name))
+
+    def _log_plan(self) -> None:
+        """Say where each stage runs (INFO: the executors; DEBUG: stage by stage)."""
+        slots = "; ".join(f"{slot} with {self.workers.workers(slot)} worker(s) for {', '.join(names)}"
+                          for slot, names in self.on_slot.items() if names)
+        logger.info("%s %s of pipeline %r: %d stages; executors: %s", "resuming" if self.resumed else "run",
+                    self.run_id, self.pipeline.name, len(self.order), slots or "none")
+        for name, sp in self.plan.stages.items():
+            logger.debug("stage %r on %s: up to %d task(s) in flight, %s", name, sp.slot or "the driver", sp.max_tasks,
+                         f"recompute: {self.reasons[name]}" if self.reasons.get(name) else "reuse what is stored")
 
     def _reason(self, name: str, parts: dict[str, str], prev: Any) -> str:
         """Why this stage would be computed, against its last run ("" when nothing changed)."""
@@ -220,8 +233,8 @@ class Runner(SourceFeed, Recovery):
             return False
         b.key = key
         reused = self.keys.reuse(name, k, b)
-        if reused:
-            self.states[name].items_reused += len(reused)
+        if reused:  # a batch or reduce stage counts one item per batch, computed or reused
+            self.states[name].items_reused += len(reused) if self.stages[name].itemwise else 1
             if self.stages[name].itemwise:
                 self._publish(name, k, reused)
         return True
@@ -288,6 +301,9 @@ class Runner(SourceFeed, Recovery):
             st.final = True
             st.ended = time.time()
             self._final_stages += 1
+            logger.info("stage %r finished: %s item(s), %s reused, %s failed; %.2f s wall, %.2f s compute",
+                        name, f"{st.items_done + st.items_reused:,}", f"{st.items_reused:,}",
+                        f"{st.items_failed:,}", st.wall_seconds(), st.seconds)
             slot = self.plan.stages[name].slot
             if slot is not None and slot.startswith("threads:") and all(self.states[n].final for n in self.on_slot[slot]):
                 self.workers.release(slot)  # a finished stage's own thread pool: its threads end now
@@ -526,6 +542,7 @@ class Runner(SourceFeed, Recovery):
             clusters=tuple(self.workers.kept),
             leaves=tuple(n for n in self.order if not self.consumers[n] and not self.side_users[n]))
         self._progress(force=True)
+        logger.info("run %s %s in %.1f s", self.run_id, status.value, result.seconds)
         self.observer.run_finished(result)
         return result
 
@@ -558,16 +575,18 @@ class Runner(SourceFeed, Recovery):
             stage=name, backend=self.plan.stages[name].backend, batches=len(st.batches),
             reused_batches=st.reused_batches, computed_batches=st.computed_batches,
             items=st.items_done + st.items_reused, reused_items=st.items_reused, failed_items=st.items_failed,
-            rows=st.rows, seconds=st.seconds, reason=self._stage_reason(name))
+            rows=st.rows, seconds=st.seconds, reason=self._stage_reason(name), wall_seconds=st.wall_seconds())
 
     def _progress(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_progress < PROGRESS_INTERVAL:
             return
         self._last_progress = now
+        totals = expected_totals(self.order, self.stages, self.states)
         for name in self.order:
             st = self.states[name]
-            seen = (st.items_done, st.items_reused, st.items_failed, st.items_in_flight, len(st.batches), st.final)
+            seen = (st.items_done, st.items_reused, st.items_failed, st.items_in_flight, len(st.batches), st.final,
+                    totals[name])
             if self._shown.get(name) == seen:
                 continue  # only stages that moved: a 1,000-stage chain is mostly still
             self._shown[name] = seen
@@ -575,7 +594,8 @@ class Runner(SourceFeed, Recovery):
                 stage=name, backend=self.plan.stages[name].backend, items_done=st.items_done,
                 items_reused=st.items_reused, items_failed=st.items_failed, items_in_flight=st.items_in_flight,
                 batches_final=sum(1 for b in st.batches.values() if b.final), batches_seen=len(st.batches),
-                final=st.final, seconds=st.seconds, reason=self.reasons.get(name, "")))
+                final=st.final, seconds=st.seconds, reason=self.reasons.get(name, ""), items_total=totals[name],
+                wall_seconds=st.wall_seconds()))
 
     def _debug_state(self) -> str:
         return "; ".join(

@@ -16,7 +16,10 @@ their rows afresh, so their consumers wait for the whole batch.
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .batching import TaskSizer
 from .idset import IdSet
@@ -78,6 +81,10 @@ class StageState:
             state = self.batches[k] = BatchState(k)
         return state
 
+    def wall_seconds(self) -> float:
+        """From the stage's first task's start to its end (or now); 0 if it never ran."""
+        return 0.0 if self.started is None else (self.ended or time.time()) - self.started
+
     @property
     def reused_batches(self) -> int:
         return sum(1 for b in self.batches.values() if b.final and b.reused_parts and not b.computed_parts)
@@ -85,3 +92,32 @@ class StageState:
     @property
     def computed_batches(self) -> int:
         return sum(1 for b in self.batches.values() if b.computed_parts)
+
+
+def expected_totals(order: Sequence[str], stages: Mapping[str, Any],
+                    states: Mapping[str, StageState]) -> dict[str, int | None]:
+    """Each stage's items to process once final (``StageStats.items_total``), where known already.
+
+    A map or flat-map processes what its input outputs: a source's items once it is final, a
+    map's total less its failures (known as soon as that map's total is), other stages' rows
+    once final. A batch stage runs once per input batch, a reduce once.
+    """
+    totals: dict[str, int | None] = {}
+    out: dict[str, int | None] = {}  # the rows each stage will output
+    for name in order:  # topological: inputs first
+        st, stage = states[name], stages[name]
+        total: int | None = None
+        if st.final:
+            total = st.items_done + st.items_reused + st.items_failed
+        elif stage.granularity == "all":
+            total = 1
+        elif stage.granularity == "batch" and st.upstream_final:
+            total = len(st.batches)
+        elif stage.itemwise:
+            total = out[stage.inputs[0]]
+        totals[name] = total
+        if stage.granularity == "item":
+            out[name] = None if total is None else total - st.items_failed
+        else:
+            out[name] = st.rows if st.final else None
+    return totals

@@ -11,3 +11,7 @@ Modules:
 Each module imports only what it needs, so ``import stages.files`` stays cheap. The engine
 never imports this package; dags modules do.
 """
+
+import logging
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the application decides what is shown

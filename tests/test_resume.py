@@ -214,10 +214,11 @@ class TestReuse:
         second = cli("run", "helped", "--dags", str(dags), "--store", str(store), check=0)
         rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:]]
                 for line in second.stdout.splitlines() if line.startswith("│")}
-        # columns: stage, executor, batches, reused batches, items, reused items, failed, rows out, cpu s, reason
+        # columns: stage, executor, batches, reused batches, items, reused items, failed, rows out, wall s, cpu s,
+        # items/s, reason
         assert rows["tripled"][5] == rows["tripled"][4] == "1,000"  # not affected: all reused
-        assert rows["scaled"][5] == "0" and rows["scaled"][9] == "code changed"
-        assert rows["total"][5] == "0" and rows["total"][9] == "inputs changed"
+        assert rows["scaled"][5] == "0" and rows["scaled"][11] == "code changed"
+        assert rows["total"][5] == "0" and rows["total"][11] == "inputs changed"
         assert first.returncode == 0
 
     def test_fresh_stage_recomputes_it_and_its_downstream(self, load, store: Path, tmp_path: Path,
