@@ -117,6 +117,14 @@ class TestSummary:
         out.print(summary_table(again))
         assert summary_rows(out.file.getvalue())["square"]["items/s"] == ""  # type: ignore[attr-defined]
 
+    def test_batch_and_reduce_stages_count_the_same_items_computed_or_reused(self, load, store: Path) -> None:
+        """A batch or reduce stage counts one item per batch, not its rows (``summary`` has 7 rows)."""
+        first = pipelines.run(load("diamond"), {"n": 300}, store=store, executor="threads")
+        again = pipelines.run(load("diamond"), {"n": 300}, store=store, executor="threads")
+        for name in ("per_batch", "summary"):
+            assert again.stages[name].reused_items == again.stages[name].items == first.stages[name].items
+        assert first.stages["summary"].items == 1 and first.stages["summary"].rows == 7
+
 
 class Collect(pipelines.RunObserver):
     def __init__(self) -> None:
