@@ -50,8 +50,9 @@ class StageStats:
 
     @property
     def items_per_second(self) -> float | None:
-        """Items computed per second of the stage's wall time (reused items cost nothing)."""
-        return self.items_done / self.wall_seconds if self.wall_seconds > 0 else None
+        """Items computed per second of the stage's wall time (reused items cost nothing); None
+        below two items, where a duration says more than a rate."""
+        return self.items_done / self.wall_seconds if self.items_done > 1 and self.wall_seconds > 0 else None
 
 
 class RunObserver:

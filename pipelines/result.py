@@ -43,9 +43,10 @@ class StageSummary:
 
     @property
     def items_per_second(self) -> float | None:
-        """Items computed in this run per second of wall time; None when nothing was computed."""
+        """Items computed in this run per second of wall time; None when fewer than two were
+        computed (a reduce's one task has a duration, not a rate)."""
         computed = self.items - self.reused_items
-        return computed / self.wall_seconds if computed and self.wall_seconds > 0 else None
+        return computed / self.wall_seconds if computed > 1 and self.wall_seconds > 0 else None
 
 
 @dataclass(frozen=True, slots=True)
