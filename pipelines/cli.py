@@ -195,6 +195,9 @@ def _logs_shown(verbose: int) -> Iterator[LogView]:
     from .report import LogView
 
     view = LogView(verbose=verbose > 0)
+    # other libraries' chatter (distributed logs every worker leaving at INFO) stays out; their
+    # warnings and errors are shown
+    view.addFilter(lambda record: record.levelno >= logging.WARNING or record.name.partition(".")[0] in LOGGERS)
     loggers = [logging.getLogger(name) for name in LOGGERS]
     saved = [lg.level for lg in loggers]
     root = logging.getLogger()

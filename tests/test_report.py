@@ -214,6 +214,18 @@ class TestLogging:
         assert "DEBUG" not in verbose.stdout
         assert re.search(r"DEBUG +executors\.base: <InlineExecutor inline running", debug.stdout), debug.stdout
 
+    def test_other_libraries_info_stays_out_but_their_warnings_show(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The CLI's handler sits on the root logger: distributed's INFO chatter must not reach the user."""
+        from pipelines.cli import _logs_shown
+
+        with _logs_shown(verbose=1):
+            logging.getLogger("otherlib.scheduler").info("Remove client 1234")
+            logging.getLogger("otherlib.scheduler").warning("a worker was lost")
+            logging.getLogger("pipelines.runner").info("our own record")
+        out = capsys.readouterr()
+        assert "Remove client" not in out.out + out.err
+        assert "a worker was lost" in out.err and "our own record" in out.out
+
     def test_package_loggers_have_null_handlers(self) -> None:
         import executors
         import stages
