@@ -1,7 +1,8 @@
 """Cluster overhead (``--clusters``): ``x*x`` per item through pipelines on Dask and Ray.
 
 Anchors: ``client.map`` over batches of 10,000 items on a Dask ``LocalCluster`` (2
-single-threaded worker processes, on 127.0.0.1), and Ray tasks over the same batches.
+single-threaded worker processes, on 127.0.0.1), and Ray tasks over the same batches; each
+task receives its batch's bounds and returns a NumPy array (``work.square_batch``).
 Pipelines: ``bench/dags/tiny.py`` with ``executor="dask"`` (on the same cluster, through
 ``address=``) and ``executor="ray"``. Cluster start-up is not timed on either side.
 
@@ -30,8 +31,9 @@ TITLE = "cluster overhead"
 BATCH = 10_000
 
 
-def batches(n: int) -> list[list[int]]:
-    return [list(range(i, min(n, i + BATCH))) for i in range(0, n, BATCH)]
+def batches(n: int) -> list[tuple[int, int]]:
+    """The bounds of each batch of ``BATCH`` items: what an anchor task receives."""
+    return [(i, min(n, i + BATCH)) for i in range(0, n, BATCH)]
 
 
 def run_pipelines(pipeline: Any, n: int, store: Path, **options: Any) -> dict[str, float]:
@@ -54,7 +56,7 @@ def dask_part(ctx: Context, n: int, report: Report) -> None:
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1")
     client = Client(cluster)
     try:
-        client.submit(square_batch, [1]).result()
+        client.submit(square_batch, (0, 1)).result()
 
         def anchor() -> None:
             out = client.gather(client.map(square_batch, chunks, pure=False))
@@ -177,7 +179,7 @@ def child(argv: list[str]) -> int:
             variants = [Variant("Ray tasks", ray_tasks)]
         else:
             remote_square = ray.remote(square_batch)
-            ray.get(remote_square.remote([1]))
+            ray.get(remote_square.remote((0, 1)))
             chunks = batches(args.n)
             pipeline = load_pipeline("bench_tiny")
 
