@@ -116,8 +116,9 @@ class ProgressReport(RunObserver):
 
 
 class ProgressLines:
-    """Progress for logs and pipes: every ``interval`` seconds one line per stage that moved,
-    and one when a stage finishes (a log that fills with bars' redraws helps nobody)."""
+    """Progress for logs and pipes: every ``interval`` seconds one line per stage that moved or
+    has tasks running (a long reduce still says it is alive), and one when a stage finishes
+    (a log that fills with bars' redraws helps nobody)."""
 
     def __init__(self, out: Console, interval: float) -> None:
         self.out = out
@@ -139,7 +140,7 @@ class ProgressLines:
         self._next = now + self.interval
         for s in self._latest.values():
             moved = self._shown.get(s.stage) != (s.items_processed, s.items_total)
-            if moved and s.stage not in self._finished and (s.items_processed or s.wall_seconds):
+            if (moved or s.items_in_flight) and s.stage not in self._finished and (s.items_processed or s.wall_seconds):
                 self._show(s)
 
     def _show(self, s: StageStats) -> None:

@@ -585,10 +585,11 @@ class Runner(SourceFeed, Recovery):
         totals = expected_totals(self.order, self.stages, self.states)
         for name in self.order:
             st = self.states[name]
+            busy = int(st.wall_seconds()) if st.in_flight else None  # a long task: a heartbeat a second
             seen = (st.items_done, st.items_reused, st.items_failed, st.items_in_flight, len(st.batches), st.final,
-                    totals[name])
+                    totals[name], busy)
             if self._shown.get(name) == seen:
-                continue  # only stages that moved: a 1,000-stage chain is mostly still
+                continue  # only stages that moved or work: a 1,000-stage chain is mostly still
             self._shown[name] = seen
             self.observer.stage_progress(StageStats(
                 stage=name, backend=self.plan.stages[name].backend, items_done=st.items_done,

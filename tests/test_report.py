@@ -81,6 +81,13 @@ class TestPlainProgress:
         assert out.file.getvalue().splitlines() == [  # type: ignore[attr-defined]
             "warm_up: 5/10 items, 5.0 items/s, 1.0s", "warm_up: finished, 10 items, 5.0 items/s, 2.0s"]
 
+    def test_a_long_task_still_says_it_is_alive(self, tmp_path: Path) -> None:
+        """A reduce that works for a while, its count unchanged, gets a line every interval."""
+        args = (*SLOWED[:-2], "--param", "tally_delay=2.5")
+        out = cli(*args, "--store", str(tmp_path), env={"PIPELINES_PROGRESS_INTERVAL": "0.5"}, check=0).stdout
+        alive = [float(t) for t in re.findall(r"^tally: 0/1 items, (\d+\.\d)s$", out, re.MULTILINE)]
+        assert len(alive) >= 2 and alive == sorted(alive) and alive[-1] >= 1.0, out
+
     def test_line_without_a_total_and_with_reuse_and_failures(self) -> None:
         line = progress_line(stats("describe", done=1200, total=None, wall=3.0, reused=50, failed=3))
         assert line == "describe: 1,253 items, 50 reused, 3 failed, 400 items/s, 3.0s"
