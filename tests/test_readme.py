@@ -4,9 +4,10 @@ The rules, so that a block is never silently left out:
 
 * a ``python`` block whose first line is ``# path/file.py`` shows that file: its text must
   be in the file, verbatim (the file itself is run by its own tests);
-* every other ``python`` block runs (and the ``test_*`` functions it defines, as pytest would), in a fresh namespace, in a scratch folder with its own
-  store; an HTML comment right above it may say ``<!-- readme: continue -->`` (run in the
-  previous block's namespace) or ``<!-- readme: skip because ... -->`` (with the reason);
+* every other ``python`` block runs as a script, in a fresh interpreter and a scratch folder
+  with its own store, and so do the ``test_*`` functions it defines; an HTML comment right
+  above it may say ``<!-- readme: continue -->`` (part of the previous block's script) or
+  ``<!-- readme: skip because ... -->`` (with the reason);
 * a block marked ``<!-- readme: output of python -m pipelines ... -->`` is exactly what that
   command prints today (the ``ingest`` DAG drawn by ``show``);
 * in ``sh`` blocks, every ``python -m pipelines`` line runs (exit code 0) unless the block
@@ -15,9 +16,6 @@ The rules, so that a block is never silently left out:
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
-import io
 import os
 import re
 import shlex
@@ -90,27 +88,30 @@ def _runnable_groups() -> list[list[Block]]:
     return groups
 
 
+# appended to a block that defines pytest tests: run them as pytest would, each with its own tmp_path
+RUN_TESTS = """
+import inspect as _inspect, pathlib as _pathlib, tempfile as _tempfile
+for _name, _test in list(globals().items()):
+    if _name.startswith("test_") and callable(_test):
+        _wanted = "tmp_path" in _inspect.signature(_test).parameters
+        _test(**({"tmp_path": _pathlib.Path(_tempfile.mkdtemp(dir="."))} if _wanted else {}))
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("group", _runnable_groups(), ids=lambda g: g[0].id)
-def test_python_block_runs(group: list[Block], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each block (with its continuations) runs as a script would: as ``__main__``, from a scratch folder."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PIPELINES_STORE", str(tmp_path / "store"))
-    monkeypatch.syspath_prepend(str(ROOT))
-    namespace: dict[str, object] = {"__name__": "__main__"}
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        for block in group:
-            exec(compile(block.code, block.id, "exec"), namespace)  # noqa: S102 - the README's own code
-    tests = [f for name, f in namespace.items() if name.startswith("test_") and callable(f)]
-    for i, test in enumerate(tests):  # a block that shows pytest tests: run them as pytest would
-        given = {"tmp_path": tmp_path / f"test{i}"} if "tmp_path" in inspect.signature(test).parameters else {}
-        for folder in given.values():
-            folder.mkdir()
-        test(**given)
+def test_python_block_runs(group: list[Block], tmp_path: Path) -> None:
+    """Each block (with its continuations) runs as a script would: a fresh interpreter, a scratch
+    folder, the repository importable (``from dags.process_pool import pipeline``)."""
+    script = tmp_path / "readme_block.py"
+    script.write_text("\n\n".join(block.code for block in group) + RUN_TESTS)
+    env = {**os.environ, "PIPELINES_STORE": str(tmp_path / "store"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"{group[0].id}:\n{proc.stdout}\n{proc.stderr}"
     for block in group:  # a printed value the block announces in a comment ("# 1,000") must be right
         for expected in re.findall(r"print\(.*\)\s+# (?:prints |→ )(.+)$", block.code, re.M):
-            assert expected.strip() in out.getvalue(), f"{block.id}: expected {expected!r} in {out.getvalue()!r}"
+            assert expected.strip() in proc.stdout, f"{block.id}: expected {expected!r} in {proc.stdout!r}"
 
 
 def _commands(block: Block) -> list[str]:
