@@ -19,6 +19,12 @@ logger = logging.getLogger(__name__)
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+def items_per_second(computed: int, wall_seconds: float) -> float | None:
+    """Items computed per second of a stage's wall time; None below two items, where a
+    duration says more than a rate (a reduce's one task)."""
+    return computed / wall_seconds if computed > 1 and wall_seconds > 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class StageStats:
     """A snapshot of one stage's progress.
@@ -50,9 +56,8 @@ class StageStats:
 
     @property
     def items_per_second(self) -> float | None:
-        """Items computed per second of the stage's wall time (reused items cost nothing); None
-        below two items, where a duration says more than a rate."""
-        return self.items_done / self.wall_seconds if self.items_done > 1 and self.wall_seconds > 0 else None
+        """Items computed so far per second of the stage's wall time (reused items cost nothing)."""
+        return items_per_second(self.items_done, self.wall_seconds)
 
 
 class RunObserver:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .hooks import items_per_second
 from .store.ledger import ItemError
 
 
@@ -43,10 +44,8 @@ class StageSummary:
 
     @property
     def items_per_second(self) -> float | None:
-        """Items computed in this run per second of wall time; None when fewer than two were
-        computed (a reduce's one task has a duration, not a rate)."""
-        computed = self.items - self.reused_items
-        return computed / self.wall_seconds if computed > 1 and self.wall_seconds > 0 else None
+        """Items computed in this run (not reused) per second of the stage's wall time."""
+        return items_per_second(self.items - self.reused_items, self.wall_seconds)
 
 
 @dataclass(frozen=True, slots=True)
