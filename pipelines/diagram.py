@@ -16,10 +16,14 @@ if TYPE_CHECKING:
 GRANULARITY = {"source": "source", "item": "map", "flat": "flat_map", "batch": "batch", "all": "reduce"}
 
 
+def kind(stage: Stage) -> str:
+    """``cpu``, ``io`` or ``io async``: the work a stage declared."""
+    return f"{stage.kind} async" if stage.is_async else stage.kind
+
+
 def label(stage: Stage, backend: str) -> str:
     """``map · cpu · processes``: what the stage is, what kind of work, where it runs."""
-    kind = f"{stage.kind} async" if stage.is_async else stage.kind
-    return f"{GRANULARITY[stage.granularity]} · {kind} · {backend}"
+    return f"{GRANULARITY[stage.granularity]} · {kind(stage)} · {backend}"
 
 
 def options(stage: Stage) -> list[str]:

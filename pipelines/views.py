@@ -43,11 +43,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     rows = []
     for name in the_plan.order:
         stage = pipeline.stages[name]
-        kind = f"{stage.kind}{' async' if stage.is_async else ''}"
-        rows.append({"stage": name, "granularity": diagram.GRANULARITY[stage.granularity], "kind": kind,
+        options = diagram.options(stage)
+        if stage.side:
+            options.append(f"side={','.join(stage.side)}")
+        rows.append({"stage": name, "granularity": diagram.GRANULARITY[stage.granularity], "kind": diagram.kind(stage),
                      "executor": the_plan.stages[name].backend, "inputs": ", ".join(stage.inputs),
-                     "options": " ".join(diagram.options(stage) + [f"side={','.join(stage.side)}"] * bool(stage.side)),
-                     "doc": stage.doc})
+                     "options": " ".join(options), "doc": stage.doc})
     print_table(rows, ["stage", "granularity", "kind", "executor", "inputs", "options", "doc"], out=out)
     return 0
 
