@@ -736,6 +736,26 @@ if __name__ == "__main__":
 '''
 
 
+def locked_closure(calls: list[int]) -> Pipeline:
+    """A CPU stage that closes over a lock: it cannot be pickled for a worker process."""
+    import threading
+
+    lock = threading.Lock()
+    pipeline = pipelines.Pipeline("local_closure")
+
+    @pipeline.source
+    def numbers() -> Iterator[int]:
+        yield from range(5)
+
+    @pipeline.map(over=numbers, kind="cpu")
+    def locked(x: int) -> int:
+        with lock:
+            calls.append(x)
+            return x
+
+    return pipeline
+
+
 class TestBadDefinitions:
     def test_unpicklable_stage_is_refused_before_the_run_starts(self, tmp_path: Path) -> None:
         script = tmp_path / "script.py"
@@ -752,43 +772,14 @@ class TestBadDefinitions:
         assert sorted(int(x) for x in log.read_text().split()) == list(range(10))  # only the threads run called it
 
     def test_unpicklable_stage_in_process_is_a_usage_error(self, tmp_path: Path) -> None:
-        import threading
-
-        lock = threading.Lock()
         calls: list[int] = []
-        pipeline = pipelines.Pipeline("local_closure")
-
-        @pipeline.source
-        def numbers() -> Iterator[int]:
-            yield from range(5)
-
-        @pipeline.map(over=numbers, kind="cpu")
-        def locked(x: int) -> int:
-            with lock:
-                calls.append(x)
-                return x
-
         with pytest.raises(UsageError, match=r"stage 'locked' cannot be sent to processes workers.*threads"):
-            pipelines.run(pipeline, store=tmp_path / "store")
+            pipelines.run(locked_closure(calls), store=tmp_path / "store")
         assert calls == []
 
     def test_a_refused_definition_leaves_no_crashed_run_behind(self, tmp_path: Path) -> None:
-        import threading
-
-        lock = threading.Lock()
-        pipeline = pipelines.Pipeline("local_closure")
-
-        @pipeline.source
-        def numbers() -> Iterator[int]:
-            yield from range(5)
-
-        @pipeline.map(over=numbers, kind="cpu")
-        def locked(x: int) -> int:
-            with lock:
-                return x
-
         with pytest.raises(UsageError):
-            pipelines.run(pipeline, store=tmp_path / "store")
+            pipelines.run(locked_closure([]), store=tmp_path / "store")
         shown = cli("runs", "--store", str(tmp_path / "store"), check=0).stdout
         assert "crashed" not in shown and "running" not in shown, shown
 
