@@ -6,12 +6,14 @@ and the set arithmetic cheap.
 """
 from __future__ import annotations
 
+import bisect
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 Range = tuple[int, int]
+_INFINITY = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,10 @@ class IdSet:
             yield from range(a, b)
 
     def __contains__(self, i: object) -> bool:
-        return any(a <= i < b for a, b in self.ranges)  # type: ignore[operator]
+        if not isinstance(i, int):
+            return False
+        k = bisect.bisect_right(self.ranges, (i, _INFINITY)) - 1
+        return k >= 0 and self.ranges[k][0] <= i < self.ranges[k][1]
 
     def __or__(self, other: IdSet) -> IdSet:
         merged: list[list[int]] = []
@@ -77,24 +82,40 @@ class IdSet:
         return IdSet(tuple((a, b) for a, b in merged))
 
     def __sub__(self, other: IdSet) -> IdSet:
+        """One merge pass over both sorted range lists: O(n + m), not O(n·m)."""
         out: list[Range] = []
-        cuts = sorted(other.ranges)
+        cuts = other.ranges
+        j = 0
         for a, b in self.ranges:
-            start = a
-            for c, d in cuts:
-                if d <= start or c >= b:
-                    continue
+            while j < len(cuts) and cuts[j][1] <= a:  # cuts wholly before this range never matter again
+                j += 1
+            start, k = a, j
+            while k < len(cuts) and cuts[k][0] < b:
+                c, d = cuts[k]
                 if c > start:
                     out.append((start, c))
                 start = max(start, d)
-                if start >= b:
-                    break
+                k += 1
             if start < b:
                 out.append((start, b))
         return IdSet(tuple(out))
 
     def __and__(self, other: IdSet) -> IdSet:
-        return self - (self - other)
+        """One merge pass: the overlaps of two sorted range lists."""
+        out: list[Range] = []
+        i = j = 0
+        mine, theirs = self.ranges, other.ranges
+        while i < len(mine) and j < len(theirs):
+            a, b = mine[i]
+            c, d = theirs[j]
+            lo, hi = max(a, c), min(b, d)
+            if lo < hi:
+                out.append((lo, hi))
+            if b <= d:
+                i += 1
+            else:
+                j += 1
+        return IdSet(tuple(out))
 
     def first(self) -> int:
         return self.ranges[0][0]
@@ -102,14 +123,12 @@ class IdSet:
     def take(self, n: int) -> tuple[IdSet, IdSet]:
         """The first ``n`` ids, and the rest."""
         head: list[Range] = []
-        rest = list(self.ranges)
-        while rest and n > 0:
-            a, b = rest.pop(0)
-            if b - a <= n:
-                head.append((a, b))
-                n -= b - a
-            else:
-                head.append((a, a + n))
-                rest.insert(0, (a + n, b))
-                n = 0
-        return IdSet(tuple(head)), IdSet(tuple(rest))
+        k = 0
+        while k < len(self.ranges) and n > 0:
+            a, b = self.ranges[k]
+            if b - a > n:
+                return IdSet((*head, (a, a + n))), IdSet(((a + n, b), *self.ranges[k + 1 :]))
+            head.append((a, b))
+            n -= b - a
+            k += 1
+        return IdSet(tuple(head)), IdSet(self.ranges[k:])
