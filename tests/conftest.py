@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,17 @@ from .executors.helpers import RAY_ENV, skip_unless_only_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DAGS = Path(__file__).resolve().parent / "dags"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C tests need Python's own SIGINT handler.
+
+    A suite started as a background job (``make test &``, many CI shells) inherits SIGINT as
+    ignored, and Python then installs no handler: a test's ``os.kill(pid, SIGINT)`` would do
+    nothing, and the processes the tests start would inherit the same deafness.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
