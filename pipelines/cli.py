@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("run_id", help="a run id, or `latest`")
     inspect.add_argument("stage", nargs="?")
     inspect.add_argument("--rows", type=int, default=5, metavar="N", help="rows to show (default 5)")
+    from .upkeep import add_commands
+
+    add_commands(sub, common)  # gc, repair
     return parser
 
 
@@ -177,9 +180,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     with _logs_shown(args.verbose) as view:
         if args.command in ("run", "resume"):
             return _run(args, view)
-        from . import views
+        from . import upkeep, views
 
-        return getattr(views, f"cmd_{args.command}")(args)
+        return getattr(upkeep if args.command in ("gc", "repair") else views, f"cmd_{args.command}")(args)
 
 
 LOGGERS = ("pipelines", "executors", "stages")

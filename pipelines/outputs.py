@@ -30,10 +30,14 @@ def distinct_parts(parts: list[Part]) -> list[Part]:
     return out
 
 
-def read_parts(parts: list[Part], *, verify: bool = False) -> pa.Table:
-    """One batch's parts as a table sorted by item id (engine columns kept)."""
+def read_parts(parts: list[Part]) -> pa.Table:
+    """One batch's parts as a table sorted by item id (engine columns kept).
+
+    Every file is verified against its size and checksum in the ledger first: a damaged
+    part raises ``CheckpointError`` naming it, and is never returned as data.
+    """
     ordered = sorted(distinct_parts(parts), key=lambda p: p.first)  # in id order: no copying sort
-    tables = [batch_files.read_table(p.path, expect=p.info if verify else None) for p in ordered]
+    tables = [batch_files.read_table(p.path, expect=p.info) for p in ordered]
     if not tables:
         return pa.table({})
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]

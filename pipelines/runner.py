@@ -408,7 +408,7 @@ class Runner(SourceFeed, Recovery):
             output_path=self.store.part_path(self.run_id, name, k, b.key, part),
             params_json=self.params_json, side={s: self._parts_of(s) for s in stage.side},
             rate_share=1.0 if caps.in_process else 1.0 / max(1, caps.max_workers),
-            pipeline=self.pipeline if caps.in_process else None,
+            pipeline=self.pipeline if caps.in_process else None, object_key=b.key,
         )
         future = executor.submit(task, key=task.key)
         now = time.monotonic()

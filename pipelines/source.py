@@ -24,6 +24,7 @@ import pyarrow as pa
 from . import codec
 from .batching import SourceBatchSizes
 from .errors import ConversionError, StageFailed
+from .idset import IdSet
 from .store import arrow as batch_files
 from .store import recent
 
@@ -130,7 +131,8 @@ class SourceReader:
         data = batch_files.serialize(table)
         key = batch_files.content_digest(data)
         path = self._path_for(batch, key)
-        info = batch_files.write_bytes(path, data, rows=table.num_rows, fsync=self._fsync)
+        info = batch_files.write_table(path, table, fsync=self._fsync, part={
+            "key": key, "stage": self.stage.name, "batch": batch, "part": 0, "ids": IdSet.span(0, table.num_rows).to_json()})
         if self._keep:
             recent.remember(path, table)  # consumers in this process need not read it back
         return SourceBatch(batch, key, info)

@@ -87,6 +87,7 @@ class BatchTask:
     fsync: bool = batch_files.FSYNC
     rate_share: float = 1.0  # this worker's share of the stage's rate limit (1/workers)
     pipeline: Pipeline | None = None  # in-process only; dropped when pickled
+    object_key: str = ""  # the batch key the output is stored under (in the file's metadata)
 
     def __getstate__(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -189,7 +190,8 @@ class BatchTask:
                                                                   dtype=np.int64))
         info = None
         if len(row_values) or done:
-            info = batch_files.write_table(self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None)
+            info = batch_files.write_table(self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None,
+                                           part=self._part_meta(done))
         t3 = time.perf_counter()
         return TaskResult(self.stage, self.batch, self.part, info, done, tuple(errors), len(ids),
                           seconds=t2 - t1, read_seconds=t1 - t0, write_seconds=t3 - t2)
@@ -241,10 +243,17 @@ class BatchTask:
             table = codec.table_from_result(result, stage=stage.name)
         except ConversionError as exc:
             return self._table_failure(stage, exc, 1, t0, t1)
-        info = batch_files.write_table(self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None)
+        done = IdSet.span(0, table.num_rows)
+        info = batch_files.write_table(self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None,
+                                       part=self._part_meta(done))
         t3 = time.perf_counter()
-        return TaskResult(self.stage, self.batch, self.part, info, IdSet.span(0, table.num_rows), (), 1,
+        return TaskResult(self.stage, self.batch, self.part, info, done, (), 1,
                           seconds=t2 - t1, read_seconds=t1 - t0, write_seconds=t3 - t2)
+
+    def _part_meta(self, done: IdSet) -> dict[str, Any]:
+        """What the output file says about itself, so a lost ledger can be rebuilt from it."""
+        return {"key": self.object_key, "pipeline": self.handle.name, "stage": self.stage, "batch": self.batch,
+                "part": self.part, "ids": done.to_json()}
 
     def _table_failure(self, stage: Stage, exc: BaseException, attempts: int, t0: float, t1: float) -> TaskResult:
         error = _item_error(stage, self.batch, None, exc, attempts, None)

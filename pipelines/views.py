@@ -92,6 +92,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             console().print(f"no runs in {store.root}", markup=False)
             return 0
         print_table(rows, ["run", "pipeline", "status", "started", "duration", "items", "failed"])
+        from .upkeep import size_line
+
+        console().print(size_line(store), markup=False)
     return 0
 
 

@@ -636,7 +636,7 @@ class TestInterrupts:
         with Store(store) as s:
             assert s.ledger.run(run.run_id)["status"] == "interrupted"
             for row in s.ledger.query("SELECT path, rows FROM parts"):
-                assert ipc.open_file(pa.memory_map(row["path"])).read_all().num_rows == row["rows"]
+                assert ipc.open_file(pa.memory_map(s.ledger.absolute(row["path"]))).read_all().num_rows == row["rows"]
 
         before = len(lines(run.log))
         dags("resume", run.run_id, store=store, env={"FAULT_LOG": str(run.log), "FAULT_DELAY": "0"}, check=0)

@@ -2,12 +2,18 @@
 
 ```
 <store>/                      default ./.pipelines, or --store PATH, or $PIPELINES_STORE
-  ledger.sqlite               what is done (see ledger.py)
+  ledger.sqlite               what is done (see ledger.py): an index of the files below
+  gc.lock                     held shared by every running run, exclusively by `gc`
   runs/<run id>/<stage>/      000003-1f2e3d4c-00001.arrow: batch 3 (key 1f2e3d4c...), part 1
   runs/<run id>/outputs/      the final stages' tables as Parquet, written at the end
   runs/<run id>/dead_letter/  failed items of stages with on_error="collect"
 ```
-A run may reference files of earlier runs: objects are shared by batch key.
+A run may reference files of earlier runs: objects are shared by batch key. The ledger
+stores paths relative to the store, so a store can be moved (``mv``) or copied (``cp -a``)
+and the copy reads only its own files. Part files describe themselves (key, ids, checksum
+in their Arrow metadata), so a store opened without its ledger (deleted, or damaged: it is
+set aside as ``ledger.sqlite.damaged-<time>``) gets it rebuilt from the files first
+(``repair.py``).
 
 The batch files may live elsewhere: ``--store s3://bucket/prefix`` (any URL pyarrow's
 filesystems take, query options such as ``endpoint_override`` included) keeps the files
@@ -18,13 +24,20 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import logging
 import os
 import secrets
+import sqlite3
+import time
 from pathlib import Path
 
 from ..errors import RunLockedError, UsageError
 from . import arrow as batch_files
+from . import listing
 from .ledger import Ledger
+
+logger = logging.getLogger(__name__)
+LEDGER = "ledger.sqlite"
 
 DEFAULT_STORE = ".pipelines"
 
@@ -63,8 +76,36 @@ class Store:
             probe.unlink()
         except OSError as exc:
             raise UsageError(f"store {self.root} is not writable: {exc.strerror or exc}") from None
-        self.ledger = Ledger(self.root / "ledger.sqlite")
         self._locks: dict[str, int] = {}
+        self._shared: int | None = None  # gc.lock, held shared while this process runs a run
+        self.repaired = None  # the RepairReport when the ledger had to be rebuilt on opening
+        self.ledger = self._open_ledger()
+
+    def _open_ledger(self) -> Ledger:
+        """Open the ledger; if it is missing or damaged while files exist, rebuild it from them."""
+        path = self.root / LEDGER
+        lost = not path.exists()
+        if lost:  # a WAL without its database belongs to no database: never replay it
+            for suffix in ("-wal", "-shm"):
+                path.with_name(LEDGER + suffix).unlink(missing_ok=True)
+        try:
+            ledger = Ledger(path, data_root=self.data_root)
+        except sqlite3.DatabaseError as exc:
+            aside = path.with_name(f"{LEDGER}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            logger.warning("the ledger %s is damaged (%s); set aside as %s, rebuilding it from the part files",
+                           path, exc, aside.name)
+            for suffix in ("", "-wal", "-shm"):
+                old = path.with_name(LEDGER + suffix)
+                if old.exists():
+                    old.replace(aside.with_name(aside.name + suffix))
+            ledger, lost = Ledger(path, data_root=self.data_root), True
+        if lost and listing.has_runs(self.data_root):
+            from .repair import rebuild
+
+            self.repaired = rebuild(ledger, self.data_root)
+            logger.warning("the store %s had no ledger; rebuilt it from its files: %s", self.data_root,
+                           self.repaired.summary())
+        return ledger
 
     def close(self) -> None:
         for run_id in list(self._locks):
@@ -120,7 +161,11 @@ class Store:
             raise UsageError(f"store {self.data_root} is not writable: {exc}") from None
 
     def lock(self, run_id: str) -> None:
-        """Hold the run's lock for this process's lifetime; a second holder gets a clear error."""
+        """Hold the run's lock for this process's lifetime; a second holder gets a clear error.
+
+        A running run also holds ``gc.lock`` shared, so that ``gc`` never deletes what it may
+        read: gc takes it exclusively, or leaves shared objects alone.
+        """
         path = self.run_dir(run_id)
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -133,9 +178,17 @@ class Store:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._locks[run_id] = fd
+        if self._shared is None:
+            shared = os.open(self.root / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(shared, fcntl.LOCK_SH)  # waits only while a gc deletes
+            self._shared = shared
 
     def unlock(self, run_id: str) -> None:
         fd = self._locks.pop(run_id, None)
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+        if not self._locks and self._shared is not None:
+            fcntl.flock(self._shared, fcntl.LOCK_UN)
+            os.close(self._shared)
+            self._shared = None

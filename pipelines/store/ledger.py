@@ -12,7 +12,15 @@ Tables:
 
 "Done" means "the ledger says so and the file is whole" (Luigi's ``complete()``, made exact
 by fingerprints). WAL mode keeps readers (``runs``, ``inspect``) off the writer's back;
-every change is one transaction, so a crash leaves the ledger as of the last batch.
+every change is one transaction, so a crash leaves the ledger as of the last batch. The WAL
+is checkpointed into the database every ``CHECKPOINT_SECONDS`` (passively, after a commit),
+so losing the ``-wal`` file costs seconds of records, not a run's.
+
+Part paths are stored relative to the store's data root (``runs/<run>/<stage>/<file>``) and
+made whole on the way out, so a store can be moved or copied, locally or on S3. The schema
+has a version (``PRAGMA user_version``); ``MIGRATIONS`` bring older ledgers up to date when
+they are opened. The ledger is an index of the part files, which describe themselves:
+``repair.py`` rebuilds it from them.
 """
 from __future__ import annotations
 
@@ -64,7 +72,25 @@ CREATE TABLE IF NOT EXISTS errors (
 CREATE INDEX IF NOT EXISTS errors_by_key ON errors (key, resolved);
 CREATE INDEX IF NOT EXISTS errors_by_run ON errors (run_id, stage, resolved);
 CREATE INDEX IF NOT EXISTS parts_by_run ON parts (run_id);
+CREATE INDEX IF NOT EXISTS batches_by_key ON run_batches (key);
 """
+
+SCHEMA_VERSION = 1
+CHECKPOINT_SECONDS = 2.0
+
+
+def _relative_paths(db: sqlite3.Connection) -> None:
+    """Version 1: part paths relative to the store (``runs/<run>/...``), not absolute."""
+    rows = db.execute("SELECT rowid, path, run_id FROM parts WHERE path LIKE '/%' OR path LIKE '%://%'").fetchall()
+    for rowid, path, run_id in rows:
+        bare = path.split("?", 1)[0]
+        at = bare.rfind(f"/runs/{run_id}/")
+        if at >= 0:
+            db.execute("UPDATE parts SET path=? WHERE rowid=?", (bare[at + 1:], rowid))
+
+
+# version reached -> the step that reaches it from the one before
+MIGRATIONS = {1: _relative_paths}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,25 +135,89 @@ class ItemError:
 
 
 class Ledger:
-    """The SQLite ledger of one store. Thread-safe; one connection, one lock."""
+    """The SQLite ledger of one store. Thread-safe; one connection, one lock.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    Args:
+        path: the SQLite file.
+        data_root: the folder or URL part paths are relative to (``None``: stored as given).
+
+    Raises:
+        sqlite3.DatabaseError: the file is not a ledger (damaged); ``Store`` rebuilds it.
+        UsageError: the ledger was written by a newer version of pipelines.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], data_root: str | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.data_root = data_root
+        self._location = data_root.split("?", 1)[0].rstrip("/") + "/" if data_root else None
         self._lock = threading.RLock()
         self._batched = False
+        self._checkpointed = time.monotonic()
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        from .arrow import FSYNC
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            from .arrow import FSYNC
 
-        self._db.execute(f"PRAGMA synchronous={'FULL' if FSYNC else 'NORMAL'}")
-        self._db.execute("PRAGMA foreign_keys=OFF")
-        self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA synchronous={'FULL' if FSYNC else 'NORMAL'}")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._db.executescript(SCHEMA)
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            from ..errors import UsageError
+
+            raise UsageError(f"the ledger {self.path} has schema version {version}, newer than this pipelines "
+                             f"({SCHEMA_VERSION}): upgrade pipelines to use this store")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction() as db:
+                MIGRATIONS[target](db)
+                db.execute(f"PRAGMA user_version={target}")
+
+    @property
+    def version(self) -> int:
+        return self.query("PRAGMA user_version")[0][0]
 
     def close(self) -> None:
         with self._lock:
+            self._checkpoint()
             self._db.close()
+
+    # -- paths ------------------------------------------------------------------------
+    def relative(self, path: str) -> str:
+        """A part path as stored: relative to the data root when it lies under it."""
+        if self._location is None:
+            return path
+        bare = path.split("?", 1)[0] if "://" in path else path
+        return bare[len(self._location):] if bare.startswith(self._location) else path
+
+    def absolute(self, stored: str) -> str:
+        """A stored part path made whole again (a local path or a URL)."""
+        if self.data_root is None or stored.startswith("/") or "://" in stored:
+            return stored
+        from .arrow import join
+
+        return join(self.data_root, *stored.split("/"))
+
+    # -- durability -------------------------------------------------------------------
+    def _committed(self) -> None:
+        """After a commit: move the WAL into the database now and then (cheap, never blocks)."""
+        now = time.monotonic()
+        if now - self._checkpointed >= CHECKPOINT_SECONDS:
+            self._checkpointed = now
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:  # busy or closed: the next one will do
+            pass
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -143,6 +233,7 @@ class Ledger:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._committed()
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -166,6 +257,7 @@ class Ledger:
                 raise
             self._batched = False
             self._db.execute("COMMIT")
+            self._committed()
 
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -230,6 +322,7 @@ class Ledger:
         """Each stage as the latest earlier run of the pipeline had it (to explain recomputation)."""
         rows = self.query(
             "SELECT s.* FROM run_stages s JOIN (SELECT id, started FROM runs WHERE pipeline=? AND id != ?"
+            " AND status != 'rebuilt'"
             " ORDER BY started DESC LIMIT ?) r ON r.id = s.run_id ORDER BY r.started", (pipeline, before_run, runs))
         return {row["stage"]: row for row in rows}
 
@@ -240,12 +333,12 @@ class Ledger:
     # -- objects and parts ------------------------------------------------------------
     def parts(self, key: str) -> list[Part]:
         rows = self.query("SELECT * FROM parts WHERE key=? ORDER BY first, created", (key,))
-        return [Part(r["key"], r["path"], IdSet.from_json(r["done"]), r["rows"], r["bytes"], r["checksum"], r["first"])
-                for r in rows]
+        return [Part(r["key"], self.absolute(r["path"]), IdSet.from_json(r["done"]), r["rows"], r["bytes"],
+                     r["checksum"], r["first"]) for r in rows]
 
     def forget_part(self, key: str, path: str) -> None:
         with self.transaction() as db:
-            db.execute("DELETE FROM parts WHERE key=? AND path=?", (key, path))
+            db.execute("DELETE FROM parts WHERE key=? AND path=?", (key, self.relative(path)))
 
     def forget_object(self, key: str) -> None:
         """Drop every part of an object (``--fresh``): it is about to be computed again."""
@@ -262,7 +355,7 @@ class Ledger:
             if info is not None:
                 db.execute("INSERT OR REPLACE INTO parts (key, path, done, rows, bytes, checksum, first, run_id, created)"
                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (key, info.path, done.to_json(), info.rows, info.bytes, info.checksum,
+                           (key, self.relative(info.path), done.to_json(), info.rows, info.bytes, info.checksum,
                             done.first() if done else -1, run_id, now))
             if done and self._has_open_errors(db, key):
                 self._resolve(db, key, done)
