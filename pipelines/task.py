@@ -252,8 +252,9 @@ class BatchTask:
 
     def _part_meta(self, done: IdSet) -> dict[str, Any]:
         """What the output file says about itself, so a lost ledger can be rebuilt from it."""
-        return {"key": self.object_key, "pipeline": self.handle.name, "stage": self.stage, "batch": self.batch,
-                "part": self.part, "ids": done.to_json()}
+        owner = self.pipeline if self.pipeline is not None else self.handle
+        return {"key": self.object_key, "pipeline": getattr(owner, "name", None), "stage": self.stage,
+                "batch": self.batch, "part": self.part, "ids": done.to_json()}
 
     def _table_failure(self, stage: Stage, exc: BaseException, attempts: int, t0: float, t1: float) -> TaskResult:
         error = _item_error(stage, self.batch, None, exc, attempts, None)
