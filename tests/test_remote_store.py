@@ -89,3 +89,28 @@ def test_an_unreachable_store_is_a_usage_error_at_start(tmp_path: Path, load, mo
     monkeypatch.setenv("PIPELINES_LEDGER_DIR", str(tmp_path))
     with pytest.raises(UsageError, match="not writable"):
         pipelines.run(load("counted"), {"n": 10}, store="s3://nowhere/store?region=us-east-1")
+
+
+def test_a_store_copied_to_another_prefix_rebuilds_its_ledger_and_reuses_everything(s3: str, load) -> None:
+    """Relative paths and self-describing parts work on S3 too: the copy has no ledger (another
+    URL is another ledger folder), rebuilds it from its objects and reads only its own."""
+    import pyarrow.fs as pafs
+
+    first = pipelines.run(load("counted"), {"n": 2000}, store=s3)
+    fs = pafs.FileSystem.from_uri("s3://pipelines-test?region=us-east-1")[0]
+    copied = 0
+    for info in fs.get_file_info(pafs.FileSelector("pipelines-test/store/runs", recursive=True)):
+        if info.type == pafs.FileType.File:
+            fs.copy_file(info.path, info.path.replace("pipelines-test/store/", "pipelines-test/copy/", 1))
+            copied += 1
+    assert copied
+    copy = s3.replace("/store?", "/copy?")
+    with Store(copy) as store:
+        assert store.repaired is not None and store.repaired.adopted > 0
+        # only the object an earlier test overwrote with junk is left out
+        assert not any(first.run_id in rel for rel in store.repaired.damaged)
+        parts = store.ledger.parts(store.ledger.query("SELECT key FROM parts LIMIT 1")[0]["key"])
+        assert all(p.path.startswith("s3://pipelines-test/copy/runs/") for p in parts)
+    again = pipelines.run(load("counted"), {"n": 2000}, store=copy)
+    assert again.stages["square"].reused_items == 2000 and again.stages["plus_one"].reused_items == 2000
+    assert again.table("total").equals(first.table("total"))
