@@ -53,7 +53,8 @@ def stage_batches(store: Store, run_id: str, stage: str) -> list[tuple[int, list
     if not rows:
         known = store.ledger.stages(run_id)
         if stage not in known:
-            raise UsageError(f"run {run_id} has no stage {stage!r}" + (f"; stages: {', '.join(known)}" if known else ""))
+            listed = f"; stages: {', '.join(known)}" if known else ""
+            raise UsageError(f"run {run_id} has no stage {stage!r}{listed}")
     return [(r["batch"], store.ledger.parts(r["key"])) for r in rows]
 
 

@@ -6,8 +6,13 @@ prints: what went (or would go, with ``--dry-run``), with sizes, and the store's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 def human(size: float) -> str:
@@ -19,7 +24,7 @@ def human(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def store_size(store) -> tuple[int, int]:  # noqa: ANN001
+def store_size(store: Store) -> tuple[int, int]:
     """(bytes, files) of the store: its run files plus its ledger."""
     from .store import listing
 
@@ -28,19 +33,17 @@ def store_size(store) -> tuple[int, int]:  # noqa: ANN001
         size += entry.size
         files += 1
     for name in ("ledger.sqlite", "ledger.sqlite-wal"):
-        try:
+        with contextlib.suppress(OSError):
             size += os.path.getsize(store.root / name)
-        except OSError:
-            pass
     return size, files
 
 
-def size_line(store) -> str:  # noqa: ANN001
+def size_line(store: Store) -> str:
     size, files = store_size(store)
     return f"store {store.data_root}: {human(size)} in {files:,} file(s)"
 
 
-def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_commands(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
     """The ``gc`` and ``repair`` subcommands (called by ``cli.build_parser``)."""
     gc = sub.add_parser("gc", parents=[common], help="drop old runs and files no run needs",
                         description="Remove runs beyond the retention rules, then every file no ledger record "

@@ -71,7 +71,6 @@ class TestRetention:
         # the latest run stays readable, through inspect and as a table, and is reused whole
         assert f"{N:,} rows" in cli("inspect", ids[2], "second", "--store", str(store), check=0).stdout
         import pipelines
-
         from pipelines.outputs import read_stage
 
         with Store(store) as s:

@@ -122,7 +122,7 @@ class TestVerifiedReads:
         assert batch_files.part_info(raw)["key"] == "k"
         assert batch_files.read_table(info.path).schema.metadata is None  # readers never see the store's keys
         flip(Path(info.path), 700)
-        with pytest.raises(CheckpointError, match="p.arrow fails its checksum"):
+        with pytest.raises(CheckpointError, match=r"p\.arrow fails its checksum"):
             batch_files.read_table(info.path)  # no ledger, no expect: the file checks itself
 
 

@@ -30,11 +30,15 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import RunLockedError, UsageError
 from . import arrow as batch_files
 from . import listing
 from .ledger import Ledger
+
+if TYPE_CHECKING:
+    from .repair import RepairReport
 
 logger = logging.getLogger(__name__)
 LEDGER = "ledger.sqlite"
@@ -78,7 +82,7 @@ class Store:
             raise UsageError(f"store {self.root} is not writable: {exc.strerror or exc}") from None
         self._locks: dict[str, int] = {}
         self._shared: int | None = None  # gc.lock, held shared while this process runs a run
-        self.repaired = None  # the RepairReport when the ledger had to be rebuilt on opening
+        self.repaired: RepairReport | None = None  # when the ledger had to be rebuilt on opening
         self.ledger = self._open_ledger()
 
     def _open_ledger(self) -> Ledger:
@@ -174,7 +178,8 @@ class Store:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunLockedError(f"run {run_id} is already running (pid {holder}); wait for it or stop it first") from None
+            raise RunLockedError(f"run {run_id} is already running (pid {holder}); "
+                                 f"wait for it or stop it first") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._locks[run_id] = fd

@@ -19,6 +19,7 @@ and leaves retention for later, saying so.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -208,7 +209,5 @@ def _apply(store: Store, found: GcPlan) -> None:
         for run_id in dropped:
             folder = store.run_dir(run_id)
             (folder / ".lock").unlink(missing_ok=True)
-            try:
+            with contextlib.suppress(OSError):
                 folder.rmdir()
-            except OSError:
-                pass

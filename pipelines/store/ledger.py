@@ -24,6 +24,7 @@ they are opened. The ledger is an index of the part files, which describe themse
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -182,7 +183,7 @@ class Ledger:
 
     @property
     def version(self) -> int:
-        return self.query("PRAGMA user_version")[0][0]
+        return int(self.query("PRAGMA user_version")[0][0])
 
     def close(self) -> None:
         with self._lock:
@@ -214,10 +215,8 @@ class Ledger:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):  # busy or closed: the next one will do
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error:  # busy or closed: the next one will do
-            pass
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -353,8 +352,8 @@ class Ledger:
             db.execute("INSERT OR IGNORE INTO objects (key, stage, fingerprint, batch, created) VALUES (?, ?, ?, ?, ?)",
                        (key, stage, fingerprint, batch, now))
             if info is not None:
-                db.execute("INSERT OR REPLACE INTO parts (key, path, done, rows, bytes, checksum, first, run_id, created)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT OR REPLACE INTO parts (key, path, done, rows, bytes, checksum, first, run_id,"
+                           " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (key, self.relative(info.path), done.to_json(), info.rows, info.bytes, info.checksum,
                             done.first() if done else -1, run_id, now))
             if done and self._has_open_errors(db, key):

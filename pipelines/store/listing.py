@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,10 +68,8 @@ def remove_empty_dirs(data_root: str, prefix: str = "runs", keep: frozenset[str]
     if batch_files.is_url(data_root):
         return
     top = os.path.join(data_root, prefix)
-    for folder, dirs, files in os.walk(top, topdown=False):
+    for folder, _dirs, _files in os.walk(top, topdown=False):
         if folder == top or os.path.relpath(folder, data_root).replace(os.sep, "/") in keep:
             continue
-        try:
+        with contextlib.suppress(OSError):  # not empty
             os.rmdir(folder)
-        except OSError:  # not empty
-            pass

@@ -135,8 +135,8 @@ def _record(ledger: Ledger, adopted: list[tuple[listing.Entry, dict[str, Any], s
                        (run_id, run["pipeline"] or "?", run["started"], run["ended"],
                         "rebuilt from its part files after the ledger was lost", json.dumps({})))
             for stage, ks in run["stages"].items():
-                db.execute("INSERT OR IGNORE INTO run_stages (run_id, stage, status, batches) VALUES (?, ?, 'rebuilt', ?)",
-                           (run_id, stage, len(ks)))
+                db.execute("INSERT OR IGNORE INTO run_stages (run_id, stage, status, batches)"
+                           " VALUES (?, ?, 'rebuilt', ?)", (run_id, stage, len(ks)))
             report.runs.append(run_id)
         for (run_id, stage, k), b in batches.items():
             db.execute("INSERT OR IGNORE INTO run_batches (run_id, stage, batch, key, status, rows, failed)"
