@@ -122,11 +122,12 @@ def _record(ledger: Ledger, adopted: list[tuple[listing.Entry, dict[str, Any], s
             if run_id in have_runs:
                 continue
             run = runs.setdefault(run_id, {"pipeline": None, "started": entry.mtime, "ended": entry.mtime,
-                                           "stages": defaultdict(set)})
+                                           "stages": defaultdict(set), "first": {}})
             run["pipeline"] = run["pipeline"] or meta.get("pipeline")
             run["started"] = min(run["started"], entry.mtime)
             run["ended"] = max(run["ended"], entry.mtime)
             run["stages"][stage].add(meta.get("batch", 0))
+            run["first"][stage] = min(run["first"].get(stage, entry.mtime), entry.mtime)
             b = batches.setdefault((run_id, stage, meta.get("batch", 0)), {"key": meta["key"], "rows": 0})
             b["rows"] += rows
         for run_id, run in sorted(runs.items()):
@@ -134,7 +135,8 @@ def _record(ledger: Ledger, adopted: list[tuple[listing.Entry, dict[str, Any], s
                        " VALUES (?, ?, 'rebuilt', ?, ?, 0, ?, ?)",
                        (run_id, run["pipeline"] or "?", run["started"], run["ended"],
                         "rebuilt from its part files after the ledger was lost", json.dumps({})))
-            for stage, ks in run["stages"].items():
+            for stage in sorted(run["stages"], key=run["first"].__getitem__):  # upstream stages write first
+                ks = run["stages"][stage]
                 db.execute("INSERT OR IGNORE INTO run_stages (run_id, stage, status, batches)"
                            " VALUES (?, ?, 'rebuilt', ?)", (run_id, stage, len(ks)))
             report.runs.append(run_id)
