@@ -131,8 +131,10 @@ class SourceReader:
         data = batch_files.serialize(table)
         key = batch_files.content_digest(data)
         path = self._path_for(batch, key)
-        info = batch_files.write_table(path, table, fsync=self._fsync, part={
-            "key": key, "stage": self.stage.name, "batch": batch, "part": 0, "ids": IdSet.span(0, table.num_rows).to_json()})
+        # the key is the digest of the bare table; the file adds its own description (key, ids, checksum)
+        part = {"key": key, "stage": self.stage.name, "batch": batch, "part": 0,
+                "ids": IdSet.span(0, table.num_rows).to_json()}
+        info = batch_files.write_table(path, table, fsync=self._fsync, part=part)
         if self._keep:
             recent.remember(path, table)  # consumers in this process need not read it back
         return SourceBatch(batch, key, info)
