@@ -16,6 +16,8 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from ._main_guard import main_not_imported
+
 PR_SET_PDEATHSIG = 1
 DRIVER_ENV = "PIPELINES_DRIVER_PID"
 _keeper: threading.Thread | None = None
@@ -77,7 +79,8 @@ def start_forkserver() -> None:
         if _keeper is not None and _keeper.is_alive():
             from multiprocessing import forkserver
 
-            forkserver.ensure_running()  # restarts it if it died
+            with main_not_imported():
+                forkserver.ensure_running()  # restarts it if it died
             return
         os.environ[DRIVER_ENV] = str(os.getpid())
         ready = threading.Event()
@@ -87,7 +90,8 @@ def start_forkserver() -> None:
             from multiprocessing import forkserver
 
             try:
-                forkserver.ensure_running()
+                with main_not_imported():  # the forkserver never imports the user's script either
+                    forkserver.ensure_running()
             except BaseException as exc:  # noqa: BLE001 - reported to the caller
                 failure.append(exc)
             finally:

@@ -5,38 +5,131 @@ the parent's main script (as ``__mp_main__``) so that functions defined there ca
 A script that runs a pipeline at top level, without ``if __name__ == "__main__":``, would
 then run it again in each worker, which fails or spawns forever. Our workers never need the
 main script: tasks find their functions by module path, or carry them by value
-(cloudpickle), as loky does. So while a process starts, the main module is presented as
-having no file and no spec, and nothing is re-imported.
+(cloudpickle), as loky does (its workers start with ``init_main_module=False``).
+
+multiprocessing decides what a child imports in ``spawn.get_preparation_data``, called while
+a process starts, whichever thread starts it (the pool's own manager thread included). That
+function is wrapped once, so that for the processes our backends start it leaves out the
+main module (``init_main_from_path`` / ``init_main_from_name``) and keeps everything else.
+Which processes are ours:
+
+- those started inside ``main_not_imported()`` on the same thread (a thread-local flag,
+  so other threads starting their own processes meanwhile are untouched);
+- those of a ``no_main_context(method)``, whose processes enter that block when they start;
+- those named in ``no_main_for(name)`` while it is active: for libraries that start
+  processes from threads of their own (Dask's nannies).
+
+Nothing about ``__main__`` itself changes, so other threads never see it altered.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
-import sys
+import functools
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.spawn
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-_lock = threading.RLock()
-_MISSING = object()
+MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+
+_local = threading.local()
+_names: collections.Counter[str] = collections.Counter()
+_names_lock = threading.Lock()
+_install_lock = threading.Lock()
+
+
+def _ours(name: Any) -> bool:
+    if getattr(_local, "depth", 0):
+        return True
+    with _names_lock:
+        return bool(_names.get(name))
+
+
+def _without_main(original: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    @functools.wraps(original)
+    def get_preparation_data(name: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        data = original(name, *args, **kwargs)
+        if _ours(name):
+            for key in MAIN_KEYS:
+                data.pop(key, None)
+        return data
+
+    get_preparation_data.__pipelines_no_main__ = True  # type: ignore[attr-defined]
+    return get_preparation_data
+
+
+def install() -> None:
+    """Wrap ``multiprocessing.spawn.get_preparation_data`` (once; idempotent)."""
+    with _install_lock:
+        current = multiprocessing.spawn.get_preparation_data
+        if not getattr(current, "__pipelines_no_main__", False):
+            multiprocessing.spawn.get_preparation_data = _without_main(current)
 
 
 @contextlib.contextmanager
 def main_not_imported() -> Iterator[None]:
-    """Hide ``__main__``'s ``__file__`` and ``__spec__`` while processes start."""
-    main = sys.modules.get("__main__")
-    if main is None:
+    """Processes this thread starts in this block do not import ``__main__``."""
+    install()
+    _local.depth = getattr(_local, "depth", 0) + 1
+    try:
         yield
-        return
-    with _lock:
-        saved = {name: getattr(main, name, _MISSING) for name in ("__file__", "__spec__")}
-        try:
-            for name in saved:
-                if name == "__spec__":
-                    main.__spec__ = None
-                elif hasattr(main, name):
-                    delattr(main, name)
-            yield
-        finally:
-            for name, value in saved.items():
-                if value is _MISSING:
-                    continue
-                setattr(main, name, value)
+    finally:
+        _local.depth -= 1
+
+
+@contextlib.contextmanager
+def no_main_for(name: str) -> Iterator[None]:
+    """Processes called ``name`` do not import ``__main__`` while this block is active, from any thread."""
+    install()
+    with _names_lock:
+        _names[name] += 1
+    try:
+        yield
+    finally:
+        with _names_lock:
+            _names[name] -= 1
+            if not _names[name]:
+                del _names[name]
+
+
+class _NoMainSpawnProcess(multiprocessing.context.SpawnProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
+        with main_not_imported():
+            return multiprocessing.context.SpawnProcess._Popen(process_obj)
+
+
+class _NoMainSpawnContext(multiprocessing.context.SpawnContext):
+    Process = _NoMainSpawnProcess
+
+
+_CONTEXTS: dict[str, type[multiprocessing.context.BaseContext]] = {"spawn": _NoMainSpawnContext}
+
+if hasattr(multiprocessing.context, "ForkServerProcess"):  # POSIX only
+    class _NoMainForkServerProcess(multiprocessing.context.ForkServerProcess):
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:  # noqa: N802
+            with main_not_imported():
+                return multiprocessing.context.ForkServerProcess._Popen(process_obj)
+
+    class _NoMainForkServerContext(multiprocessing.context.ForkServerContext):
+        Process = _NoMainForkServerProcess
+
+    _CONTEXTS["forkserver"] = _NoMainForkServerContext
+
+
+def no_main_context(method: str) -> multiprocessing.context.BaseContext:
+    """A multiprocessing context like ``get_context(method)`` whose processes skip ``__main__``.
+
+    The classes live at module level: a spawned child unpickles its process object by
+    reference. A forked child imports nothing (it is a copy of the parent): ``fork`` is
+    returned as is.
+    """
+    multiprocessing.get_context(method)  # a clear ValueError for an unknown method
+    if method not in _CONTEXTS:
+        return multiprocessing.get_context(method)
+    install()
+    return _CONTEXTS[method]()

@@ -2,9 +2,13 @@
 
 Without ``address`` the executor starts a ``LocalCluster`` on 127.0.0.1: one single-threaded
 worker process per CPU (CPU-bound Python holds the GIL, so threads would not help), each
-restarted by its nanny if it dies. The dashboard listens on 127.0.0.1:8787 when that port is
-free, else on a free port, or on ``dashboard_address``; its URL is ``dashboard_link``. With
-``address`` (``tcp://host:8786``) it connects to a running scheduler and never closes it.
+restarted by its nanny if it dies. The cluster speaks TLS with credentials made for it
+(``dask_tls``): only clients holding them can connect and run code, where a plain Dask
+cluster would run anyone's. The dashboard listens on 127.0.0.1:8787 when that port is free,
+else on a free port, or on ``dashboard_address``; its URL is ``dashboard_link``. With
+``address`` (``tls://host:8786`` or ``tcp://host:8786``) it connects to a running scheduler
+and never closes it; a ``tls://`` scheduler needs credentials (``tls_dir``, or
+``$PIPELINES_DASK_TLS``, or Dask's own TLS configuration).
 
 Each task's Dask key is the caller's key plus a short unique token:
 ``describe-000003-00001-5f3a9c0``. Dask groups tasks by ``dask.utils.key_split`` of the key,
@@ -38,9 +42,9 @@ import dask
 import distributed
 from distributed.scheduler import KilledWorker
 
-from . import _futures
+from . import _futures, dask_tls
 from ._lifeline import sigint_ignored
-from ._main_guard import main_not_imported
+from ._main_guard import no_main_for
 from .base import Capabilities, ExecutorBase, call
 from .errors import ClusterUnreachableError, WorkerLostError
 
@@ -48,6 +52,7 @@ T = TypeVar("T")
 
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
 KEEP_FINISHED = 20_000  # finished task results kept on the cluster for the dashboard's progress bars
+NANNY_PROCESS = "Dask Worker process (from Nanny)"  # what distributed names the worker processes it starts
 
 
 class DaskExecutor(ExecutorBase):
@@ -61,6 +66,8 @@ class DaskExecutor(ExecutorBase):
         threads_per_worker: threads of each local worker (raise it for GIL-releasing work).
         connect_timeout: seconds to wait for the scheduler at ``address``.
         allowed_failures: worker deaths a task may cause on the local cluster before it fails.
+        tls_dir: with ``address``, a folder of TLS credentials (``ca.pem``, ``cert.pem``,
+            ``key.pem``) to join with (default: ``$PIPELINES_DASK_TLS``).
 
     Example:
         >>> with DaskExecutor(max_workers=2, dashboard_address="127.0.0.1:0") as ex:
@@ -74,7 +81,8 @@ class DaskExecutor(ExecutorBase):
 
     def __init__(self, max_workers: int | None = None, address: str | None = None,
                  dashboard_address: str | None = None, keep_cluster: bool = False,
-                 threads_per_worker: int = 1, connect_timeout: float = 5.0, allowed_failures: int = 0) -> None:
+                 threads_per_worker: int = 1, connect_timeout: float = 5.0, allowed_failures: int = 0,
+                 tls_dir: str | None = None) -> None:
         super().__init__()
         workers = max_workers or os.cpu_count() or 1
         self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=True,
@@ -84,6 +92,8 @@ class DaskExecutor(ExecutorBase):
         self.keep_cluster = keep_cluster
         self.dashboard_link: str | None = None  # after start: the dashboard's URL, if it has one
         self.scheduler_address: str | None = None  # after start: where other clients can connect
+        self.tls_dir: str | None = tls_dir  # the TLS credentials: made for a local cluster, or given to join one
+        self.security: Any = None  # after start: the ``distributed.Security`` clients need (None: plain TCP)
         self._workers = workers
         self._threads_per_worker = threads_per_worker
         self._connect_timeout = connect_timeout
@@ -99,11 +109,15 @@ class DaskExecutor(ExecutorBase):
         self._finished: collections.deque[distributed.Future] = collections.deque(maxlen=KEEP_FINISHED)
         self._released = threading.Event()
         self._close_lock = threading.Lock()
+        self._own_credentials = False
+        self._no_main = contextlib.ExitStack()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _start(self) -> None:
         if self.address:
-            self._client = _connect(self.address, self._connect_timeout)
+            self.security = dask_tls.for_joining(self.address, self.tls_dir)
+            self.tls_dir = self.tls_dir or os.environ.get(dask_tls.ENV) or None
+            self._client = _connect(self.address, self._connect_timeout, self.security)
             try:
                 threads = sum(self._client.nthreads().values())
             except BaseException:
@@ -112,20 +126,45 @@ class DaskExecutor(ExecutorBase):
             self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=True,
                                              max_workers=max(1, threads))
         else:
-            config = {"distributed.scheduler.allowed-failures": self._allowed_failures}
-            with dask.config.set(config), main_not_imported(), sigint_ignored():
-                # spawned workers skip the user's script, and leave a terminal's Ctrl-C to the driver
+            self._start_local()
+        self.scheduler_address = self._client.scheduler.address
+        self.dashboard_link = _dashboard_link(self._client)
+
+    def _start_local(self) -> None:
+        self.tls_dir = str(dask_tls.create())
+        self._own_credentials = True
+        self.security = dask_tls.load(self.tls_dir)
+        # The nannies start (and restart) worker processes from threads of their own: none of
+        # them imports the user's script, for as long as the cluster lives.
+        self._no_main.enter_context(no_main_for(NANNY_PROCESS))
+        config = {"distributed.scheduler.allowed-failures": self._allowed_failures}
+        try:
+            with dask.config.set(config), sigint_ignored():  # a terminal's Ctrl-C is the driver's to handle
                 self._cluster = distributed.LocalCluster(
                     n_workers=self._workers, threads_per_worker=self._threads_per_worker, processes=True,
-                    host="127.0.0.1", dashboard_address=self.dashboard_address or _default_dashboard(),
-                    silence_logs=logging.ERROR)
+                    host="127.0.0.1", protocol="tls://", security=self.security,
+                    dashboard_address=self.dashboard_address or _default_dashboard(), silence_logs=logging.ERROR)
             try:
-                self._client = distributed.Client(self._cluster, set_as_default=False)
+                self._client = distributed.Client(self._cluster, security=self.security, set_as_default=False)
             except BaseException:
                 self._cluster.close()
                 raise
-        self.scheduler_address = self._client.scheduler.address
-        self.dashboard_link = _dashboard_link(self._client)
+        except BaseException:
+            self._release_local()
+            raise
+
+    def _release_local(self) -> None:
+        self._no_main.close()
+        if self._own_credentials and self.tls_dir:
+            dask_tls.remove(self.tls_dir)
+
+    @property
+    def join_hint(self) -> str | None:
+        """How another run joins this cluster: ``[PIPELINES_DASK_TLS=FOLDER] --address ADDRESS``."""
+        if self.scheduler_address is None:
+            return None
+        prefix = f"{dask_tls.ENV}={self.tls_dir} " if self.security is not None and self.tls_dir else ""
+        return f"{prefix}--address {self.scheduler_address}"
 
     def run_on_every_worker(self, fn: Callable[[], Any], *, timeout: float = 120) -> dict[str, Any]:
         """Run ``fn`` once on every worker of the cluster (e.g. to check it reaches the store)."""
@@ -188,6 +227,7 @@ class DaskExecutor(ExecutorBase):
             finally:
                 if cluster is not None:
                     cluster.close()
+                    self._release_local()
                 self._released.set()
 
     def wait_until_interrupted(self) -> None:
@@ -207,15 +247,17 @@ class DaskExecutor(ExecutorBase):
             self.close()
 
 
-def _connect(address: str, timeout: float) -> distributed.Client:
+def _connect(address: str, timeout: float, security: Any = None) -> distributed.Client:
     """A client of the scheduler at ``address``, or a ``ClusterUnreachableError`` naming it.
 
     A bare connection is tried first: a ``Client`` that fails to connect lingers and stalls
     interpreter exit for 10 s while it tries to close itself.
     """
+    args = security.get_connection_args("client") if security is not None else {}
+
     async def probe() -> None:
         # The outer bound also covers the handshake, which distributed awaits without one.
-        comm = await asyncio.wait_for(distributed.comm.connect(address, timeout=timeout), timeout + 1)
+        comm = await asyncio.wait_for(distributed.comm.connect(address, timeout=timeout, **args), timeout + 1)
         await comm.close()
 
     try:
@@ -224,12 +266,15 @@ def _connect(address: str, timeout: float) -> distributed.Client:
     except ValueError as exc:
         raise ClusterUnreachableError(f"not a Dask scheduler address: {address!r} ({exc})") from None
     except (OSError, TimeoutError) as exc:
+        hint = (" (a scheduler that speaks TLS refuses tcp:// clients: use its tls:// address and credentials)"
+                if address.startswith("tcp://") and "reset" in str(exc).lower() else "")
         raise ClusterUnreachableError(
-            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {str(exc) or 'no answer'}") from None
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {str(exc) or 'no answer'}"
+            f"{hint}") from None
     except Exception as exc:  # noqa: BLE001 - something else answers there (an HTTP server, ...)
         raise ClusterUnreachableError(
             f"no Dask scheduler answers at {address}: {type(exc).__name__}: {exc}") from None
-    return distributed.Client(address, timeout=timeout, set_as_default=False)
+    return distributed.Client(address, timeout=timeout, security=security, set_as_default=False)
 
 
 def _default_dashboard() -> str:

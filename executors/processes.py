@@ -19,7 +19,6 @@ driver, even when it is killed with SIGKILL (see ``_lifeline``).
 from __future__ import annotations
 
 import importlib
-import multiprocessing
 import os
 import signal
 import sys
@@ -32,7 +31,7 @@ from typing import Any, TypeVar
 from . import _futures
 from ._futures import LinkedFuture
 from ._lifeline import die_with_parent, start_forkserver
-from ._main_guard import main_not_imported
+from ._main_guard import no_main_context
 from .base import Capabilities, ExecutorBase, call
 from .errors import WorkerLostError, describe_exit_codes
 
@@ -73,7 +72,7 @@ class ProcessExecutor(ExecutorBase):
             self._pool.submit(os.getpid)
 
     def _make_pool(self, method: str) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context(method)
+        context = no_main_context(method)  # its processes never import __main__, whoever starts them
         if method == "fork":
             for module in self._preload:
                 importlib.import_module(module)
@@ -90,7 +89,7 @@ class ProcessExecutor(ExecutorBase):
         return self._pool
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
-        with self._pool_lock, main_not_imported():  # submit may start worker processes
+        with self._pool_lock:
             pool = self._pool
             try:
                 inner = pool.submit(call, fn)

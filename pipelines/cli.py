@@ -274,9 +274,10 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
         if result.ok:
             _write_outputs(result, store, args.output, report)
     for cluster in result.clusters:  # --keep-cluster: the dashboard stays up until Ctrl-C
+        join = getattr(cluster, "join_hint", None) or f"--address {cluster.scheduler_address}"
         report.out.print(f"cluster kept up: dashboard {cluster.dashboard_link}, scheduler "
-                         f"{cluster.scheduler_address} (other runs can use --address); Ctrl-C to stop it",
-                         markup=False)
+                         f"{cluster.scheduler_address} (other runs join with: {join}); Ctrl-C to stop it",
+                         markup=False, soft_wrap=True)
         cluster.wait_until_interrupted()
     if result.status is RunStatus.INTERRUPTED:
         return ExitCode.INTERRUPTED

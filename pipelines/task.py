@@ -213,8 +213,8 @@ class BatchTask:
                 result = stage.fn(**call_kwargs)
                 break
             except Exception as exc:  # noqa: BLE001 - recorded as the batch's failure
-                if attempt < stage.retries and retry.should_retry(exc, stage.retry_on):
-                    time.sleep(retry.delay(attempt, exc))
+                if attempt < stage.retries and _retryable(exc, stage.retry_on):
+                    time.sleep(_retry_delay(attempt, exc))
                     attempt += 1
                     continue
                 return self._table_failure(stage, exc, attempt + 1, t0, t1)
@@ -230,8 +230,8 @@ class BatchTask:
                 result = await _with_timeout(stage.fn(**call_kwargs), stage.timeout)
                 break
             except Exception as exc:  # noqa: BLE001
-                if attempt < stage.retries and retry.should_retry(exc, stage.retry_on):
-                    await asyncio.sleep(retry.delay(attempt, exc))
+                if attempt < stage.retries and _retryable(exc, stage.retry_on):
+                    await asyncio.sleep(_retry_delay(attempt, exc))
                     attempt += 1
                     continue
                 return self._table_failure(stage, exc, attempt + 1, t0, t1)
@@ -365,8 +365,8 @@ class _ItemRunner:
                     return self._call(value, kwargs)
                 return call_with_timeout(self._call, (value, kwargs), self.stage.timeout)
             except Exception as exc:  # noqa: BLE001 - recorded per item; the policy decides
-                if attempt < self.stage.retries and retry.should_retry(exc, self.stage.retry_on):
-                    time.sleep(retry.delay(attempt, exc))
+                if attempt < self.stage.retries and _retryable(exc, self.stage.retry_on):
+                    time.sleep(_retry_delay(attempt, exc))
                     attempt += 1
                     continue
                 self.errors.append(_item_error(self.stage, self.batch, item, exc, attempt + 1, value))
@@ -386,10 +386,10 @@ class _ItemRunner:
                     out = await _with_timeout(result, self.stage.timeout)
                     return list(out) if self.stage.granularity == "flat" else out
             except Exception as exc:  # noqa: BLE001
-                if isinstance(exc, asyncio.TimeoutError) and not str(exc):
+                if isinstance(exc, asyncio.TimeoutError) and describe_exception(exc) == type(exc).__name__:
                     exc = ItemTimeout(f"timed out after {self.stage.timeout:g} s")
-                if attempt < self.stage.retries and retry.should_retry(exc, self.stage.retry_on):
-                    await asyncio.sleep(retry.delay(attempt, exc))
+                if attempt < self.stage.retries and _retryable(exc, self.stage.retry_on):
+                    await asyncio.sleep(_retry_delay(attempt, exc))
                     attempt += 1
                     continue
                 self.errors.append(_item_error(self.stage, self.batch, item, exc, attempt + 1, value))
@@ -411,10 +411,47 @@ def _item_error(stage: Stage, batch: int, item: int | None, exc: BaseException, 
                 value: Any) -> ItemError:
     return ItemError(
         stage=stage.name, batch=batch, item=item, error_type=type(exc).__name__,
-        message=str(exc) or type(exc).__name__,
-        traceback="".join(traceback.format_exception(exc)),
+        message=describe_exception(exc), traceback=_format_traceback(exc),
         attempts=attempts, input=_short_repr(value) if item is not None else None,
     )
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``str(exc)``, or its type's name; never raises, whatever the exception's ``__str__`` does.
+
+    An item's exception is user code: a ``__str__`` (or ``__repr__``) that raises must fail
+    that item, described safely, and not the task that records it (and its innocent items).
+    """
+    try:
+        text = str(exc)
+    except Exception as failure:  # noqa: BLE001 - the user's __str__ failed
+        try:
+            text = repr(exc)
+        except Exception:  # noqa: BLE001 - and so did its __repr__
+            return f"<{type(exc).__name__}: its __str__ raised {type(failure).__name__}>"
+    return text or type(exc).__name__
+
+
+def _format_traceback(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception as failure:  # noqa: BLE001 - a hostile exception (its notes, its cause) must not escape
+        return f"{type(exc).__name__} (its traceback could not be formatted: {type(failure).__name__})"
+
+
+def _retryable(exc: BaseException, predicate: Callable[[BaseException], bool] | None) -> bool:
+    """Whether to retry; a predicate (or an exception attribute it reads) that raises means no."""
+    try:
+        return bool(retry.should_retry(exc, predicate))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _retry_delay(attempt: int, exc: BaseException) -> float:
+    try:
+        return retry.delay(attempt, exc)
+    except Exception:  # noqa: BLE001 - a hostile ``retry_after``: the plain backoff
+        return retry.delay(attempt)
 
 
 def _short_repr(value: Any) -> str:
