@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import codec, resources, retry
+from .async_deadline import ItemTimeout, LoopWatch, run_with_deadline
 from .errors import ConversionError
 from .idset import IdSet
 from .loader import PipelineHandle
@@ -227,7 +228,8 @@ class BatchTask:
         attempt = 0
         while True:
             try:
-                result = await _with_timeout(stage.fn(**call_kwargs), stage.timeout)
+                result = await _with_timeout(stage.fn(**call_kwargs), stage.timeout,
+                                             f"stage {stage.name!r} batch {self.batch}")
                 break
             except Exception as exc:  # noqa: BLE001
                 if attempt < stage.retries and _retryable(exc, stage.retry_on):
@@ -380,14 +382,13 @@ class _ItemRunner:
                 async with semaphore:
                     if self.limiter is not None:
                         await self.limiter.acquire_async()
+                    label = f"stage {self.stage.name!r} batch {self.batch} item {item}"
                     result = self._call(value, kwargs)
                     if inspect.isasyncgen(result):
-                        return await _with_timeout(_collect(result), self.stage.timeout)
-                    out = await _with_timeout(result, self.stage.timeout)
+                        return await _with_timeout(_collect(result), self.stage.timeout, label)
+                    out = await _with_timeout(result, self.stage.timeout, label)
                     return list(out) if self.stage.granularity == "flat" else out
             except Exception as exc:  # noqa: BLE001
-                if isinstance(exc, asyncio.TimeoutError) and describe_exception(exc) == type(exc).__name__:
-                    exc = ItemTimeout(f"timed out after {self.stage.timeout:g} s")
                 if attempt < self.stage.retries and _retryable(exc, self.stage.retry_on):
                     await asyncio.sleep(_retry_delay(attempt, exc))
                     attempt += 1
@@ -400,11 +401,12 @@ async def _collect(agen: Any) -> list[Any]:
     return [x async for x in agen]
 
 
-async def _with_timeout(awaitable: Any, timeout: float | None) -> Any:
-    if timeout is None:
-        return await awaitable
-    async with asyncio.timeout(timeout):
-        return await awaitable
+async def _with_timeout(awaitable: Any, timeout: float | None, label: str) -> Any:
+    """Await an item within its stage's timeout (see ``async_deadline``); the loop's watch names it if it blocks."""
+    if timeout is not None:
+        return await run_with_deadline(awaitable, timeout, label)
+    LoopWatch.of(asyncio.get_running_loop()).label(asyncio.current_task(), label)
+    return await awaitable
 
 
 def _item_error(stage: Stage, batch: int, item: int | None, exc: BaseException, attempts: int,
@@ -463,10 +465,6 @@ def _short_repr(value: Any) -> str:
 
 
 # -- timeouts for plain functions ----------------------------------------------------------
-
-class ItemTimeout(TimeoutError):
-    """An item ran past its stage's ``timeout`` (retried like any timeout when ``retries`` allow)."""
-
 
 def call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
     """Call ``fn(*args)``, giving up after ``timeout`` seconds.

@@ -485,10 +485,10 @@ def test_keep_cluster_keeps_the_dashboard_until_ctrl_c(ctrl_c: str, tmp_path: Pa
 
     try:
         read_until(lambda: any("cluster kept up" in line for line in output) or proc.poll() is not None, 90)
-        kept = re.search(r"cluster kept up: dashboard (http://\S+)/status, scheduler (tcp://\S+) ", output[-1])
+        kept = re.search(r"cluster kept up: dashboard (http://\S+)/status, scheduler (tls://\S+) ", output[-1])
         assert kept, "".join(output)
         dashboard, scheduler = kept.groups()
-        assert dashboard.startswith("http://127.0.0.1:") and scheduler.startswith("tcp://127.0.0.1:")
+        assert dashboard.startswith("http://127.0.0.1:") and scheduler.startswith("tls://127.0.0.1:")
         assert any("total: 1 rows" in line for line in output), "".join(output)  # the run is over
         assert get(dashboard + "/health") == "ok"  # and its dashboard is still up
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]

@@ -94,13 +94,22 @@ class DaskWorkers:
 
 
 @contextlib.contextmanager
-def dask_cli_cluster(folder: Path, *workers: DaskWorkers) -> Iterator[str]:
+def dask_cli_cluster(folder: Path, *workers: DaskWorkers, tls: Path | None = None) -> Iterator[str]:
     """``dask scheduler`` plus one ``dask worker`` per spec (default: 2 single-threaded
     processes), all on 127.0.0.1 with dashboards on free ports; yields the scheduler's
-    address once every worker has joined, and stops them all after."""
+    address once every worker has joined, and stops them all after. With ``tls``, a folder of
+    credentials (``python -m executors.dask_tls``), they speak TLS and require them."""
     import distributed
 
     specs = workers or (DaskWorkers(),)
+    tls_args: list[str] = []
+    security = None
+    if tls is not None:
+        from executors import dask_tls
+
+        tls_args = ["--tls-ca-file", str(tls / dask_tls.CA), "--tls-cert", str(tls / dask_tls.CERT),
+                    "--tls-key", str(tls / dask_tls.KEY)]
+        security = dask_tls.load(tls)
     scheduler_file = folder / "scheduler.json"
     dask_cli = str(Path(sys.executable).with_name("dask"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -109,16 +118,16 @@ def dask_cli_cluster(folder: Path, *workers: DaskWorkers) -> Iterator[str]:
         logs.append(open(folder / "scheduler.log", "w"))  # noqa: SIM115 - closed below
         procs.append(subprocess.Popen(
             [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
-             "--scheduler-file", str(scheduler_file)],
+             "--scheduler-file", str(scheduler_file), *(["--protocol", "tls", *tls_args] if tls else [])],
             stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True))
         address = json.loads(wait_for_file(scheduler_file, procs[0]))["address"]
         for i, spec in enumerate(specs):
             logs.append(open(folder / f"worker-{i}.log", "w"))  # noqa: SIM115
             procs.append(subprocess.Popen(
                 [*spec.wrap, dask_cli, "worker", address, "--host", "127.0.0.1", "--dashboard-address",
-                 "127.0.0.1:0", "--nworkers", str(spec.nworkers), "--nthreads", str(spec.nthreads)],
+                 "127.0.0.1:0", "--nworkers", str(spec.nworkers), "--nthreads", str(spec.nthreads), *tls_args],
                 stdout=logs[-1], stderr=subprocess.STDOUT, env={**os.environ, **spec.env}, start_new_session=True))
-        with distributed.Client(address, timeout=30, set_as_default=False) as client:
+        with distributed.Client(address, timeout=30, security=security, set_as_default=False) as client:
             client.wait_for_workers(sum(s.nworkers for s in specs), timeout=60)
         yield address
     finally:

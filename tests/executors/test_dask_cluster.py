@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -43,12 +44,21 @@ def base_url(dashboard_link: str) -> str:
     return dashboard_link.rsplit("/", 1)[0]
 
 
-def reachable(address: str) -> bool:
+def listening(address: str) -> bool:
+    """Something accepts connections at ``address`` (a closed cluster's port is free again)."""
+    host, port = address.split("://")[-1].rsplit(":", 1)
     try:
-        with distributed.Client(address, timeout=2, set_as_default=False):
-            return True
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return True
     except OSError:
         return False
+
+
+def joinable(ex: DaskExecutor) -> bool:
+    """A client holding the cluster's credentials connects."""
+    assert ex.scheduler_address is not None
+    with distributed.Client(ex.scheduler_address, timeout=10, security=ex.security, set_as_default=False):
+        return True
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +72,13 @@ def local() -> Iterator[DaskExecutor]:
 def test_local_cluster_listens_on_loopback_with_a_dashboard(local: DaskExecutor) -> None:
     assert local.capabilities.max_workers == 2
     assert local.capabilities.distributed and not local.capabilities.in_process
-    assert local.scheduler_address is not None and local.scheduler_address.startswith("tcp://127.0.0.1:")
+    assert local.scheduler_address is not None and local.scheduler_address.startswith("tls://127.0.0.1:")
     assert local.dashboard_link is not None and local.dashboard_link.startswith("http://127.0.0.1:")
     assert local.dashboard_link != "http://127.0.0.1:8787/status"  # the dashboard_address asked for a free port
     assert get(base_url(local.dashboard_link) + "/health") == "ok"
-    with distributed.Client(local.scheduler_address, set_as_default=False) as client:
+    with distributed.Client(local.scheduler_address, security=local.security, set_as_default=False) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"]
-    assert len(workers) == 2 and all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
+    assert len(workers) == 2 and all(addr.startswith("tls://127.0.0.1:") for addr in workers)
     assert all(w["nthreads"] == 1 for w in workers.values())
 
 
@@ -76,7 +86,7 @@ def test_task_keys_group_by_stage(local: DaskExecutor) -> None:
     """Dask keys keep the caller's key as prefix; ``key_split`` gives the stage, underscores included."""
     futures = [local.submit(partial(sleep_then_return, 0.5, i), key=f"by_category-{i:06d}-00000") for i in range(4)]
     ours: set[str] = set()
-    with distributed.Client(local.scheduler_address, set_as_default=False) as client:
+    with distributed.Client(local.scheduler_address, security=local.security, set_as_default=False) as client:
         while len(ours) < 4 and not all(f.done() for f in futures):
             keys = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks])
             ours |= {k for k in keys if k.startswith("by_category-")}
@@ -92,7 +102,7 @@ def test_key_split_of_every_token_is_the_stage(local: DaskExecutor, key: str) ->
     """Whatever the random token and counter, the prefix Dask sees is the stage name."""
     stage = key.split("-")[0]
     assert local.submit(partial(echo, key), key=key).result(timeout=30) == key
-    with distributed.Client(local.scheduler_address, set_as_default=False) as client:
+    with distributed.Client(local.scheduler_address, security=local.security, set_as_default=False) as client:
         prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert stage in prefixes  # the scheduler keeps a prefix after its tasks are forgotten
 
@@ -116,7 +126,7 @@ def test_a_dead_worker_fails_its_task_at_once(local: DaskExecutor) -> None:
     """The executor's own cluster gives up on a task at its first worker death (no 4 deaths)."""
     started = time.monotonic()
     exc = local.submit(partial(exit_worker, 1), key="crash-000000-00000").exception(timeout=60)
-    assert isinstance(exc, WorkerLostError) and exc.cause.startswith("worker died: tcp://127.0.0.1:"), exc
+    assert isinstance(exc, WorkerLostError) and exc.cause.startswith("worker died: tls://127.0.0.1:"), exc
     assert "crash-000000-00000" in exc.cause
     assert time.monotonic() - started < 20
     assert local.submit(partial(square, 3), key="square-000000-00000").result(timeout=60) == 9
@@ -128,7 +138,7 @@ def test_shutdown_closes_the_cluster_it_started() -> None:
     assert address is not None and dashboard is not None
     assert ex.submit(partial(square, 7), key="square-000000-00000").result(timeout=30) == 49
     ex.shutdown()
-    assert not reachable(address)
+    assert not listening(address)
     with pytest.raises(OSError):
         get(base_url(dashboard) + "/health", timeout=2)
 
@@ -139,7 +149,7 @@ def test_keep_cluster_outlives_shutdown_until_ctrl_c() -> None:
     assert address is not None and dashboard is not None
     assert ex.submit(partial(square, 5), key="square-000000-00000").result(timeout=30) == 25
     ex.shutdown()
-    assert reachable(address)  # another run could use it through --address
+    assert joinable(ex)  # another run could use it through --address
     assert get(base_url(dashboard) + "/health") == "ok"
 
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))  # Ctrl-C, as a person would
@@ -148,7 +158,7 @@ def test_keep_cluster_outlives_shutdown_until_ctrl_c() -> None:
     ex.wait_until_interrupted()
     timer.join()
     assert 0.4 < time.monotonic() - started < 30
-    assert not reachable(address)
+    assert not listening(address)
 
 
 def test_close_from_another_thread_ends_the_wait() -> None:
@@ -157,16 +167,16 @@ def test_close_from_another_thread_ends_the_wait() -> None:
     ex.shutdown()
     threading.Timer(0.3, ex.close).start()
     ex.wait_until_interrupted()
-    assert address is not None and not reachable(address)
+    assert address is not None and not listening(address)
 
 
 def test_wait_returns_at_once_without_a_kept_cluster(local: DaskExecutor) -> None:
-    ex = DaskExecutor(address=local.scheduler_address, keep_cluster=True).start()
+    ex = DaskExecutor(address=local.scheduler_address, keep_cluster=True, tls_dir=local.tls_dir).start()
     ex.shutdown()
     started = time.monotonic()
     ex.wait_until_interrupted()
     assert time.monotonic() - started < 1
-    assert reachable(local.scheduler_address or "")  # a cluster it joined is never closed
+    assert joinable(local)  # a cluster it joined is never closed
 
 
 # -- a cluster from the command line -------------------------------------------------------------
@@ -185,7 +195,7 @@ def test_address_of_a_cli_scheduler(cli_cluster: str) -> None:
         assert ex.dashboard_link is not None and ex.dashboard_link.startswith("http://127.0.0.1:")
         futures = [ex.submit(partial(square, i), key=f"square-{i:06d}-00000") for i in range(20)]
         assert [f.result(timeout=30) for f in futures] == [i * i for i in range(20)]
-    assert reachable(cli_cluster)  # shutdown closed the client, not the cluster
+    assert listening(cli_cluster)  # shutdown closed the client, not the cluster
 
 
 @pytest.mark.slow
