@@ -97,7 +97,7 @@ def no_main_for(name: str) -> Iterator[None]:
 
 class _NoMainSpawnProcess(multiprocessing.context.SpawnProcess):
     @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
+    def _Popen(process_obj: Any) -> Any:
         with main_not_imported():
             return multiprocessing.context.SpawnProcess._Popen(process_obj)
 
@@ -111,7 +111,7 @@ _CONTEXTS: dict[str, type[multiprocessing.context.BaseContext]] = {"spawn": _NoM
 if hasattr(multiprocessing.context, "ForkServerProcess"):  # POSIX only
     class _NoMainForkServerProcess(multiprocessing.context.ForkServerProcess):
         @staticmethod
-        def _Popen(process_obj: Any) -> Any:  # noqa: N802
+        def _Popen(process_obj: Any) -> Any:
             with main_not_imported():
                 return multiprocessing.context.ForkServerProcess._Popen(process_obj)
 

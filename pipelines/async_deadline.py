@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, ClassVar
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class ItemTimeout(TimeoutError):
 class LoopWatch:
     """Who stalls one event loop, and for how long. One per loop: ``LoopWatch.of(loop)``."""
 
-    _watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatch] = weakref.WeakKeyDictionary()
-    _create_lock = threading.Lock()
+    _watches: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWatch]] = weakref.WeakKeyDictionary()
+    _create_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop_ref = weakref.ref(loop)

@@ -8,6 +8,7 @@ credentials from ``python -m executors.dask_tls`` is joined the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -58,10 +59,8 @@ class Lines:
     def until(self, done: Callable[[list[str]], bool]) -> None:
         while not done(self.seen):
             assert self.proc.poll() is None or not self._lines.empty(), "".join(self.seen)
-            try:
+            with contextlib.suppress(queue.Empty):
                 self.seen.append(self._lines.get(timeout=0.5))
-            except queue.Empty:
-                pass
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -35,10 +36,8 @@ async def swallow(x: int) -> int:
     if x == CULPRIT:
         release = Path(os.environ["RELEASE_FILE"])
         while not release.exists():
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # swallowed
                 await asyncio.sleep(0.05)
-            except asyncio.CancelledError:
-                pass  # swallowed
         Path(os.environ["RELEASED_LOG"]).write_text("returned")
     return x
 

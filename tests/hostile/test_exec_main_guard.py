@@ -61,7 +61,8 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def run_script(tmp_path: Path, *, module: bool = False, **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def run_script(tmp_path: Path, *, module: bool = False,
+               **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     script = tmp_path / "no_guard.py"
     script.write_text(SCRIPT)
     body_log = tmp_path / "body.log"

@@ -7,6 +7,7 @@ Here a terminal's Ctrl-C (to the whole process group) lands at steps across that
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,10 +37,8 @@ def test_ctrl_c_after_the_run_finished_exits_0_or_130(executor: str, tmp_path: P
             if line.startswith("total: ") and "rows" in line:  # the run's last line
                 break
         time.sleep(delay)
-        try:
+        with contextlib.suppress(ProcessLookupError):  # it had already exited
             os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the driver and its workers
-        except ProcessLookupError:
-            pass  # it had already exited
         _, err = proc.communicate()
         codes.append(proc.returncode)
         assert proc.returncode in (0, 130), f"Ctrl-C {delay} s after the result: exit {proc.returncode}\n{err}"
