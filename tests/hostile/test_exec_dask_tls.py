@@ -64,6 +64,7 @@ class Lines:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two runs and a cluster: minutes on a loaded machine
 def test_a_kept_cluster_refuses_plain_clients_and_admits_a_run_that_joins_as_printed(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines", "run", "counted", "--dags", str(TEST_DAGS), "--executor", "dask",
@@ -102,6 +103,7 @@ def test_a_kept_cluster_refuses_plain_clients_and_admits_a_run_that_joins_as_pri
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_dask_scheduler_with_tls_is_joined_with_the_credentials_folder(tmp_path: Path) -> None:
     folder = tmp_path / "dask-tls"
     made = subprocess.run([sys.executable, "-m", "executors.dask_tls", str(folder)], capture_output=True, text=True,

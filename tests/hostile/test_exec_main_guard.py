@@ -114,6 +114,8 @@ def test_a_worker_started_after_a_death_does_not_rerun_the_script(method: str, t
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a LocalCluster, a worker death and its restart: minutes on a loaded machine
 @pytest.mark.parametrize("kill", [False, True], ids=["healthy", "a-worker-dies"])
 def test_dask_workers_never_rerun_the_script(kill: bool, tmp_path: Path) -> None:
     """Dask's nannies spawn their workers (and restart a dead one) from threads of their own."""
