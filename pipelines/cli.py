@@ -61,6 +61,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
                         help="keep a started Dask cluster and its dashboard up after the run, until Ctrl-C")
     parser.add_argument("--output", metavar="DIR", help="write the final stages as Parquet here "
                                                         "(default: the run's outputs/ folder)")
+    parser.add_argument("--wide", action="store_true",
+                        help="the summary with every column: batches, reused batches, wall and busy seconds, "
+                             "items/s (-v too)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,7 +259,8 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
         executors.check_name(args.executor)
         executors.executor_class(args.executor)  # a missing optional dependency is a usage error now
     store_flag = f" --store {shlex.quote(args.store)}" if args.store else ""
-    report = ProgressReport(store_flag=store_flag, quiet=args.quiet, log_view=view)
+    report = ProgressReport(store_flag=store_flag, quiet=args.quiet, log_view=view,
+                            wide=args.wide or args.verbose > 0)
     with Store(args.store) as store:
         if args.command == "run":
             pipeline = loader.load(args.name, args.dags)
@@ -285,17 +289,21 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
 
 
 def _write_outputs(result, store, output: str | None, report) -> None:  # noqa: ANN001
+    """Write the final stages as Parquet and say where; show their first rows unless quiet."""
     from .outputs import export_parquet, read_stage
-    from .report import print_table
+    from .report import plural, print_table, shown_path
 
     directory = output or store.run_data(result.run_id, "outputs")
     for leaf in result.leaves:
         table = read_stage(store, result.run_id, leaf)
         if table.num_columns == 0:
             continue
-        rows = table.slice(0, 20).to_pylist()
-        more = f" (first 20 of {table.num_rows:,})" if table.num_rows > 20 else ""
-        print_table(rows, table.column_names, title=f"{leaf}{more}", out=report.out)
+        if not report.quiet:
+            rows = table.slice(0, 20).to_pylist()
+            more = f" (first 20 of {table.num_rows:,})" if table.num_rows > 20 else ""
+            print_table(rows, table.column_names, title=f"{leaf}{more}", out=report.out)
         path = export_parquet(store, result.run_id, leaf, directory)
-        shown = path if "://" in path else os.path.relpath(path)
-        report.out.print(f"{leaf}: {table.num_rows:,} rows → {shown}", markup=False)
+        line = f"{leaf}: {plural(table.num_rows, 'row')} → {shown_path(path)}"
+        if len(line) > report.out.width:  # the path on a line of its own, whole, so that it can be copied
+            line = f"{leaf}: {plural(table.num_rows, 'row')} →\n  {shown_path(path)}"
+        report.out.print(line, markup=False)

@@ -24,6 +24,7 @@ from .idset import IdSet
 from .model import Pipeline
 from .source import SourceBatch, SourceReader
 from .store import arrow as batch_files
+from .outputs import distinct_parts
 from .store.ledger import Part
 
 MAX_OPEN_SOURCE_BATCHES = 6
@@ -108,7 +109,7 @@ class SourceFeed:
         """Put a finished source's stored batches back, verified; ``False`` if any is damaged."""
         loaded: list[tuple[int, str, list[Part]]] = []
         for row in self.store.ledger.run_batches(self.run_id, name):
-            parts = self.store.ledger.parts(row["key"])
+            parts = distinct_parts(self.store.ledger.parts(row["key"]))  # runs that read the same bytes share a key
             if not parts or any(batch_files.verify(p.info) for p in parts):
                 return False
             loaded.append((row["batch"], row["key"], parts))

@@ -19,10 +19,13 @@ logger = logging.getLogger(__name__)
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
+MIN_ITEMS_FOR_A_RATE = 10
+
+
 def items_per_second(computed: int, wall_seconds: float) -> float | None:
-    """Items computed per second of a stage's wall time; None below two items, where a
-    duration says more than a rate (a reduce's one task)."""
-    return computed / wall_seconds if computed > 1 and wall_seconds > 0 else None
+    """Items computed per second of a stage's wall time; None below ten items, where a
+    duration says more than a rate (a reduce's one task, five items in 0.4 s)."""
+    return computed / wall_seconds if computed >= MIN_ITEMS_FOR_A_RATE and wall_seconds > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
@@ -50,11 +51,12 @@ class ProgressReport(RunObserver):
     """Live progress (bars on a terminal, plain lines elsewhere) and the end-of-run summary."""
 
     def __init__(self, out: Console | None = None, *, store_flag: str = "", quiet: bool = False,
-                 interval: float | None = None, log_view: LogView | None = None) -> None:
+                 interval: float | None = None, log_view: LogView | None = None, wide: bool = False) -> None:
         self.out = out or console()
         self.log_view = log_view
         self.store_flag = store_flag
         self.quiet = quiet
+        self.wide = wide
         self.interval = progress_interval() if interval is None else interval
         self._progress: Progress | None = None
         self._lines: ProgressLines | None = None
@@ -68,12 +70,13 @@ class ProgressReport(RunObserver):
         if not self.out.is_terminal:
             self._lines = ProgressLines(self.out, self.interval)
             return
-        self._progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        width = max(len(name) for name in plan.stages)
+        self._progress = Progress(  # the bar takes what the other columns leave of the line: nothing is cut
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[note]}"), StageTimeColumn(),
-            console=self.out, transient=False)
-        for name, sp in plan.stages.items():
-            self._tasks[name] = self._progress.add_task(f"{name:<16} [dim]{sp.backend}[/dim]", total=None, note="",
+            console=self.out, transient=False, expand=True)
+        for name in plan.stages:
+            self._tasks[name] = self._progress.add_task(escape(f"{name:<{width}}"), total=None, note="",
                                                         rate="", wall=0.0, at=0.0, running=False)
         self._progress.start()
         if self.log_view is not None:
@@ -94,9 +97,9 @@ class ProgressReport(RunObserver):
             note.append(f"{stats.items_reused:,} reused")
         if stats.items_failed:
             note.append(f"[red]{stats.items_failed:,} failed[/red]")
-        rate = stats.items_per_second
+        rate = None if stats.backend == "driver" else stats.items_per_second  # a source's pace is its reader's
         self._progress.update(self._tasks[stats.stage], completed=stats.items_processed, total=stats.items_total,
-                              note=", ".join(note), rate=f"{_rate(rate)} items/s" if rate else "",
+                              note=", ".join(note), rate=f"{_rate(rate)}/s" if rate else "",
                               wall=stats.wall_seconds, at=time.monotonic(),
                               running=stats.wall_seconds > 0 and not stats.final)
 
@@ -109,10 +112,17 @@ class ProgressReport(RunObserver):
             self._progress = None
             if self.log_view is not None:
                 self.log_view.live = None
-        self.out.print(summary_table(result))
+        if self.quiet:
+            self.out.print(Text(title(result)))
+        else:
+            table = summary_table(result, wide=self.wide)
+            # the wide table asked for every column: it takes the width it needs rather than cut one
+            print_whole(self.out, table) if self.wide else self.out.print(table)
         line = outcome_line(result, self.store_flag)
         if line:
             self.out.print(line)
+        for line in failed_items_lines(result):
+            self.out.print(Text(line))
 
 
 class ProgressLines:
@@ -160,7 +170,7 @@ def progress_line(s: StageStats) -> str:
         parts.append(f"{s.items_reused:,} reused")
     if s.items_failed:
         parts.append(f"{s.items_failed:,} failed")
-    if s.items_per_second:
+    if s.items_per_second and s.backend != "driver":  # a source's pace is its reader's
         parts.append(f"{_rate(s.items_per_second)} items/s")
     parts.append(f"{s.wall_seconds:.1f}s")
     return f"{s.stage}: " + ", ".join(parts)
@@ -213,26 +223,111 @@ class LogView(logging.Handler):
             self.handleError(record)
 
 
-def summary_table(result: RunResult) -> Table:
-    """Per stage: where it ran, what it did, what it cost (wall and compute) and how fast it went.
+def title(result: RunResult) -> str:
+    """``process_pool · 20261207-101502-7f3a · ok · 2.3s``: the run in one line."""
+    return f"{result.pipeline} · {result.run_id} · {result.status.value} · {result.seconds:.1f}s"
 
-    ``wall s`` runs from the stage's first task to its end; ``cpu s`` sums its tasks' times, so
-    ``cpu s`` over ``wall s`` is how many workers it kept busy; ``items/s`` counts the items
-    computed in this run (not the reused ones) per wall second.
+
+# the wide table's columns; the default one keeps stage, executor, items, rows, time and reason
+WIDE_COLUMNS = ("stage", "executor", "batches", "reused batches", "items", "reused items", "failed", "rows out",
+                "wall s", "busy s", "items/s", "recomputed because")
+NARROW_COLUMNS = ("stage", "executor", "items", "rows", "time", "recomputed because")
+
+
+def summary_table(result: RunResult, *, wide: bool = False) -> Table:
+    """Per stage: where it ran, what it did, what it cost and how fast it went.
+
+    The default table fits 80 columns: stage, executor, items (with the reused and failed
+    ones), rows out, the stage's wall time and why it was recomputed. ``wide`` (``--wide``,
+    ``-v``) shows every count: ``wall s`` runs from the stage's first task to its end;
+    ``busy s`` sums its tasks' times (compute and waiting alike), so ``busy s`` over ``wall s``
+    is how many workers it kept busy; ``items/s`` counts the items computed in this run (not
+    the reused ones) per wall second, and is left out for sources and tiny counts.
+    Nothing is cut: a cell that does not fit wraps.
     """
-    table = Table(title=f"{result.pipeline} · {result.run_id} · {result.status.value} · {result.seconds:.1f}s",
-                  title_justify="left")
-    for column, justify in (("stage", "left"), ("executor", "left"), ("batches", "right"),
-                            ("reused batches", "right"), ("items", "right"), ("reused items", "right"),
-                            ("failed", "right"), ("rows out", "right"), ("wall s", "right"), ("cpu s", "right"),
-                            ("items/s", "right"), ("recomputed because", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table = Table(title=Text(title(result)), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    for column in WIDE_COLUMNS if wide else NARROW_COLUMNS:
+        left = column in ("stage", "executor", "recomputed because")
+        table.add_column(column, justify="left" if left else "right", overflow="fold",
+                         no_wrap=wide or column not in ("stage", "recomputed because"))
     for s in result.stages.values():
-        table.add_row(s.stage, s.backend, str(s.batches), str(s.reused_batches), f"{s.items:,}",
-                      f"{s.reused_items:,}", f"[red]{s.failed_items:,}[/red]" if s.failed_items else "0",
-                      f"{s.rows:,}", f"{s.wall_seconds:.2f}", f"{s.seconds:.2f}", _rate(s.items_per_second),
-                      Text(s.reason or ""))
+        failed = Text(f"{s.failed_items:,}", style="red" if s.failed_items else "")
+        if wide:
+            rate = None if s.backend == "driver" else s.items_per_second
+            table.add_row(Text(s.stage), s.backend, str(s.batches), str(s.reused_batches), f"{s.items:,}",
+                          f"{s.reused_items:,}", failed, f"{s.rows:,}", f"{s.wall_seconds:.2f}", f"{s.seconds:.2f}",
+                          _rate(rate), Text(s.reason or ""))
+        else:
+            table.add_row(Text(s.stage), s.backend, _items_cell(s), f"{s.rows:,}", _duration(s.wall_seconds),
+                          Text(s.reason or ""))
     return table
+
+
+def print_whole(out: Console, renderable: Any) -> None:
+    """Print at the width the renderable needs, wider than the console if need be, rather than cut it."""
+    needed = out.measure(renderable, options=out.options.update_width(10_000)).maximum
+    width = out.width
+    out.width = max(width, needed)
+    try:
+        out.print(renderable)
+    finally:
+        out.width = width
+
+
+def _items_cell(s: Any) -> Text:
+    """``1,500``, or ``1,500 (1,497 reused, 3 failed)``: a stage's items, the reused and failed among them."""
+    text = Text(f"{s.items:,}")
+    notes = []
+    if s.reused_items:
+        notes.append(Text(f"{s.reused_items:,} reused"))
+    if s.failed_items:
+        notes.append(Text(f"{s.failed_items:,} failed", style="red"))
+    if notes:
+        text.append(" (")
+        text.append(Text(", ").join(notes))
+        text.append(")")
+    return text
+
+
+def _duration(seconds: float) -> str:
+    """``0.42s``, ``12.3s``, ``4m05s``: short, whatever the size."""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def plural(n: int, word: str) -> str:
+    """``1 row``, ``2 rows``, ``1,000 items``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def failed_items_lines(result: RunResult) -> list[str]:
+    """What became of the failed items of stages that went on: skipped, or collected into a file."""
+    from .result import RunStatus
+
+    if result.status not in (RunStatus.PARTIAL, RunStatus.FAILED):
+        return []
+    lines = []
+    for s in result.stages.values():
+        if not s.failed_items or s.on_error not in ("skip", "collect"):
+            continue
+        if s.on_error == "skip":
+            lines.append(f"{s.stage}: skipped {plural(s.failed_items, 'failed item')}")
+        else:
+            path = result.dead_letter_path(s.stage) or "the dead-letter table"
+            lines.append(f"{s.stage}: collected {plural(s.failed_items, 'failed item')} into {shown_path(path)}")
+    return lines
+
+
+def shown_path(path: str) -> str:
+    """A path as a person reads it: relative to here when that is shorter."""
+    if "://" in path:
+        return path
+    relative = os.path.relpath(path)
+    return relative if len(relative) < len(path) else path
 
 
 def outcome_line(result: RunResult, store_flag: str = "") -> str:
@@ -256,12 +351,11 @@ def outcome_line(result: RunResult, store_flag: str = "") -> str:
             where = f" at {errors[0].where}" if first.failed_items == 1 else f", the first at {errors[0].where}"
             cause = f" ({errors[0].error_type}: {_short(errors[0].message)}){where}"
         if result.status is RunStatus.PARTIAL:  # the stage went on: the counts are final
-            what = f"{first.failed_items:,} of {first.items + first.failed_items:,} items failed in stage {first.stage!r}"
+            what = f"{first.failed_items:,} of {plural(first.items, 'item')} failed in stage {first.stage!r}"
         else:
-            what = (f"{first.failed_items:,} item{'s' if first.failed_items > 1 else ''} failed in stage "
-                    f"{first.stage!r}")
-            cause += f" ({first.items:,} done before the run stopped)"
-        more = f" (and {len(failing) - 1} more stage(s))" if len(failing) > 1 else ""
+            what = f"{plural(first.failed_items, 'item')} failed in stage {first.stage!r}"
+            cause += f" ({first.items - first.failed_items:,} done before the run stopped)"
+        more = f" (and {plural(len(failing) - 1, 'more stage')})" if len(failing) > 1 else ""
         verb = "retry them" if result.status is RunStatus.PARTIAL else "resume"
         return f"[red]{escape(what + cause + more)}[/red]; {verb} with: {command}"
     if result.error is not None:

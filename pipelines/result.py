@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,10 @@ class RunStatus(str, enum.Enum):
 class StageSummary:
     """One stage's counts at the end of a run.
 
-    ``seconds`` sums the stage's task times (compute, across workers); ``wall_seconds`` runs
+    ``items`` is every item the stage processed: computed, reused or failed (a batch stage
+    counts one per batch, a reduce one); ``reused_items`` and ``failed_items`` are among them,
+    as in the live progress line, ``inspect`` and the ledger. ``rows`` is what it output.
+    ``seconds`` sums the stage's task times (busy time, across workers); ``wall_seconds`` runs
     from its first task's start to the stage's end, so it shows what the stage cost the run.
     """
 
@@ -41,11 +45,17 @@ class StageSummary:
     seconds: float
     reason: str
     wall_seconds: float = 0.0
+    on_error: str = "fail"
+
+    @property
+    def computed_items(self) -> int:
+        """Items computed in this run (neither reused nor failed)."""
+        return self.items - self.reused_items - self.failed_items
 
     @property
     def items_per_second(self) -> float | None:
         """Items computed in this run (not reused) per second of the stage's wall time."""
-        return items_per_second(self.items - self.reused_items, self.wall_seconds)
+        return items_per_second(self.computed_items, self.wall_seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +90,27 @@ class RunResult:
             return read_stage(store, self.run_id, stage or self.leaves[-1])
 
     def to_pandas(self, stage: str | None = None):  # noqa: ANN201 - pandas is imported lazily
-        return self.table(stage).to_pandas()
+        """A stage's output as a DataFrame; integers stay integers where there are nulls (``Int64``)."""
+        from .frames import to_pandas
+
+        return to_pandas(self.table(stage))
+
+    def dead_letter_path(self, stage: str) -> str | None:
+        """The dead-letter table of an ``on_error="collect"`` stage, if this run wrote one."""
+        if self.store_root is None:
+            return None
+        from .deadletter import dead_letter_path
+        from .store import Store
+        from .store import arrow as batch_files
+
+        with Store(self.store_root) as store:
+            path = dead_letter_path(store, self.run_id, stage)
+        if batch_files.is_url(path):
+            import pyarrow.fs as pafs
+
+            fs, inner = batch_files.filesystem(path)
+            return path if fs.get_file_info(inner).type != pafs.FileType.NotFound else None
+        return path if os.path.exists(path) else None
 
     def resume_command(self) -> str:
         """The command that continues this run (add ``--store`` for a store other than the default)."""

@@ -301,8 +301,9 @@ class Runner(SourceFeed, Recovery):
             st.final = True
             st.ended = time.time()
             self._final_stages += 1
-            logger.info("stage %r finished: %s item(s), %s reused, %s failed; %.2f s wall, %.2f s compute",
-                        name, f"{st.items_done + st.items_reused:,}", f"{st.items_reused:,}",
+            processed = st.items_done + st.items_reused + st.items_failed
+            logger.info("stage %r finished: %s item%s, %s reused, %s failed; %.2f s wall, %.2f s busy",
+                        name, f"{processed:,}", "" if processed == 1 else "s", f"{st.items_reused:,}",
                         f"{st.items_failed:,}", st.wall_seconds(), st.seconds)
             slot = self.plan.stages[name].slot
             if slot is not None and slot.startswith("threads:") and all(self.states[n].final for n in self.on_slot[slot]):
@@ -517,8 +518,8 @@ class Runner(SourceFeed, Recovery):
         st = self.states[name]
         self.store.ledger.save_stage(
             self.run_id, name, status=status, batches=len(st.batches), reused=st.reused_batches,
-            computed=st.computed_batches, items=st.items_done + st.items_reused, failed=st.items_failed,
-            reason=self._stage_reason(name), seconds=st.seconds,
+            computed=st.computed_batches, items=st.items_done + st.items_reused + st.items_failed,
+            failed=st.items_failed, reason=self._stage_reason(name), seconds=st.seconds,
             source_complete=int(self.stages[name].granularity == "source" and st.final))
 
     def _stage_reason(self, name: str) -> str:
@@ -574,8 +575,9 @@ class Runner(SourceFeed, Recovery):
         return StageSummary(
             stage=name, backend=self.plan.stages[name].backend, batches=len(st.batches),
             reused_batches=st.reused_batches, computed_batches=st.computed_batches,
-            items=st.items_done + st.items_reused, reused_items=st.items_reused, failed_items=st.items_failed,
-            rows=st.rows, seconds=st.seconds, reason=self._stage_reason(name), wall_seconds=st.wall_seconds())
+            items=st.items_done + st.items_reused + st.items_failed, reused_items=st.items_reused,
+            failed_items=st.items_failed, rows=st.rows, seconds=st.seconds, reason=self._stage_reason(name),
+            wall_seconds=st.wall_seconds(), on_error=self.stages[name].on_error)
 
     def _progress(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -11,9 +11,10 @@ import textwrap
 from typing import Any
 
 from rich.markup import escape
+from rich.text import Text
 
 from .errors import UsageError
-from .report import console, print_table
+from .report import console, plural, print_table
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -127,7 +128,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print_table(rows, ["stage", "status", "executor", "batches", "reused", "items", "failed", "reason"], out=out)
             errors = store.ledger.open_errors(run_id)
             if errors:
-                out.print(f"{len(errors)} failed item(s); `inspect {run_id} STAGE` shows them")
+                out.print(f"{plural(len(errors), 'failed item')}; `inspect {run_id} STAGE` shows them", markup=False)
             return 0
         if args.stage not in stages:
             close = difflib.get_close_matches(args.stage, list(stages), n=1)
@@ -135,32 +136,34 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             raise UsageError(f"run {run_id} has no stage {args.stage!r}{hint}; stages: {', '.join(stages)}")
         table = read_stage(store, run_id, args.stage)
         out.print(f"stage [cyan]{args.stage}[/cyan]: {table.num_rows:,} rows")
-        out.print("schema:")
-        out.print(textwrap.indent(str(table.schema), "  "), markup=False)
+        out.print("schema:")  # the engine's own metadata (how values were encoded) is not the user's business
+        out.print(textwrap.indent(table.schema.to_string(show_field_metadata=False, show_schema_metadata=False), "  "),
+                  markup=False)
         if table.num_rows and args.rows:
             print_table(table.slice(0, args.rows).to_pylist(), table.column_names, title=f"first {args.rows} rows",
                         out=out)
-        _print_errors(out, store, run_id, args.stage)
+        _print_errors(out, store, run_id, args.stage, shown=max(args.rows, 1), everything=args.debug)
     return 0
 
 
-def _print_errors(out, store, run_id: str, stage: str) -> None:  # noqa: ANN001
+def _print_errors(out, store, run_id: str, stage: str, *, shown: int, everything: bool) -> None:  # noqa: ANN001
+    """Each failed item (the first ``shown``): where, why, its input and its whole traceback."""
     from .deadletter import dead_letter_path
+    from .report import plural
+    from .tracebacks import readable
 
     errors = store.ledger.open_errors(run_id, stage)
     if not errors:
         return
-    out.print(f"[red]{len(errors)} failed item(s)[/red]:")
-    for e in errors[:20]:
-        where = f"batch {e.batch}" + (f", item {e.item}" if e.item is not None else "")
-        last = [ln for ln in e.traceback.strip().splitlines() if ln.strip().startswith("File ")]
-        out.print(f"  {where}: {e.error_type}: {e.message} (attempts: {e.attempts})", markup=False)
+    more = f"; the first {shown} (--rows N for more)" if len(errors) > shown else ""
+    out.print(Text(f"{plural(len(errors), 'failed item')}{more}:", style="red"))
+    for e in errors[:shown]:
+        where = e.where
+        out.print(f"{where}: {e.error_type}: {e.message} (attempts: {e.attempts})", markup=False)
         if e.input:
-            out.print(f"      input: {e.input[:200]}", markup=False)
-        if last:
-            out.print(f"      at {last[-1].strip()}", markup=False)
-    if len(errors) > 20:
-        out.print(f"  … and {len(errors) - 20} more")
+            out.print(f"    input: {e.input[:200]}", markup=False)
+        if e.traceback.strip():
+            out.print(textwrap.indent(readable(e.traceback, everything=everything), "    "), markup=False)
     path = dead_letter_path(store, run_id, stage)
     if os.path.exists(path):
         out.print(f"dead-letter table: {os.path.relpath(path)}", markup=False)

@@ -22,22 +22,27 @@ from tests.conftest import ROOT, TEST_DAGS, cli
 
 N, DELAY, TALLY_DELAY = 100, 0.02, 0.3  # slowed: two maps of N items (DELAY s each) and a reduce
 SLOWED = ("run", "slowed", "--dags", str(TEST_DAGS), "--param", f"n={N}", "--param", f"delay={DELAY}",
-          "--param", f"tally_delay={TALLY_DELAY}")
+          "--param", f"tally_delay={TALLY_DELAY}", "--wide")
 FAST = {"PIPELINES_PROGRESS_INTERVAL": "0.1"}
 PROGRESS = re.compile(r"^(numbers|warm_up|cool_down|tally): (finished, )?[\d,]+(/[\d,]+)? items?,", re.MULTILINE)
 
 
 def summary_rows(text: str) -> dict[str, dict[str, str]]:
-    """The run's summary table as {stage: {column: cell}}, read from the printed text."""
+    """The run's summary table as {stage: {column: cell}}, read from the printed text.
+
+    Columns are cut where the header has a run of spaces; a cell is what lies under its
+    column's span (cells are left- or right-aligned under their header).
+    """
     lines = text.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("┃ stage"))
-    columns = [c.strip() for c in lines[header].strip("┃").split("┃")]
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["stage", "executor"])
+    spans = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+(?: \S+)*", lines[header])]
+    bounds = [0] + [(spans[i][1] + spans[i + 1][0]) // 2 for i in range(len(spans) - 1)] + [10_000]
     rows = {}
     for line in lines[header + 2:]:
-        if not line.startswith("│"):
+        if not line.strip() or not line.startswith(" "):
             break
-        cells = [c.strip() for c in line.strip("│").split("│")]
-        rows[cells[0]] = dict(zip(columns, cells))
+        cells = [line[bounds[i]:bounds[i + 1]].strip() for i in range(len(spans))]
+        rows[cells[0]] = {name: cell for (_, _, name), cell in zip(spans, cells)}
     return rows
 
 
@@ -65,10 +70,11 @@ class TestPlainProgress:
         last_line = max(m.start() for m in PROGRESS.finditer(plain_run))
         assert last_line < plain_run.index("slowed · ")
 
-    def test_quiet_prints_no_progress(self, tmp_path: Path) -> None:
+    def test_quiet_prints_no_progress_and_no_summary(self, tmp_path: Path) -> None:
         out = cli(*SLOWED, "--store", str(tmp_path), "-q", env={"PIPELINES_PROGRESS_INTERVAL": "0"}, check=0).stdout
         assert not PROGRESS.search(out), out
-        assert "slowed · " in out and "tally" in summary_rows(out)  # the results are still shown
+        assert "slowed · " in out and "stage" not in out  # the outcome, no table
+        assert re.search(r"^tally: 1 row → .*tally\.parquet$", out, re.MULTILINE), out  # the results' paths
 
     def test_a_stage_that_did_not_move_is_not_repeated(self) -> None:
         out = Console(file=io.StringIO(), width=200)
@@ -76,10 +82,10 @@ class TestPlainProgress:
         still = stats("warm_up", done=5, total=10, wall=1.0)
         lines.update(still)
         lines.update(still)
-        lines.update(stats("warm_up", done=10, total=10, wall=2.0, final=True))
-        lines.update(stats("warm_up", done=10, total=10, wall=2.0, final=True))
+        lines.update(stats("warm_up", done=20, total=20, wall=2.0, final=True))
+        lines.update(stats("warm_up", done=20, total=20, wall=2.0, final=True))
         assert out.file.getvalue().splitlines() == [  # type: ignore[attr-defined]
-            "warm_up: 5/10 items, 5.0 items/s, 1.0s", "warm_up: finished, 10 items, 5.0 items/s, 2.0s"]
+            "warm_up: 5/10 items, 1.0s", "warm_up: finished, 20 items, 10 items/s, 2.0s"]
 
     def test_a_long_task_still_says_it_is_alive(self, tmp_path: Path) -> None:
         """A reduce that works for a while, its count unchanged, gets a line every interval."""
@@ -105,7 +111,7 @@ class TestSummary:
         rows = summary_rows(plain_run)
         run_seconds = float(re.search(r"slowed · \S+ · ok · ([\d.]+)s", plain_run).group(1))  # type: ignore[union-attr]
         assert list(rows["warm_up"]) == ["stage", "executor", "batches", "reused batches", "items", "reused items",
-                                         "failed", "rows out", "wall s", "cpu s", "items/s", "recomputed because"]
+                                         "failed", "rows out", "wall s", "busy s", "items/s", "recomputed because"]
         for stage in ("warm_up", "cool_down"):
             row = rows[stage]
             wall, rate = float(row["wall s"]), float(row["items/s"].replace(",", ""))
@@ -113,7 +119,7 @@ class TestSummary:
             assert rate == pytest.approx(N / wall, rel=0.05), row
             assert row["recomputed because"] == "new"
         assert float(rows["tally"]["wall s"]) >= TALLY_DELAY
-        assert float(rows["tally"]["cpu s"]) >= TALLY_DELAY
+        assert float(rows["tally"]["busy s"]) >= TALLY_DELAY
 
     def test_a_reused_stage_has_no_throughput(self, load, store: Path) -> None:
         pipelines.run(load("cli_squares"), {"n": 30}, store=store, executor="inline")
@@ -121,7 +127,7 @@ class TestSummary:
         square = again.stages["square"]
         assert square.reused_items == 30 and square.items_per_second is None and square.wall_seconds == 0
         out = Console(file=io.StringIO(), width=250)
-        out.print(summary_table(again))
+        out.print(summary_table(again, wide=True))
         assert summary_rows(out.file.getvalue())["square"]["items/s"] == ""  # type: ignore[attr-defined]
 
     def test_batch_and_reduce_stages_count_the_same_items_computed_or_reused(self, load, store: Path) -> None:

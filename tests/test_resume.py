@@ -25,6 +25,7 @@ from pipelines.idset import IdSet
 from pipelines.store import Store
 
 from .conftest import ROOT, TEST_DAGS, cli
+from .test_report import summary_rows
 
 
 def expected_total(n: int) -> dict[str, int]:
@@ -211,14 +212,11 @@ class TestReuse:
         first = cli("run", "helped", "--dags", str(dags), "--store", str(store), check=0)
         source = (dags / "helped.py").read_text()
         (dags / "helped.py").write_text(source.replace("return x * 3  # the helper", "return x * 4  # edited"))
-        second = cli("run", "helped", "--dags", str(dags), "--store", str(store), check=0)
-        rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:]]
-                for line in second.stdout.splitlines() if line.startswith("│")}
-        # columns: stage, executor, batches, reused batches, items, reused items, failed, rows out, wall s, cpu s,
-        # items/s, reason
-        assert rows["tripled"][5] == rows["tripled"][4] == "1,000"  # not affected: all reused
-        assert rows["scaled"][5] == "0" and rows["scaled"][11] == "code changed"
-        assert rows["total"][5] == "0" and rows["total"][11] == "inputs changed"
+        second = cli("run", "helped", "--dags", str(dags), "--store", str(store), "--wide", check=0)
+        rows = summary_rows(second.stdout)
+        assert rows["tripled"]["reused items"] == rows["tripled"]["items"] == "1,000"  # not affected: all reused
+        assert rows["scaled"]["reused items"] == "0" and rows["scaled"]["recomputed because"] == "code changed"
+        assert rows["total"]["reused items"] == "0" and rows["total"]["recomputed because"] == "inputs changed"
         assert first.returncode == 0
 
     def test_fresh_stage_recomputes_it_and_its_downstream(self, load, store: Path, tmp_path: Path,
