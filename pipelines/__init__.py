@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .plan import RunOptions
     from .result import RunResult, RunStatus
     from .api import resume, run
+    from .past import load
     from .store import Store
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ _LAZY = {
     "Stage": ("pipelines.model", "Stage"),
     "run": ("pipelines.api", "run"),
     "resume": ("pipelines.api", "resume"),
+    "load": ("pipelines.past", "load"),
     "RunResult": ("pipelines.result", "RunResult"),
     "RunStatus": ("pipelines.result", "RunStatus"),
     "RunOptions": ("pipelines.plan", "RunOptions"),
@@ -84,6 +86,7 @@ __all__ = [
     "Store",
     "UnknownStageError",
     "UsageError",
+    "load",
     "resume",
     "run",
     "uses",

@@ -12,6 +12,7 @@ from .errors import UsageError
 from .hooks import RunObserver
 from .loader import find_pipeline, load
 from .model import Pipeline
+from .past import find_run
 from .plan import RunOptions
 from .result import RunResult
 from .runner import Runner
@@ -44,16 +45,15 @@ def run(pipeline: Pipeline, params: Any = None, *, store: Store | str | None = N
 
 def resume(run_id: str, *, store: Store | str | None = None, observers: Iterable[RunObserver] = (),
            pipeline: Pipeline | None = None, executor: str | None = None, **options: Any) -> RunResult:
-    """Continue run ``run_id`` (or ``"latest"``): reuse what is done, compute the rest.
+    """Continue run ``run_id`` (or ``"latest"``, or a pipeline's name): reuse what is done, compute the rest.
 
     The run keeps its parameters and options unless given here (``executor=`` may move it to
-    another backend).
+    another backend). ``pipeline=`` gives the pipeline object (a run started from a script,
+    whose module cannot be imported again) and scopes ``"latest"`` to it.
     """
     the_store = store if isinstance(store, Store) else Store(store)
     try:
-        row = the_store.ledger.latest_run() if run_id == "latest" else the_store.ledger.run(run_id)
-        if row is None:
-            raise UsageError(f"no run {run_id!r} in store {the_store.data_root}")
+        row = find_run(the_store, run_id, pipeline.name if pipeline is not None else None)
         if pipeline is None:
             pipeline = load(row["pipeline"], row["dags_dir"]) if row["dags_dir"] else _load_by_module(row)
         stored = json.loads(row["options"] or "{}")
@@ -74,6 +74,11 @@ def resume(run_id: str, *, store: Store | str | None = None, observers: Iterable
 
 
 def _load_by_module(row: Any) -> Pipeline:
+    if row["module"] in ("__main__", "__mp_main__", None):
+        raise UsageError(
+            f"run {row['id']} of pipeline {row['pipeline']!r} was started from a script; resume it from Python with "
+            f"pipelines.resume({row['id']!r}, pipeline=pipeline), or with python -m pipelines resume {row['id']} "
+            f"--module MODULE, where MODULE (a module name or a .py file) defines the pipeline")
     try:
         return find_pipeline(importlib.import_module(row["module"]), row["pipeline"])
     except ImportError as exc:

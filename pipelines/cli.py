@@ -1,4 +1,4 @@
-"""``python -m pipelines``: run, resume, list, show, runs, inspect.
+"""``python -m pipelines``: run, resume, list, show, runs, inspect, export, report.
 
 Exit codes scripts can rely on: 0 ok, 1 the run failed, 2 a usage, parameter or definition
 error (a short message, no traceback; ``--debug`` shows it), 130 interrupted.
@@ -84,9 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", parents=[common], help="continue a failed or interrupted run",
                             description="Reuse what RUN_ID finished; compute failed items and unfinished batches.")
-    resume.add_argument("run_id", help="a run id (see `runs`), or `latest`")
+    resume.add_argument("run_id", help="a run id (see `runs`), `latest`, or a pipeline's name (its latest run)")
     resume.add_argument("--retry-failed", action="store_true",
                         help="retry items that failed under on_error=skip/collect (a resume always does)")
+    resume.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
+    resume.add_argument("--module", metavar="MODULE",
+                        help="the module (a name, or a .py file) that defines the pipeline, for a run started "
+                             "from a script")
     _run_options(resume)
 
     sub.add_parser("list", parents=[common], help="list the pipelines in the dags folder")
@@ -102,7 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", parents=[common], help="show a run's stages, rows and failed items")
     inspect.add_argument("run_id", help="a run id, or `latest`")
     inspect.add_argument("stage", nargs="?")
-    inspect.add_argument("--rows", type=int, default=5, metavar="N", help="rows to show (default 5)")
+    inspect.add_argument("--rows", type=int, default=5, metavar="N",
+                         help="rows and failed items to show (default 5)")
+    inspect.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
+    export = sub.add_parser("export", parents=[common], help="write a stage of a past run to a file",
+                            description="Write stage STAGE of run RUN (a run id, `latest`, or a pipeline's name) "
+                                        "to FILE: Parquet, CSV or Arrow IPC, after its extension.")
+    export.add_argument("run_id", metavar="RUN", help="a run id, `latest`, or a pipeline's name (its latest run)")
+    export.add_argument("stage")
+    export.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="the file to write: .parquet, .csv or .arrow (also .feather, .ipc)")
+    export.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
     from .upkeep import add_commands
 
     add_commands(sub, common)  # gc, repair
@@ -273,7 +287,11 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
                             observers=[report], dags_dir=str(loader.dags_dir(args.dags)))
             result = runner.run()
         else:
-            result = resume(args.run_id, store=store, observers=[report], executor=args.executor,
+            from .past import find_run
+
+            row = find_run(store, args.run_id, args.pipeline)
+            pipeline = loader.pipeline_in_module(args.module, row["pipeline"]) if args.module else None
+            result = resume(row["id"], store=store, observers=[report], executor=args.executor, pipeline=pipeline,
                             address=args.address, max_workers=args.workers, keep_cluster=args.keep_cluster or None)
         if result.ok:
             _write_outputs(result, store, args.output, report)

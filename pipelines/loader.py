@@ -219,6 +219,23 @@ class PipelineHandle:
         return pipeline
 
 
+def pipeline_in_module(module: str, name: str) -> Pipeline:
+    """Pipeline ``name`` from ``module``: a module name, or a ``.py`` file (imported by its name,
+    its folder put on ``sys.path`` so that workers import it the same way)."""
+    if module.endswith(".py") or os.sep in module:
+        path = Path(module).absolute()
+        if not path.is_file():
+            raise LoadError(f"--module {module}: no such file")
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        module = path.stem
+    try:
+        imported = importlib.import_module(module)
+    except ImportError as exc:
+        raise LoadError(f"--module {module}: cannot import it: {exc}") from None
+    return find_pipeline(imported, name)
+
+
 def handle_for(pipeline: Pipeline) -> PipelineHandle:
     """A handle to ``pipeline``: by module path when a worker can import it, else by value."""
     module = sys.modules.get(pipeline.module)

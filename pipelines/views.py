@@ -1,10 +1,9 @@
-"""Read-only commands: ``show`` a pipeline, list ``runs``, ``inspect`` a run's stages."""
+"""Read-only commands: ``show`` a pipeline, list ``runs``, ``inspect`` a run's stages, ``export`` one."""
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import difflib
-import fcntl
 import os
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from .errors import UsageError
+from .past import find_run, run_items, run_status
 from .report import console, plural, print_table
 
 
@@ -60,26 +60,6 @@ def _store(args: argparse.Namespace):  # noqa: ANN202
     return Store(args.store)
 
 
-def run_status(store, row) -> str:  # noqa: ANN001
-    """The ledger's status, except that a 'running' run nobody holds has crashed."""
-    if row["status"] != "running":
-        return row["status"]
-    lock = store.run_dir(row["id"]) / ".lock"
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except OSError:
-        return "crashed"
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return "running"
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return "crashed"
-    finally:
-        os.close(fd)
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     with _store(args) as store:
         rows = []
@@ -87,7 +67,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             started = dt.datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M:%S") if r["started"] else ""
             duration = f"{r['ended'] - r['started']:.1f}s" if r["ended"] and r["started"] else ""
             rows.append({"run": r["id"], "pipeline": r["pipeline"], "status": run_status(store, r),
-                         "started": started, "duration": duration, "items": f"{r['items'] or 0:,}",
+                         "started": started, "duration": duration, "items": f"{run_items(store, r):,}",
                          "failed": f"{r['failed'] or 0:,}"})
         if not rows:
             console().print(f"no runs in {store.root}", markup=False)
@@ -113,9 +93,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .outputs import read_stage
 
     with _store(args) as store:
-        row = store.ledger.latest_run() if args.run_id == "latest" else store.ledger.run(args.run_id)
-        if row is None:
-            raise UsageError(f"no run {args.run_id!r} in store {store.root}")
+        row = find_run(store, args.run_id, getattr(args, "pipeline", None))
         run_id = row["id"]
         stages = stages_in_order(store, run_id)
         out = console()
@@ -167,3 +145,15 @@ def _print_errors(out, store, run_id: str, stage: str, *, shown: int, everything
     path = dead_letter_path(store, run_id, stage)
     if os.path.exists(path):
         out.print(f"dead-letter table: {os.path.relpath(path)}", markup=False)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import write
+    from .outputs import read_stage
+
+    with _store(args) as store:
+        row = find_run(store, args.run_id, args.pipeline)
+        table = read_stage(store, row["id"], args.stage)
+    path = write(table, args.output)
+    console().print(f"{args.stage} of run {row['id']}: {plural(table.num_rows, 'row')} → {path}", markup=False)
+    return 0

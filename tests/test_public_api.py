@@ -29,6 +29,7 @@ PIPELINES_API = [
     "Store",
     "UnknownStageError",
     "UsageError",
+    "load",
     "resume",
     "run",
     "uses",

@@ -27,21 +27,31 @@ FAST = {"PIPELINES_PROGRESS_INTERVAL": "0.1"}
 PROGRESS = re.compile(r"^(numbers|warm_up|cool_down|tally): (finished, )?[\d,]+(/[\d,]+)? items?,", re.MULTILINE)
 
 
+LEFT_ALIGNED = {"stage", "executor", "recomputed because"}
+
+
 def summary_rows(text: str) -> dict[str, dict[str, str]]:
     """The run's summary table as {stage: {column: cell}}, read from the printed text.
 
-    Columns are cut where the header has a run of spaces; a cell is what lies under its
-    column's span (cells are left- or right-aligned under their header).
+    A left-aligned cell starts under its header and runs to the next header; a right-aligned
+    one ends where its header ends and starts where the cell before it ended.
     """
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["stage", "executor"])
     spans = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+(?: \S+)*", lines[header])]
-    bounds = [0] + [(spans[i][1] + spans[i + 1][0]) // 2 for i in range(len(spans) - 1)] + [10_000]
+    regions, end = [], 0
+    for i, (start, stop, name) in enumerate(spans):
+        if name in LEFT_ALIGNED:
+            region = (start, spans[i + 1][0] if i + 1 < len(spans) else 10_000)
+        else:
+            region = (end, stop)
+        regions.append(region)
+        end = region[1]
     rows = {}
     for line in lines[header + 2:]:
         if not line.strip() or not line.startswith(" "):
             break
-        cells = [line[bounds[i]:bounds[i + 1]].strip() for i in range(len(spans))]
+        cells = [line[a:b].strip() for a, b in regions]
         rows[cells[0]] = {name: cell for (_, _, name), cell in zip(spans, cells)}
     return rows
 
@@ -89,7 +99,7 @@ class TestPlainProgress:
 
     def test_a_long_task_still_says_it_is_alive(self, tmp_path: Path) -> None:
         """A reduce that works for a while, its count unchanged, gets a line every interval."""
-        args = (*SLOWED[:-2], "--param", "tally_delay=2.5")
+        args = (*SLOWED[:-3], "--param", "tally_delay=2.5")
         out = cli(*args, "--store", str(tmp_path), env={"PIPELINES_PROGRESS_INTERVAL": "0.5"}, check=0).stdout
         alive = [float(t) for t in re.findall(r"^tally: 0/1 items, (\d+\.\d)s$", out, re.MULTILINE)]
         assert len(alive) >= 2 and alive == sorted(alive) and alive[-1] >= 1.0, out
@@ -223,7 +233,7 @@ class TestLogging:
         debug = cli("-v", *args, "-v", check=0)  # before and after the command: they add up
         assert "INFO" not in quiet.stdout + quiet.stderr
         assert re.search(r"INFO +pipelines\.runner: run \S+ of pipeline 'cli_squares': 3 stages", verbose.stdout)
-        assert re.search(r"INFO +pipelines\.runner: stage 'square' finished: 20 item\(s\), 20 reused", verbose.stdout)
+        assert re.search(r"INFO +pipelines\.runner: stage 'square' finished: 20 items, 20 reused", verbose.stdout)
         assert "DEBUG" not in verbose.stdout
         assert re.search(r"DEBUG +executors\.base: <InlineExecutor inline running", debug.stdout), debug.stdout
 
