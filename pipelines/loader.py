@@ -143,8 +143,17 @@ def load(name: str, directory: str | os.PathLike[str] | None = None) -> Pipeline
         where = f"in {_display(folder)}" if folder.is_dir() else f"({_display(folder)} does not exist; use --dags DIR)"
         listing = f"; known: {', '.join(known)}" if known and not close else ""
         raise LoadError(f"no pipeline named {name!r} {where}{hint}{listing}")
+    _beside(folder)
     module = import_dags_module(candidates[0], folder)
     return find_pipeline(module, name)
+
+
+def _beside(folder: Path) -> None:
+    """Make the modules beside the dags folder importable (``dags/x.py`` doing ``import mylib``),
+    wherever the command runs from, as they are when it runs from the project's folder."""
+    parent = str(folder.parent)
+    if parent not in sys.path:
+        sys.path.append(parent)
 
 
 def import_dags_module(path: Path, folder: Path) -> types.ModuleType:

@@ -16,6 +16,7 @@ This module imports neither executors nor the store.
 """
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import graphlib
 import inspect
@@ -25,6 +26,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, I
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pyarrow as pa
 from pydantic import BaseModel
 
 from . import codec
@@ -64,7 +66,8 @@ class Stage:
         output_type: the element type the stage returns (from its annotation), or ``None``.
         input_args: the function's parameter names that receive the inputs, in input order.
         takes_params: the function has a ``params`` parameter.
-        table_format: ``arrow`` or ``pandas``, what batch and reduce stages receive.
+        table_format: ``arrow``, ``pandas`` or ``list``, what batch and reduce stages receive
+            (from their input parameters' annotations: ``pa.Table``, ``pd.DataFrame``, ``list[T]``).
         rate: an items-per-second cap such as ``"50/s"``, or ``None``.
         retry_on: a predicate on exceptions that may be retried, or ``None`` for the default.
     """
@@ -87,7 +90,7 @@ class Stage:
     output_type: Any = None
     input_args: tuple[str, ...] = ()
     takes_params: bool = False
-    table_format: Literal["arrow", "pandas"] = "arrow"
+    table_format: Literal["arrow", "pandas", "list"] = "arrow"
     rate: str | None = None
     retry_on: Callable[[BaseException], bool] | None = None
     doc: str = ""
@@ -412,7 +415,7 @@ def _check_executor_name(name: str, where: str) -> None:
 def _bind(fn: Callable[..., Any], where: str, granularity: Granularity, inputs: tuple[str, ...],
           side: tuple[str, ...], resources: Mapping[str, Any], kwargs: Mapping[str, Any],
           params_model: type[BaseModel] | None, options: Mapping[str, Callable[[Any], bool]] | None = None,
-          ) -> tuple[tuple[str, ...], bool, Literal["arrow", "pandas"]]:
+          ) -> tuple[tuple[str, ...], bool, Literal["arrow", "pandas", "list"]]:
     """Match the function's parameters to inputs, params, side inputs, resources and kwargs.
 
     Returns the parameter names receiving the inputs (in input order), whether it takes
@@ -455,13 +458,50 @@ def _bind(fn: Callable[..., Any], where: str, granularity: Granularity, inputs: 
     if rest:
         raise ArityError(f"{where}: parameter(s) {', '.join(repr(p.name) for p in rest)} of "
                          f"{getattr(fn, '__name__', fn)}() receive nothing; give a default, a fixed argument or a resource")
-    table_format: Literal["arrow", "pandas"] = "arrow"
+    table_format: Literal["arrow", "pandas", "list"] = "arrow"
     if granularity in ("batch", "all") and input_args:
         hints = _hints(fn)
-        ann = hints.get(input_args[0])
-        if ann is not None and getattr(ann, "__module__", "").startswith("pandas"):
-            table_format = "pandas"
+        written = {p.name: p.annotation for p in params}  # the text, where a name cannot be resolved
+        formats = {name: table_format_of(hints.get(name, written.get(name)), f"{where}: parameter {name!r}")
+                   for name in input_args}
+        if len(set(formats.values())) > 1:
+            raise ArityError(f"{where}: its inputs are annotated as different kinds of table "
+                             f"({', '.join(f'{n}: {f}' for n, f in formats.items())}); annotate them alike")
+        table_format = formats[input_args[0]]
     return input_args, takes_params, table_format
+
+
+def table_format_of(ann: Any, where: str) -> Literal["arrow", "pandas", "list"]:
+    """What a batch or reduce stage's input parameter receives, from its annotation.
+
+    ``pa.Table`` (or no annotation) gets the Arrow table, ``pd.DataFrame`` a DataFrame,
+    ``list[T]`` the values as ``T``; anything else is refused here, when the pipeline is
+    defined, rather than failing on a ``pyarrow.Table`` at run time.
+    """
+    if ann is None or ann is Any or ann is inspect.Parameter.empty:
+        return "arrow"
+    if isinstance(ann, str):  # an annotation naming what only a function's locals know: read its text
+        text = ann.replace(" ", "")
+        if text.startswith(("list[", "List[", "typing.List[", "Sequence[", "Iterable[")) or text in ("list", "List"):
+            return "list"
+        if text.endswith("DataFrame"):
+            return "pandas"
+        if text.endswith("Table"):
+            return "arrow"
+        raise ArityError(f"{where} is annotated {ann}, but it receives a whole table of values: annotate it "
+                         f"pa.Table, pd.DataFrame or list[T]")
+    origin = typing.get_origin(ann) or ann
+    if origin is list or origin in (collections.abc.Sequence, collections.abc.Iterable):
+        return "list"
+    module = getattr(origin, "__module__", "") or ""
+    if module.startswith("pandas"):
+        return "pandas"
+    if module.startswith("pyarrow"):
+        if ann is not pa.Table:
+            raise ArityError(f"{where} is annotated {getattr(ann, '__name__', ann)}; a whole input is a pa.Table")
+        return "arrow"
+    raise ArityError(f"{where} is annotated {getattr(ann, '__name__', ann)!s}, but it receives a whole table of "
+                     f"values: annotate it pa.Table, pd.DataFrame or list[T]")
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import inspect
 import signal
 import threading
 import time
+import typing
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -199,6 +200,12 @@ class BatchTask:
 
     # -- table stages (batch, reduce) ---------------------------------------------------
     def _table_args(self, stage: Stage, tables: list[pa.Table]) -> list[Any]:
+        if stage.table_format == "list":  # list[T]: the values, rebuilt as T
+            from .model import _hints
+
+            hints = _hints(stage.fn)
+            wants = [next(iter(typing.get_args(hints.get(name))), None) for name in stage.input_args]
+            return [codec.decode(t, want=want) if t.num_columns else [] for t, want in zip(tables, wants)]
         tables = [codec.data_columns(t) for t in tables]
         if stage.table_format == "pandas":
             return [t.to_pandas() for t in tables]
