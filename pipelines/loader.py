@@ -192,7 +192,9 @@ def find_pipeline(module: types.ModuleType, name: str | None = None) -> Pipeline
 
     pipelines = [v for v in vars(module).values() if isinstance(v, Pipeline) and (name is None or v.name == name)]
     if not pipelines:
-        raise LoadError(f"module {module.__name__} defines no Pipeline{f' named {name!r}' if name else ''}")
+        defined = sorted(v.name for v in vars(module).values() if isinstance(v, Pipeline))
+        known = f"; it defines: {', '.join(defined)}" if defined else ""
+        raise LoadError(f"module {module.__name__} defines no Pipeline{f' named {name!r}' if name else ''}{known}")
     return pipelines[0].validate()
 
 

@@ -29,7 +29,8 @@ def parse_params(pipeline: str, model: type[BaseModel] | None,
         if key not in fields:
             from .model import _unknown
 
-            raise ParamError(_unknown(f"pipeline {pipeline!r} has no parameter {key!r}", key, fields))
+            raise ParamError(_unknown(f"pipeline {pipeline!r} has no parameter {key!r}", key, fields)
+                             + f"; its parameters: {', '.join(fields)}")
     try:
         return model.model_validate({k: _parse_cli_value(v, fields[k].annotation) for k, v in raw.items()})
     except ValidationError as exc:

@@ -363,9 +363,13 @@ def outcome_line(result: RunResult, store_flag: str = "") -> str:
     return f"run {result.status.value}; resume with: {command}"
 
 
-def _short(text: str, limit: int = 120) -> str:
+def _short(text: str, limit: int = 200) -> str:
+    """The message on one line; a long one is cut between words, never inside one."""
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return f"{cut} … (inspect shows it whole)"
 
 
 def print_error(text: str) -> None:

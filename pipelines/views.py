@@ -36,8 +36,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         text = pipeline.description if args.format == "table" else pipeline.description_line()
         out.print(textwrap.indent(text, "  "), markup=False)
     if pipeline.params_model is not None:
-        fields = ", ".join(f"{n}={f.default!r}" for n, f in pipeline.params_model.model_fields.items())
-        out.print(f"params: {fields}", markup=False)
+        fields = pipeline.params_model.model_fields
+        out.print(f"params: {', '.join(f'{n}={f.default!r}' for n, f in fields.items())}", markup=False)
+        for n, f in fields.items():  # what each one means, where the model says
+            if f.description:
+                out.print(f"  {n}: {f.description}", markup=False)
     if args.format == "tree":
         out.print(diagram.tree(pipeline, the_plan))
         return 0
