@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="the file to write: .parquet, .csv or .arrow (also .feather, .ipc)")
     export.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
+    report = sub.add_parser("report", parents=[common], help="write a run's report as one HTML file",
+                            description="Write the report of run RUN (a run id, `latest`, or a pipeline's name) as "
+                                        "one self-contained HTML file: the DAG, the stages, a timeline of every task "
+                                        "per worker, items per second over time, the failed items.")
+    report.add_argument("run_id", metavar="RUN", help="a run id, `latest`, or a pipeline's name (its latest run)")
+    report.add_argument("-o", "--output", default="report.html", metavar="FILE",
+                        help="the HTML file to write (default report.html)")
+    report.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
     from .upkeep import add_commands
 
     add_commands(sub, common)  # gc, repair

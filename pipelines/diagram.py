@@ -116,3 +116,52 @@ def dot(pipeline: Pipeline, the_plan: Plan) -> str:
         lines += [f'    {_dot_id(up)} -> {_dot_id(name)} [style=dashed, label="side"];' for up in stage.side]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def svg(order: list[str], edges: list[tuple[str, str]], captions: dict[str, str], colours: dict[str, str]) -> str:
+    """The DAG as inline SVG: stages in columns by depth (longest path from a source), arrows
+    between them; each box shows the stage's name and caption, edged in its colour.
+
+    Plain data in, text out (no pipeline needed), so a report of a past run can draw it from
+    what the ledger and the module say.
+    """
+    from html import escape
+
+    depth: dict[str, int] = {}
+    inputs: dict[str, list[str]] = {name: [] for name in order}
+    for a, b in edges:
+        inputs.setdefault(b, []).append(a)
+    for name in order:  # topological order: inputs first
+        depth[name] = 1 + max((depth.get(up, 0) for up in inputs.get(name, [])), default=-1)
+    columns: dict[int, list[str]] = {}
+    for name in order:
+        columns.setdefault(depth[name], []).append(name)
+    box_w, box_h, gap_x, gap_y = 160, 44, 36, 18
+    height = max(len(c) for c in columns.values()) * (box_h + gap_y) + gap_y
+    width = len(columns) * (box_w + gap_x) + gap_x
+    where: dict[str, tuple[float, float]] = {}
+    for d, names in columns.items():
+        top = (height - len(names) * (box_h + gap_y) + gap_y) / 2
+        for i, name in enumerate(names):
+            where[name] = (gap_x + d * (box_w + gap_x), top + i * (box_h + gap_y))
+    parts = [f'<svg class="dag" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             'style="max-width:100%;height:auto">',
+             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+             'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#666"/></marker></defs>']
+    for a, b in edges:
+        if a not in where or b not in where:
+            continue
+        (xa, ya), (xb, yb) = where[a], where[b]
+        x1, y1, x2, y2 = xa + box_w, ya + box_h / 2, xb, yb + box_h / 2
+        mid = (x1 + x2) / 2
+        parts.append(f'<path class="edge" d="M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2:.0f},{y2:.0f}" '
+                     f'fill="none" stroke="#666" marker-end="url(#arrow)"/>')
+    for name in order:
+        x, y = where[name]
+        parts.append(f'<g class="stage" data-stage="{escape(name)}"><rect x="{x:.0f}" y="{y:.0f}" width="{box_w}" '
+                     f'height="{box_h}" rx="6" fill="#fff" stroke="{colours.get(name, "#888")}" stroke-width="3"/>'
+                     f'<text x="{x + box_w / 2:.0f}" y="{y + 18:.0f}" text-anchor="middle" font-weight="bold">'
+                     f'{escape(name)}</text><text x="{x + box_w / 2:.0f}" y="{y + 35:.0f}" text-anchor="middle" '
+                     f'font-size="11" fill="#555">{escape(captions.get(name, ""))}</text></g>')
+    parts.append("</svg>")
+    return "\n".join(parts)

@@ -45,7 +45,7 @@ from .recovery import Recovery, Running
 from .result import RunResult, RunStatus, StageSummary
 from .state import StageState, expected_totals
 from .store import Store
-from .store.ledger import Part
+from .store.ledger import Part, TaskTiming
 from .task import BatchTask, InputPart, InputSpec, TaskResult
 from .workers import Workers
 
@@ -491,9 +491,11 @@ class Runner(SourceFeed, Recovery):
         b = st.batch(k)
         assert b.key is not None
         errors = self._positioned(name, k, result.errors)
+        timing = TaskTiming(result.worker, result.started, result.ended, result.items, len(errors)) \
+            if result.started else None
         self.store.ledger.record_part(run_id=self.run_id, stage=name, batch=k, key=b.key,
                                       fingerprint=self.fingerprints[name], info=result.file, done=result.done,
-                                      errors=errors)
+                                      errors=errors, task=timing)
         st.sizer.observe(result.items, result.seconds)
         st.seconds += result.seconds
         if result.file is not None:

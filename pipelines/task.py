@@ -11,8 +11,11 @@ their loop, so items of one task run concurrently up to the stage's ``concurrenc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
+import os
 import signal
+import socket
 import threading
 import time
 import typing
@@ -72,6 +75,9 @@ class TaskResult:
     seconds: float
     read_seconds: float = 0.0
     write_seconds: float = 0.0
+    started: float = 0.0  # wall clock (time.time()), for the run report's timeline
+    ended: float = 0.0
+    worker: str = ""
 
 
 @dataclass(slots=True)
@@ -112,8 +118,9 @@ class BatchTask:
     def __call__(self) -> Any:
         pipeline, stage = self._stage()
         if stage.is_async:
-            return self._run_async(pipeline, stage)
-        return self._run_sync(pipeline, stage)
+            return _timed_async(self._run_async(pipeline, stage))
+        started = time.time()
+        return _timed(self._run_sync(pipeline, stage), started)
 
     # -- sync -------------------------------------------------------------------------
     def _run_sync(self, pipeline: Pipeline, stage: Stage) -> TaskResult:
@@ -554,6 +561,22 @@ def _input_annotation(stage: Stage) -> Any:
 
         _annotations[key] = _hints(stage.fn).get(stage.input_args[0]) if stage.input_args else None
     return _annotations[key]
+
+
+def worker_name() -> str:
+    """``host/pid``, and the thread's name when it is not the process's main thread."""
+    thread = threading.current_thread()
+    name = f"{socket.gethostname()}/{os.getpid()}"
+    return name if thread is threading.main_thread() else f"{name}/{thread.name}"
+
+
+def _timed(result: TaskResult, started: float) -> TaskResult:
+    return dataclasses.replace(result, started=started, ended=time.time(), worker=worker_name())
+
+
+async def _timed_async(work: Any) -> TaskResult:
+    started = time.time()
+    return _timed(await work, started)
 
 
 def _first_param(fn: Callable[..., Any]) -> str | None:

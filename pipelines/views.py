@@ -160,3 +160,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = write(table, args.output)
     console().print(f"{args.stage} of run {row['id']}: {plural(table.num_rows, 'row')} → {path}", markup=False)
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .html_report import write_report
+
+    with _store(args) as store:
+        path, result = write_report(store, args.run_id, args.output, pipeline=args.pipeline)
+    console().print(f"report of run {result.run_id} ({result.pipeline}) → {path}", markup=False)
+    return 0

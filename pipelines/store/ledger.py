@@ -9,6 +9,8 @@ Tables:
                  (``done``), its size and checksum.
     run_batches  which object each (run, stage, batch) uses.
     errors       failed items: stage, batch, item, type, message, traceback, attempts.
+    tasks        every computed task: stage, batch, the worker that ran it, when it started and
+                 ended, its items and failed items (the run report's timeline).
 
 "Done" means "the ledger says so and the file is whole" (Luigi's ``complete()``, made exact
 by fingerprints). WAL mode keeps readers (``runs``, ``inspect``) off the writer's back;
@@ -70,6 +72,10 @@ CREATE TABLE IF NOT EXISTS errors (
     message TEXT, traceback TEXT, attempts INTEGER, input TEXT, created REAL,
     resolved INTEGER DEFAULT 0, position INTEGER
 );
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id TEXT, stage TEXT, batch INTEGER, worker TEXT, started REAL, ended REAL, items INTEGER, failed INTEGER
+);
+CREATE INDEX IF NOT EXISTS tasks_by_run ON tasks (run_id);
 CREATE INDEX IF NOT EXISTS errors_by_key ON errors (key, resolved);
 CREATE INDEX IF NOT EXISTS errors_by_run ON errors (run_id, stage, resolved);
 CREATE INDEX IF NOT EXISTS parts_by_run ON parts (run_id);
@@ -133,6 +139,21 @@ class ItemError:
         if self.item is None:
             return f"batch {self.batch}"
         return f"batch {self.batch}, item {self.item}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTiming:
+    """When and where one task ran: the worker (``host/pid``, and the thread when it is not the
+    process's main one), its wall-clock start and end, its items and failed items."""
+
+    worker: str
+    started: float
+    ended: float
+    items: int
+    failed: int
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.worker, self.started, self.ended, self.items, self.failed))
 
 
 class Ledger:
@@ -345,10 +366,14 @@ class Ledger:
             db.execute("DELETE FROM parts WHERE key=?", (key,))
 
     def record_part(self, *, run_id: str, stage: str, batch: int, key: str, fingerprint: str, info: FileInfo | None,
-                    done: IdSet, errors: Iterable[ItemError] = (), resolved: IdSet | None = None) -> None:
-        """Record one finished task: its file, the ids it covers, its failed items."""
+                    done: IdSet, errors: Iterable[ItemError] = (), resolved: IdSet | None = None,
+                    task: TaskTiming | None = None) -> None:
+        """Record one finished task: its file, the ids it covers, its failed items, when and where it ran."""
         now = time.time()
         with self.transaction() as db:
+            if task is not None:
+                db.execute("INSERT INTO tasks (run_id, stage, batch, worker, started, ended, items, failed)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (run_id, stage, batch, *task))
             db.execute("INSERT OR IGNORE INTO objects (key, stage, fingerprint, batch, created) VALUES (?, ?, ?, ?, ?)",
                        (key, stage, fingerprint, batch, now))
             if info is not None:
@@ -390,6 +415,10 @@ class Ledger:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO run_batches (run_id, stage, batch, key, status, rows, failed)"
                        " VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, stage, batch, key, status, rows, failed))
+
+    def tasks(self, run_id: str) -> list[sqlite3.Row]:
+        """The run's computed tasks, in the order they started."""
+        return self.query("SELECT * FROM tasks WHERE run_id=? ORDER BY started", (run_id,))
 
     def run_batches(self, run_id: str, stage: str) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM run_batches WHERE run_id=? AND stage=? ORDER BY batch", (run_id, stage))
