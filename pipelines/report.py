@@ -225,7 +225,8 @@ class LogView(logging.Handler):
 
 def title(result: RunResult) -> str:
     """``process_pool · 20261207-101502-7f3a · ok · 2.3s``: the run in one line."""
-    return f"{result.pipeline} · {result.run_id} · {result.status.value} · {result.seconds:.1f}s"
+    since = " since it first started" if result.resumed else ""
+    return f"{result.pipeline} · {result.run_id} · {result.status.value} · {result.seconds:.1f}s{since}"
 
 
 # the wide table's columns; the default one keeps stage, executor, items, rows, time and reason

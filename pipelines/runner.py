@@ -541,13 +541,24 @@ class Runner(SourceFeed, Recovery):
         result = RunResult(
             run_id=self.run_id, pipeline=self.pipeline.name, status=status,
             stages={n: self._summary(n) for n in self.order}, failures=failures, error=self.failure,
-            seconds=time.time() - started, store_root=self.store.data_root, resumed=self.resumed,
+            seconds=self._duration(started), store_root=self.store.data_root, resumed=self.resumed,
             clusters=tuple(self.workers.kept),
             leaves=tuple(n for n in self.order if not self.consumers[n] and not self.side_users[n]))
         self._progress(force=True)
         logger.info("run %s %s in %.1f s", self.run_id, status.value, result.seconds)
         self.observer.run_finished(result)
         return result
+
+    def _duration(self, started: float) -> float:
+        """The run's duration as the ledger records it (``runs`` shows the same): from its start
+        to its end; for a resumed run, from the start of its first attempt."""
+        try:
+            row = self.store.ledger.run(self.run_id)
+        except sqlite3.Error:
+            row = None
+        if row is not None and row["started"] and row["ended"]:
+            return row["ended"] - row["started"]
+        return time.time() - started
 
     def _status(self, failures: list[Any]) -> RunStatus:
         if self.interrupted:

@@ -92,3 +92,15 @@ def test_no_rate_for_a_source_or_a_handful_of_items() -> None:
     assert "items/s" not in progress_line(stats("driver", 5000))  # a source: range(5) showed "13 items/s"
     assert "items/s" not in progress_line(stats("threads", 5))
     assert progress_line(stats("threads", 40)) == "s: finished, 40 items, 100 items/s, 0.4s"
+
+
+def test_one_duration_in_the_end_of_run_line_runs_and_load(tmp_path: Path) -> None:
+    args = ("--dags", str(TEST_DAGS), "--store", str(tmp_path))
+    first = cli("run", "cli_failing", *args, check=1).stdout
+    resumed = cli("resume", "latest", *args, check=1).stdout
+    listed = cli("runs", "--store", str(tmp_path), check=0).stdout
+    for out, since in ((first, ""), (resumed, " since it first started")):
+        run_id, seconds = re.search(r"^cli_failing · (\S+) · failed · ([\d.]+)s" + since + "$", out, re.MULTILINE).groups()  # type: ignore[union-attr]
+    assert re.search(rf"│ {run_id}\s*│ cli_failing\s*│ failed\s*│[^│]*│ {re.escape(seconds)}s\s*│", listed), listed
+    loaded = pipelines.load(run_id, store=tmp_path)
+    assert f"{loaded.seconds:.1f}" == seconds
