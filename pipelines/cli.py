@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = ExitCode.INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+    except Exception as exc:
         known = _exit_code(exc)
         if args.debug or known is None:
             import traceback
@@ -185,8 +185,7 @@ def _exit_code(exc: BaseException) -> ExitCode | None:
     """USAGE for the errors a person fixes by editing a command or a module; None: a bug."""
     from executors import BackendUnavailableError, UnknownExecutorError
 
-    from .errors import (CheckpointError, DefinitionError, LoadError, ParamError, RunLockedError, StageFailed,
-                         UsageError)
+    from .errors import CheckpointError, DefinitionError, LoadError, ParamError, RunLockedError, StageFailed, UsageError
 
     if isinstance(exc, (DefinitionError, LoadError, ParamError, UsageError, RunLockedError, UnknownExecutorError,
                         BackendUnavailableError)):
@@ -283,10 +282,10 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
     import executors
 
     from . import loader
+    from .api import resume
     from .plan import RunOptions
     from .report import ProgressReport
     from .result import RunStatus
-    from .api import resume
     from .runner import Runner
     from .store import Store
 
@@ -327,7 +326,7 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
     return ExitCode.OK if result.ok else ExitCode.RUN_FAILED
 
 
-def _write_outputs(result, store, output: str | None, report) -> None:  # noqa: ANN001
+def _write_outputs(result, store, output: str | None, report) -> None:
     """Write the final stages as Parquet and say where; show their first rows unless quiet."""
     from .outputs import export_parquet, read_stage
     from .report import plural, print_table, shown_path

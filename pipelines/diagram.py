@@ -154,8 +154,8 @@ def svg(order: list[str], edges: list[tuple[str, str]], captions: dict[str, str]
         (xa, ya), (xb, yb) = where[a], where[b]
         x1, y1, x2, y2 = xa + box_w, ya + box_h / 2, xb, yb + box_h / 2
         mid = (x1 + x2) / 2
-        parts.append(f'<path class="edge" d="M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2:.0f},{y2:.0f}" '
-                     f'fill="none" stroke="#666" marker-end="url(#arrow)"/>')
+        curve = f"M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+        parts.append(f'<path class="edge" d="{curve}" fill="none" stroke="#666" marker-end="url(#arrow)"/>')
     for name in order:
         x, y = where[name]
         parts.append(f'<g class="stage" data-stage="{escape(name)}"><rect x="{x:.0f}" y="{y:.0f}" width="{box_w}" '

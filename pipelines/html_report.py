@@ -14,6 +14,7 @@ Everything is inline SVG and CSS: the file opens anywhere, offline, and can be m
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ def render(store: Store, result: RunResult, edges: list[tuple[str, str]] | None,
     run = store.ledger.run(result.run_id)
     started = dt.datetime.fromtimestamp(run["started"]).strftime("%Y-%m-%d %H:%M:%S") if run and run["started"] else ""
     if edges is None:  # the module is gone: the stages in their order
-        edges = list(zip(order, order[1:]))
+        edges = list(itertools.pairwise(order))
     captions = captions or {name: f"{s.backend}" for name, s in result.stages.items()}
     sections = [
         f"<h1>{escape(result.pipeline)} · {escape(result.run_id)}</h1>",
@@ -180,7 +181,7 @@ def edges_of(row: Any) -> tuple[list[tuple[str, str]], dict[str, str]] | None:
     try:
         pipeline = loader.load(row["pipeline"], row["dags_dir"]) if row["dags_dir"] else \
             loader.find_pipeline(__import__(row["module"], fromlist=["_"]), row["pipeline"])
-    except Exception:  # noqa: BLE001 - a report of a past run must not need the code of today
+    except Exception:
         return None
     the_plan = plan(pipeline, RunOptions())
     edges = [(up, stage.name) for stage in pipeline.stages.values() for up in stage.upstream]

@@ -53,7 +53,7 @@ def find_run(store: Store, ref: str, pipeline: str | None = None) -> sqlite3.Row
 def run_status(store: Store, row: Any) -> str:
     """The ledger's status, except that a 'running' run nobody holds has crashed."""
     if row["status"] != "running":
-        return row["status"]
+        return str(row["status"])
     lock = store.run_dir(row["id"]) / ".lock"
     try:
         fd = os.open(lock, os.O_RDWR)

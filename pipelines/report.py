@@ -219,7 +219,7 @@ class LogView(logging.Handler):
                 else "dim" if record.levelno < logging.INFO else ""
             target = self.live or (self._err if record.levelno >= logging.WARNING else self._out)
             target.print(Text(text, style=style))
-        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+        except Exception:
             self.handleError(record)
 
 

@@ -12,7 +12,6 @@ from .hooks import items_per_second
 from .store.ledger import ItemError
 
 
-
 class RunStatus(str, enum.Enum):
     OK = "ok"  # every item of every stage done
     PARTIAL = "partial"  # finished, but items failed under on_error="skip"/"collect"
@@ -89,7 +88,7 @@ class RunResult:
         with Store(self.store_root) as store:
             return read_stage(store, self.run_id, stage or self.leaves[-1])
 
-    def to_pandas(self, stage: str | None = None):  # noqa: ANN201 - pandas is imported lazily
+    def to_pandas(self, stage: str | None = None):
         """A stage's output as a DataFrame; integers stay integers where there are nulls (``Int64``)."""
         from .frames import to_pandas
 

@@ -57,7 +57,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace):  # noqa: ANN202
+def _store(args: argparse.Namespace):
     from .store import Store
 
     return Store(args.store)
@@ -82,7 +82,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def stages_in_order(store, run_id: str) -> dict[str, Any]:  # noqa: ANN001
+def stages_in_order(store, run_id: str) -> dict[str, Any]:
     """A run's ledger rows by stage, in pipeline order.
 
     The runner records every stage at the start of a run in topological order, so the
@@ -127,7 +127,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_errors(out, store, run_id: str, stage: str, *, shown: int, everything: bool) -> None:  # noqa: ANN001
+def _print_errors(out, store, run_id: str, stage: str, *, shown: int, everything: bool) -> None:
     """Each failed item (the first ``shown``): where, why, its input and its whole traceback."""
     from .deadletter import dead_letter_path
     from .report import plural

@@ -71,7 +71,8 @@ def test_runs_counts_the_checkpointed_items_of_a_killed_run(tmp_path: Path) -> N
     try:
         with Store(tmp_path) as store:
             while True:  # until the source's three batches are checkpointed
-                rows = store.ledger.query("SELECT COUNT(*) AS n FROM run_batches WHERE stage='numbers' AND key IS NOT NULL")
+                rows = store.ledger.query(
+                    "SELECT COUNT(*) AS n FROM run_batches WHERE stage='numbers' AND key IS NOT NULL")
                 if rows and rows[0]["n"] >= 3:
                     break
                 assert proc.poll() is None, "the run ended first"
@@ -100,7 +101,9 @@ def test_one_duration_in_the_end_of_run_line_runs_and_load(tmp_path: Path) -> No
     resumed = cli("resume", "latest", *args, check=1).stdout
     listed = cli("runs", "--store", str(tmp_path), check=0).stdout
     for out, since in ((first, ""), (resumed, " since it first started")):
-        run_id, seconds = re.search(r"^cli_failing · (\S+) · failed · ([\d.]+)s" + since + "$", out, re.MULTILINE).groups()  # type: ignore[union-attr]
+        title = re.search(r"^cli_failing · (\S+) · failed · ([\d.]+)s" + since + "$", out, re.MULTILINE)
+        assert title, out
+        run_id, seconds = title.groups()
     assert re.search(rf"│ {run_id}\s*│ cli_failing\s*│ failed\s*│[^│]*│ {re.escape(seconds)}s\s*│", listed), listed
     loaded = pipelines.load(run_id, store=tmp_path)
     assert f"{loaded.seconds:.1f}" == seconds

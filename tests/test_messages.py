@@ -26,7 +26,8 @@ def test_a_module_without_the_pipeline_asked_for_says_what_it_defines() -> None:
     module = types.ModuleType("modname")
     module.first = Pipeline("first")  # type: ignore[attr-defined]
     module.second = Pipeline("second")  # type: ignore[attr-defined]
-    with pytest.raises(LoadError, match="module modname defines no Pipeline named 'modname'; it defines: first, second"):
+    wanted = "module modname defines no Pipeline named 'modname'; it defines: first, second"
+    with pytest.raises(LoadError, match=wanted):
         find_pipeline(module, "modname")
 
 

@@ -34,7 +34,7 @@ def reused(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pipelines.Ru
     return store, first, again
 
 
-def test_load_latest_reads_every_stage_of_a_fully_reused_run(reused) -> None:  # noqa: ANN001
+def test_load_latest_reads_every_stage_of_a_fully_reused_run(reused) -> None:
     store, first, again = reused
     loaded = pipelines.load("latest", store=store)
     assert loaded.run_id == again.run_id and loaded.status is pipelines.RunStatus.OK
@@ -44,7 +44,7 @@ def test_load_latest_reads_every_stage_of_a_fully_reused_run(reused) -> None:  #
         assert loaded.to_pandas(stage).equals(first.to_pandas(stage)), stage
 
 
-def test_loaded_counts_agree_with_the_runs_own(reused) -> None:  # noqa: ANN001
+def test_loaded_counts_agree_with_the_runs_own(reused) -> None:
     store, first, again = reused
     for result in (first, again):
         loaded = pipelines.load(result.run_id, store=store)
@@ -54,27 +54,27 @@ def test_loaded_counts_agree_with_the_runs_own(reused) -> None:  # noqa: ANN001
                 s.items, s.reused_items, s.failed_items, s.rows, s.batches, s.reused_batches), name
 
 
-def test_load_by_pipeline_name_and_unknown_runs(reused) -> None:  # noqa: ANN001
+def test_load_by_pipeline_name_and_unknown_runs(reused) -> None:
     store, _, again = reused
     assert pipelines.load("diamond", store=store).run_id == again.run_id
     assert pipelines.load("latest", store=store, pipeline="diamond").run_id == again.run_id
-    with pytest.raises(pipelines.UsageError, match="no run 'nope' in store .*; it has runs of: diamond"):
+    with pytest.raises(pipelines.UsageError, match=r"no run 'nope' in store .*; it has runs of: diamond"):
         pipelines.load("nope", store=store)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".arrow"])
-def test_export_writes_a_stage_in_the_format_of_its_extension(reused, tmp_path: Path, suffix: str) -> None:  # noqa: ANN001
+def test_export_writes_a_stage_in_the_format_of_its_extension(reused, tmp_path: Path, suffix: str) -> None:
     store, first, _ = reused
     target = tmp_path / f"out{suffix}"
     proc = cli("export", "latest", "doubled", "-o", str(target), "--store", str(store), check=0)
-    assert f"doubled of run " in proc.stdout and str(target) in proc.stdout
+    assert "doubled of run " in proc.stdout and str(target) in proc.stdout
     read = {".parquet": pq.read_table, ".csv": pcsv.read_csv,
             ".arrow": lambda p: ipc.open_file(pa.memory_map(str(p))).read_all()}[suffix]
     table = read(target)
     assert table.to_pylist() == first.table("doubled").to_pylist()
 
 
-def test_export_refuses_an_unknown_format(reused, tmp_path: Path) -> None:  # noqa: ANN001
+def test_export_refuses_an_unknown_format(reused, tmp_path: Path) -> None:
     store, _, _ = reused
     proc = cli("export", "latest", "doubled", "-o", str(tmp_path / "out.xlsx"), "--store", str(store), check=2)
     assert "unknown format '.xlsx'" in proc.stderr
@@ -84,7 +84,7 @@ def test_to_pandas_keeps_integers_with_nulls_as_integers(tmp_path: Path) -> None
     pipeline = Pipeline("nullable_ints")
 
     @pipeline.source
-    def numbers():  # noqa: ANN202
+    def numbers():
         yield from range(5)
 
     @pipeline.map(over=numbers)
@@ -97,7 +97,7 @@ def test_to_pandas_keeps_integers_with_nulls_as_integers(tmp_path: Path) -> None
     assert frame["halved"].tolist()[:3] == [2**60, pd_na(), 2**60 + 2]
 
 
-def pd_na():  # noqa: ANN201
+def pd_na():
     import pandas as pd
 
     return pd.NA

@@ -18,7 +18,6 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-import pipelines
 from pipelines import ArityError, Pipeline, UnknownStageError
 from tests.conftest import ROOT, cli
 
@@ -126,7 +125,7 @@ class TestTableAnnotations:
         pipeline = Pipeline("annotated")
 
         @pipeline.source
-        def numbers():  # noqa: ANN202
+        def numbers():
             yield from range(5)
 
         @pipeline.map(over=numbers)
