@@ -489,7 +489,7 @@ def test_keep_cluster_keeps_the_dashboard_until_ctrl_c(ctrl_c: str, tmp_path: Pa
         assert kept, "".join(output)
         dashboard, scheduler = kept.groups()
         assert dashboard.startswith("http://127.0.0.1:") and scheduler.startswith("tls://127.0.0.1:")
-        assert any("total: 1 rows" in line for line in output), "".join(output)  # the run is over
+        assert any("total: 1 row → " in line for line in output), "".join(output)  # the run is over
         assert get(dashboard + "/health") == "ok"  # and its dashboard is still up
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         assert children  # the cluster's worker processes

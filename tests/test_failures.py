@@ -303,8 +303,8 @@ class TestErrorPolicies:
 
         shown = cli("inspect", run_id, "handle", "--store", str(store), check=0).stdout
         assert "2 failed items" in shown
-        assert "batch 0, item 3: RecordError: cannot handle rec-003 (attempts: 3)" in shown
-        assert "batch 2, item 3: RecordError: cannot handle rec-023 (attempts: 3)" in shown
+        assert "item 3: RecordError: cannot handle rec-003 (attempts: 3)" in shown
+        assert "item 23: RecordError: cannot handle rec-023 (attempts: 3)" in shown
         assert "input: 'rec-023'" in shown and "dead-letter table:" in shown
 
         before = len(lines(log))
