@@ -126,6 +126,7 @@ class Pipeline:
                  module: str | None = None) -> None:
         if not name.isidentifier():
             raise DefinitionError(f"pipeline name {name!r} must be a Python identifier")
+        _check_name_length(name, "pipeline name")
         if params is not None and not (isinstance(params, type) and issubclass(params, BaseModel)):
             raise DefinitionError(f"pipeline {name!r}: params must be a pydantic BaseModel class, not {params!r}")
         self.name = name
@@ -293,6 +294,7 @@ class Pipeline:
         stage_name = name or getattr(fn, "__name__", "")
         if not stage_name.isidentifier():
             raise DefinitionError(f"pipeline {self.name!r}: stage function {fn!r} needs name=... (got {stage_name!r})")
+        _check_name_length(stage_name, f"pipeline {self.name!r}: stage name")
         where = f"stage {stage_name!r}"
         if stage_name in self._stages:
             raise DuplicateStageError(f"{where}: a stage of that name is already defined in pipeline {self.name!r}")
@@ -375,6 +377,17 @@ class Pipeline:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+MAX_NAME_BYTES = 200  # names become folder and file names (``<stage>.parquet.tmp``): 255 bytes at most
+
+
+def _check_name_length(name: str, what: str) -> None:
+    """Refuse a name too long for a file name, now rather than as ``ENAMETOOLONG`` mid-run."""
+    size = len(name.encode())
+    if size > MAX_NAME_BYTES:
+        raise DefinitionError(f"{what} {name[:40]}… is {size} bytes long; names are at most {MAX_NAME_BYTES} "
+                              f"bytes, since they name folders and files")
+
 
 def _unknown(message: str, name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
