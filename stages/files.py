@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path, PurePath
 
 
@@ -86,7 +87,8 @@ def read_bytes(name: str | os.PathLike[str], *, root: str | os.PathLike[str] | N
         The file's content.
 
     Raises:
-        ValueError: ``name`` escapes ``root``, or the file is larger than ``max_bytes``.
+        ValueError: ``name`` escapes ``root``, is not a regular file (a FIFO, a device, a
+            socket: reading one could block for ever or never end), or is larger than ``max_bytes``.
         OSError: the file cannot be read (``FileNotFoundError`` names it).
 
     Example:
@@ -94,9 +96,24 @@ def read_bytes(name: str | os.PathLike[str], *, root: str | os.PathLike[str] | N
         466706
     """
     path = safe_path(root, name) if root is not None else Path(name)
-    with open(path, "rb") as f:
-        if max_bytes is not None:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                raise ValueError(f"{os.fspath(name)!r}: {size} bytes exceeds the limit of {max_bytes}")
+    # O_NONBLOCK: opening a FIFO for reading would wait for a writer, for ever; it is refused below
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError(f"{os.fspath(name)!r} is {_file_kind(info.st_mode)}, not a regular file; "
+                         f"only regular files are read")
+    os.set_blocking(fd, True)
+    with open(fd, "rb") as f:
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise ValueError(f"{os.fspath(name)!r}: {info.st_size} bytes exceeds the limit of {max_bytes}")
         return f.read()
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a regular file"
