@@ -366,7 +366,7 @@ class Runner:
         """The stage's part files in item order: by batch, then by first id (no sort when read)."""
         st = self.states[name]
         ks = sorted(st.batches) if batches is None else batches
-        return tuple(InputPart(p.path) for k in ks for p in _in_order(st.batches[k].parts))
+        return tuple(InputPart(p.path, batch=k) for k in ks for p in _in_order(st.batches[k].parts))
 
     def _table_inputs(self, name: str, k: int) -> tuple[InputSpec, ...]:
         stage = self.stages[name]
@@ -379,7 +379,8 @@ class Runner:
         u = self.stages[name].inputs[0]
         keeps = self.stages[u].keeps_item_ids
         parts = [p for p in _in_order(self.states[u].batches[k].parts) if not keeps or p.done & ids]
-        self._submit(name, k, ids, (InputSpec(u, tuple(InputPart(p.path) for p in parts), keeps, ids),), solo=solo)
+        self._submit(name, k, ids, (InputSpec(u, tuple(InputPart(p.path, batch=k) for p in parts), keeps, ids),),
+                     solo=solo)
 
     def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
         stage = self.stages[name]

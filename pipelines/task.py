@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import signal
 import threading
 import time
@@ -41,10 +42,15 @@ _NO_IDS = np.zeros(0, dtype=np.int64)
 
 @dataclass(frozen=True, slots=True)
 class InputPart:
-    """One Arrow file to read; ``expect`` (size, checksum) is checked for files of earlier runs."""
+    """One Arrow file to read; ``expect`` (size, checksum) is checked for files of earlier runs.
+
+    ``batch`` is the producer's batch: a reader puts each batch's rows in item order, whatever
+    ids each part happened to hold (parts of a streamed stage hold ids in completion order).
+    """
 
     path: str
     expect: batch_files.FileInfo | None = None
+    batch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +163,7 @@ class BatchTask:
         if stage.takes_params and "params" not in kwargs:
             kwargs["params"] = _params(pipeline, self.params_json)
         for name, parts in self.side.items():
-            table = codec.data_columns(_concat([batch_files.read_table(p.path, expect=p.expect) for p in parts]))
+            table = codec.data_columns(read_in_item_order(parts))
             kwargs[name] = table.to_pandas() if stage.table_format == "pandas" else table
         return kwargs
 
@@ -268,19 +274,29 @@ class BatchTask:
 
 def read_input(spec: InputSpec) -> tuple[pa.Table, np.ndarray]:
     """The rows of one input to compute, and their item ids."""
-    tables = [batch_files.read_table(p.path, expect=p.expect) for p in spec.parts]
-    table = _concat(tables)
+    table = read_in_item_order(spec.parts)
     if spec.ids_in_column and codec.ITEM_COLUMN in table.column_names:
         ids = table.column(codec.ITEM_COLUMN).to_numpy()
-        if len(ids) > 1 and not bool(np.all(ids[1:] >= ids[:-1])):
-            order = np.argsort(ids, kind="stable")
-            table = table.take(pa.array(order))
-            ids = ids[order]
     else:
         ids = np.arange(table.num_rows, dtype=np.int64)
     if spec.select is not None:
         table, ids = _select(table, ids, spec.select)
     return table, ids
+
+
+def read_in_item_order(parts: Sequence[InputPart]) -> pa.Table:
+    """Parts of one or more producer batches (in batch order) as one table, each batch's rows
+    sorted by item id (stable: a flat-map's rows of one item keep their order). This is what
+    makes every consumer's input, and so every output, the same whatever the timing."""
+    tables = []
+    for _, group in itertools.groupby(parts, key=lambda p: p.batch):
+        table = _concat([batch_files.read_table(p.path, expect=p.expect) for p in group])
+        if codec.ITEM_COLUMN in table.column_names and table.num_rows > 1:
+            ids = table.column(codec.ITEM_COLUMN).to_numpy()
+            if not bool(np.all(ids[1:] >= ids[:-1])):
+                table = table.take(pa.array(np.argsort(ids, kind="stable")))
+        tables.append(table)
+    return _concat(tables)
 
 
 def _empty_output(producer: Stage) -> pa.Table:
