@@ -31,7 +31,7 @@ from typing import Any
 from executors import WorkerLostError
 
 from . import fingerprint as fp
-from . import resources
+from . import interrupts, resources
 from .batching import TaskSizer
 from .errors import StageFailed, UsageError
 from .hooks import Observers, RunObserver
@@ -48,10 +48,11 @@ from .result import RunResult, RunStatus
 from .state import StageState, describe
 from .store import Store
 from .store.ledger import Part
-from .task import BatchTask, InputPart, InputSpec, TaskResult
+from .task import BatchTask, InputPart, InputSpec, TaskResult, TaskStop
 from .workers import Workers
 
-INTERRUPT_GRACE_SECONDS = 5.0
+INTERRUPT_GRACE_SECONDS = 5.0  # running tasks may finish this long after Ctrl-C
+STOP_GRACE_SECONDS = 2.0  # then tasks asked to stop may take this long to report what they finished
 logger = logging.getLogger(__name__)
 
 
@@ -397,6 +398,7 @@ class Runner:
             params_json=self.params_json, side={s: self._parts_of(s) for s in stage.side},
             rate_share=1.0 if caps.in_process else 1.0 / max(1, caps.max_workers),
             pipeline=self.pipeline if caps.in_process else None, object_key=b.key,
+            stop=TaskStop() if caps.in_process and stage.is_async else None,
         )
         future = executor.submit(task, key=task.key)
         now = time.monotonic()
@@ -415,7 +417,7 @@ class Runner:
     # == the loop ===============================================================================
     def _loop(self) -> None:
         while True:
-            with self.store.ledger.batch():  # one transaction a turn, not three a task
+            with interrupts.deferred(), self.store.ledger.batch():  # one transaction a turn, not three a task
                 self._schedule()
             if self._finished():
                 return
@@ -426,7 +428,7 @@ class Runner:
                 raise RuntimeError(f"pipelines bug: nothing to wait for, but stages are not final: {describe(self.states)}")
             done, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
             try:
-                with self.store.ledger.batch():
+                with interrupts.deferred(), self.store.ledger.batch():  # Ctrl-C waits for the commit
                     for future in done:
                         self._complete(future)
             except (sqlite3.Error, OSError) as exc:  # the ledger's disk is full: stop cleanly
@@ -498,24 +500,36 @@ class Runner:
         self.finalize_batch(name, k)
 
     def _interrupt(self) -> None:
-        """First Ctrl-C: stop scheduling, keep what finishes within the grace period."""
+        """First Ctrl-C: stop scheduling; running tasks get a grace period, then those that can are
+        asked to stop and report the items they finished. Whatever finishes is recorded."""
         self.interrupted = True
         self.stopping = True
         self.observer.message("interrupted: finishing running tasks (Ctrl-C again to stop at once)", level="warning")
-        for future in list(self._running):
-            if future.cancel():
-                self._complete(future)
         self.feed.cancel()
-        deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
+        stoppable = {f: r.task.stop for f, r in self._running.items() if r.task is not None and r.task.stop}
         try:
-            while self._running and time.monotonic() < deadline:
-                done, _ = wait(set(self._running), timeout=max(0.0, deadline - time.monotonic()),
-                               return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._complete(future)
+            # tasks not started are pending again (a task that can stop is never cancelled: on an
+            # event loop "cancel" would drop its finished items with the rest)
+            self._record_done([f for f in list(self._running) if f not in stoppable and f.cancel()])
+            self._drain(time.monotonic() + INTERRUPT_GRACE_SECONDS)
+            if any(f in self._running for f in stoppable):
+                for stop in stoppable.values():
+                    stop.request()
+                self._drain(time.monotonic() + STOP_GRACE_SECONDS)
         except KeyboardInterrupt:  # the second Ctrl-C: stop now, keep what is recorded
             self.workers.hard_stop = True
             self.observer.message("stopping now", level="warning")
+
+    def _drain(self, deadline: float) -> None:
+        while self._running and time.monotonic() < deadline:
+            done, _ = wait(set(self._running), timeout=max(0.0, deadline - time.monotonic()),
+                           return_when=FIRST_COMPLETED)
+            self._record_done(done)
+
+    def _record_done(self, futures: Iterable[Future[Any]]) -> None:
+        with interrupts.deferred(), self.store.ledger.batch():  # a second Ctrl-C waits for the commit
+            for future in futures:
+                self._complete(future)
 
     # == finishing ==============================================================================
     def _save_stage(self, name: str, status: str) -> None:

@@ -95,10 +95,12 @@ class BatchTask:
     rate_share: float = 1.0  # this worker's share of the stage's rate limit (1/workers)
     pipeline: Pipeline | None = None  # in-process only; dropped when pickled
     object_key: str = ""  # the batch key the output is stored under (in the file's metadata)
+    stop: TaskStop | None = None  # in-process only: the driver asks the task to end early (Ctrl-C)
 
     def __getstate__(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
         state["pipeline"] = None
+        state["stop"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -142,8 +144,13 @@ class BatchTask:
         kwargs.update(await resources.resolve_async(stage.resources))
         if stage.itemwise:
             runner = _ItemRunner(stage, self.batch, self.rate_share)
-            outputs = await asyncio.gather(*(runner.run_async(i, v, kwargs) for i, v in zip(ids.tolist(), values)))
-            return await asyncio.to_thread(self._finish_items, stage, ids, values, list(outputs), runner.errors, t0, t1)
+            items = [asyncio.ensure_future(runner.run_async(i, v, kwargs)) for i, v in zip(ids.tolist(), values)]
+            if self.stop is not None:
+                loop = asyncio.get_running_loop()
+                self.stop.on_request(lambda: loop.call_soon_threadsafe(_cancel_all, items))
+            outputs = list(await asyncio.gather(*items, return_exceptions=True))
+            ids, values, outputs = _finished_only(ids, values, outputs)
+            return await asyncio.to_thread(self._finish_items, stage, ids, values, outputs, runner.errors, t0, t1)
         return await self._run_table_stage_async(stage, tables, kwargs, t0, t1)
 
     # -- reading ----------------------------------------------------------------------
@@ -268,6 +275,49 @@ class BatchTask:
         error = _item_error(stage, self.batch, None, exc, attempts, None)
         return TaskResult(self.stage, self.batch, self.part, None, IdSet(), (error,), 1,
                           seconds=time.perf_counter() - t1, read_seconds=t1 - t0)
+
+
+class TaskStop:
+    """The driver's request that an in-process task end early, keeping what it finished: on
+    Ctrl-C an async task cancels its unfinished items and writes a part of the finished ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requested = False
+        self._hooks: list[Callable[[], Any]] = []
+
+    def request(self) -> None:
+        with self._lock:
+            self.requested = True
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def on_request(self, hook: Callable[[], Any]) -> None:
+        """Call ``hook`` when a stop is requested (at once if it already was)."""
+        with self._lock:
+            if not self.requested:
+                self._hooks.append(hook)
+                return
+        hook()
+
+
+def _cancel_all(items: Sequence[asyncio.Future[Any]]) -> None:
+    for item in items:
+        item.cancel()
+
+
+def _finished_only(ids: np.ndarray, values: list[Any],
+                   outputs: list[Any]) -> tuple[np.ndarray, list[Any], list[Any]]:
+    """Drop the items a stop cancelled (they stay pending for a resume); raise what is not an item's."""
+    for out in outputs:
+        if isinstance(out, BaseException) and not isinstance(out, asyncio.CancelledError):
+            raise out  # not caught per item (``KeyboardInterrupt``, ``SystemExit``): the task's own
+    keep = [not isinstance(out, asyncio.CancelledError) for out in outputs]
+    if all(keep):
+        return ids, values, outputs
+    return (ids[np.array(keep, dtype=bool)], [v for v, k in zip(values, keep) if k],
+            [o for o, k in zip(outputs, keep) if k])
 
 
 # -- reading inputs ------------------------------------------------------------------------
