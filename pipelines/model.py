@@ -111,6 +111,7 @@ class Pipeline:
     """A named DAG of stages with typed parameters.
 
     Example:
+        >>> import pyarrow as pa, pyarrow.compute as pc
         >>> from pipelines import Pipeline
         >>> pipeline = Pipeline("squares")
         >>> @pipeline.source
@@ -119,7 +120,12 @@ class Pipeline:
         >>> @pipeline.map(over=numbers, kind="cpu")
         ... def square(x: int) -> int:
         ...     return x * x
-        >>> total = pipeline.reduce(sum_table, inputs=[square])    # doctest: +SKIP
+        >>> @pipeline.reduce(inputs=[square])
+        ... def total(squares: pa.Table) -> pa.Table:
+        ...     return pa.table({"total": [pc.sum(squares["square"]).as_py()]})
+        >>> result = pipeline.run(executor="threads", store=tmp_path)   # threads: in a script, omit it
+        >>> result.table("total").to_pylist()
+        [{'total': 285}]
     """
 
     def __init__(self, name: str, *, params: type[BaseModel] | None = None, description: str | None = None,
@@ -165,9 +171,7 @@ class Pipeline:
         The same as ``pipelines.run(self, ...)``; ``result.table("stage")`` and
         ``result.to_pandas("stage")`` give any stage's output, ``result.run_id`` the run.
 
-        Example:
-            >>> result = pipeline.run({"n": 100}, executor="threads", store=tmp_path)   # doctest: +SKIP
-            >>> result.to_pandas("total")                                               # doctest: +SKIP
+        Example: the one on ``Pipeline`` ends with a run.
         """
         from .api import run
 
@@ -214,11 +218,17 @@ class Pipeline:
         needs but its results must not depend on, such as a local server's port.
 
         Example:
+            >>> import contextlib, os
+            >>> pipeline = Pipeline("greeting")
             >>> @pipeline.set_lifespan
             ... @contextlib.contextmanager
             ... def serve(params):
-            ...     with local_server() as url:
-            ...         yield {"MY_DATA_URL": url}
+            ...     yield {"GREETING": "hello"}       # say, the URL of a server started here
+            >>> @pipeline.source
+            ... def words():
+            ...     yield os.environ["GREETING"]
+            >>> pipeline.run(executor="threads", store=tmp_path).table("words").to_pylist()
+            [{'words': 'hello'}]
         """
         if not callable(fn):
             raise DefinitionError(f"pipeline {self.name!r}: lifespan must be callable, got {fn!r}")
