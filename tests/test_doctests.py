@@ -17,8 +17,6 @@ import executors
 import pipelines
 import stages
 
-from .executors.helpers import only_loopback
-
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -32,10 +30,6 @@ def _modules() -> list[str]:
 
 
 MODULES = _modules()
-NEEDS = {  # module: (optional dependency, condition to run, why not)
-    "executors.dask_cluster": ("distributed", lambda: True, ""),
-    "executors.ray_cluster": ("ray", only_loopback, "Ray binds to every interface: run inside tests/loopback_only.py"),
-}
 
 
 def test_every_package_has_modules():
@@ -43,16 +37,14 @@ def test_every_package_has_modules():
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name: str, tmp_path: Path) -> None:
-    if name in NEEDS:
-        dependency, runs, why = NEEDS[name]
-        pytest.importorskip(dependency)
-        if not runs():
-            pytest.skip(why)
+def test_docstring_examples(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if name == "executors.dask_cluster":
+        pytest.importorskip("distributed")
+    if name == "executors.ray_cluster":
+        request.getfixturevalue("ray_session")  # the session's Ray (it skips outside a loopback-only namespace)
     module = importlib.import_module(name)
-    suite = doctest.DocTestFinder().find(module)
     runner = doctest.DocTestRunner(optionflags=FLAGS)
-    for test in suite:
+    for test in doctest.DocTestFinder().find(module):
         test.globs["tmp_path"] = tmp_path
         runner.run(test)
     result = runner.summarize(verbose=False)
