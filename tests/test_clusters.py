@@ -423,9 +423,9 @@ def test_a_store_the_workers_cannot_reach_fails_at_start(counted: Pipeline, tmp_
     store = tmp_path / "store"
     store.mkdir()
     skip_unless_folders_can_be_hidden(store)
-    with dask_cli_cluster(tmp_path, DaskWorkers(nworkers=1, wrap=hide_folder(store))) as address:
-        with pytest.raises(UsageError) as info:
-            pipelines.run(counted, COUNTED, store=store, executor="dask", address=address)
+    with (dask_cli_cluster(tmp_path, DaskWorkers(nworkers=1, wrap=hide_folder(store))) as address,
+          pytest.raises(UsageError) as info):
+        pipelines.run(counted, COUNTED, store=store, executor="dask", address=address)
     message = str(info.value)
     assert f"store {store} is not reachable from the dask workers" in message, message
     with Store(store) as s:

@@ -37,7 +37,7 @@ def load(tmp_path: Path) -> Iterator[Load]:
         module.__file__ = str(tmp_path / f"{name}.py")
         sys.modules[name] = module
         names.add(name)
-        exec(compile(textwrap.dedent(source), module.__file__, "exec"), module.__dict__)  # noqa: S102 - test source
+        exec(compile(textwrap.dedent(source), module.__file__, "exec"), module.__dict__)
         return module
 
     yield _load
@@ -78,8 +78,8 @@ def test_the_same_source_gives_the_same_fingerprint(load):
     pytest.param(lambda s: s.replace("return inner(x) * FACTOR", "return inner(x) * FACTOR  # doubled"),
                  id="a comment"),
     pytest.param(lambda s: s.replace("    def stage", "    # the stage\n\n\n    def stage"), id="blank lines"),
-    pytest.param(lambda s: s.replace("json.dumps(helper(x) * scale)", "json.dumps(\n            helper( x )*scale\n        )"),
-                 id="formatting"),
+    pytest.param(lambda s: s.replace("json.dumps(helper(x) * scale)",
+                                     "json.dumps(\n            helper( x )*scale\n        )"), id="formatting"),
     pytest.param(lambda s: s.replace("Scale a helped value.", "Scale the value the helper returns."),
                  id="a docstring's wording"),
     pytest.param(lambda s: s.replace("return x - 1", "return x - 2"), id="an unreferenced function"),
