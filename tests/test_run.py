@@ -151,8 +151,6 @@ print("total", result.table("total").to_pylist())
 """
 
 
-@pytest.mark.xfail(strict=True, reason="the process pool's warm-up task starts its workers outside "
-                                       "main_not_imported, so spawned workers re-run the script's body")
 def test_spawn_start_method_needs_no_main_guard(store: Path, tmp_path: Path) -> None:
     """A script that runs a pipeline at top level, on spawned worker processes, runs its body once."""
     script, body_log = tmp_path / "unguarded.py", tmp_path / "body.log"
