@@ -401,7 +401,10 @@ class TestRetries:
     def test_retry_after_wins_over_backoff_but_not_over_the_cap(self) -> None:
         later = http.HTTPStatusError("u", 429, retry_after=1.0)
         assert retry.delay(0, later) == 1.0 and retry.delay(9, later) == 1.0
-        assert retry.delay(0, http.HTTPStatusError("u", 503, retry_after=3600.0)) == retry.MAX_DELAY
+        too_long = http.HTTPStatusError("u", 503, retry_after=3600.0)
+        assert not retry.is_transient(too_long)  # waiting an hour is not a retry: it fails at once
+        assert retry.delay(0, too_long) == retry.MAX_RETRY_AFTER
+        assert retry.delay(0, http.HTTPStatusError("u", 503, retry_after=90.0)) == 90.0  # beyond the backoff cap
         assert retry.delay(0, http.HTTPStatusError("u", 503, retry_after=None)) <= retry.BASE_DELAY
         assert retry.is_transient(later) and not retry.is_transient(http.HTTPStatusError("u", 404))
         assert not retry.is_transient(TypeError("bug")) and retry.is_transient(ConnectionError("reset"))
