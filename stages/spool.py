@@ -107,13 +107,13 @@ class Body:
                 self.size += len(chunk)
                 if self.size > max_bytes:
                     raise TooLarge
-                self._digest.update(chunk)
                 if self._file is None and self.size <= self.spool_over and self.budget.take(len(chunk)):
                     self.reserved += len(chunk)
                     self.memory += chunk
                     continue
                 if self._file is None:
                     self._start_file()
+                self._digest.update(chunk)  # only bodies in files are hashed: the hash names the file
                 self._file.write(chunk)  # type: ignore[union-attr]
         except BaseException:
             self.discard()
@@ -123,6 +123,7 @@ class Body:
         folder = spool_dir(self.folder)
         fd, self._temp = tempfile.mkstemp(dir=folder, prefix=".partial-")
         self._file = os.fdopen(fd, "wb")
+        self._digest.update(self.memory)
         self._file.write(self.memory)
         self.memory = bytearray()
         self.budget.give_back(self.reserved)
