@@ -14,9 +14,10 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import posixpath
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 import pyarrow as pa
@@ -55,16 +56,33 @@ class Entry(BaseModel):
     @classmethod
     def _relative(cls, path: str) -> str:
         parts = urlsplit(path)
-        if parts.scheme or parts.netloc or path.startswith("/") or ".." in parts.path.split("/"):
-            raise ValueError(f"{path!r} must be a relative path without '..'")
+        if parts.scheme or parts.netloc or not stays_below(parts.path):
+            raise ValueError(f"{path!r} must be a relative path below the base URL, without '..' (even percent-encoded)")
         return path
 
 
+def stays_below(path: str) -> bool:
+    """True if ``path``, percent-decoded (repeatedly) and normalised, names something below its base.
+
+    A server decodes ``%2e%2e`` to ``..`` (some decode twice, and some read ``\\`` as ``/``),
+    so the check looks at what the server will see, not at the text as written.
+    """
+    decoded, previous = path, None
+    while decoded != previous:
+        previous, decoded = decoded, unquote(decoded)
+    decoded = decoded.replace("\\", "/")
+    if decoded.startswith("/") or "\x00" in decoded or ".." in decoded.split("/"):
+        return False
+    normal = posixpath.normpath(decoded)
+    return normal != ".." and not normal.startswith("../")
+
+
 class Downloaded(Entry):
-    """A catalog record with its image's bytes."""
+    """A catalog record with its image: its bytes, or the file they went to when large."""
 
     content_type: str
     body: bytes
+    body_file: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,13 +144,14 @@ def parse_catalog(document: bytes, params: IngestParams) -> Iterator[Entry]:
 async def download(entry: Entry, params: IngestParams, session: aiohttp.ClientSession) -> Downloaded:
     """Download one image; a 404 or a wrong content type fails only this item."""
     response = await http.download(url_for(entry.path, params), session=session, expect_content_type="image/*")
-    return Downloaded(**entry.model_dump(), content_type=response.content_type, body=response.body)
+    return Downloaded(**entry.model_dump(), content_type=response.content_type, body=response.body,
+                      body_file=response.body_file)
 
 
 @pipeline.map(over=download, kind="cpu", on_error="skip")
 def describe(image: Downloaded) -> Described:
     """Decode one image and describe it; a truncated image fails only this item."""
-    info = images.describe(image.body, name=image.path)
+    info = images.describe(image, name=image.path)
     return Described(**dataclasses.asdict(info), id=image.id, category=image.category, path=image.path)
 
 
