@@ -57,7 +57,8 @@ class Entry(BaseModel):
     def _relative(cls, path: str) -> str:
         parts = urlsplit(path)
         if parts.scheme or parts.netloc or not stays_below(parts.path):
-            raise ValueError(f"{path!r} must be a relative path below the base URL, without '..' (even percent-encoded)")
+            raise ValueError(f"{path!r} must be a relative path below the base URL, without '..'"
+                             " (even percent-encoded)")
         return path
 
 

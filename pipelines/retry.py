@@ -39,7 +39,7 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def retry_after_limit(exc: BaseException) -> float:
+def retry_after_limit(exc: BaseException | None) -> float:
     """The longest ``Retry-After`` wait honoured for ``exc``: its ``max_retry_after``, or the default."""
     limit = getattr(exc, "max_retry_after", None)
     return float(limit) if isinstance(limit, (int, float)) and limit >= 0 else MAX_RETRY_AFTER

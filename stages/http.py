@@ -85,7 +85,7 @@ class Response:
         if self.body_file is None:
             return io.BytesIO(self.body)
         try:
-            return open(self.body_file, "rb")  # noqa: SIM115 - the caller closes it
+            return open(self.body_file, "rb")  # the caller closes it
         except FileNotFoundError:
             raise FileNotFoundError(f"{self.url}: the body's file {self.body_file} is gone") from None
 
@@ -292,7 +292,8 @@ def _next_hop(url: str, current: URL, resp: aiohttp.ClientResponse, hop: int, ma
     except ValueError as exc:
         raise ResponseRejected(url, f"HTTP {resp.status} redirect to an invalid URL {location!r}: {exc}") from None
     if target.scheme not in ("http", "https") or not target.host:
-        raise ResponseRejected(url, f"HTTP {resp.status} redirect to {location!r} refused: only http(s) URLs are followed")
+        raise ResponseRejected(url, f"HTTP {resp.status} redirect to {location!r} refused:"
+                                    " only http(s) URLs are followed")
     if "*" not in allowed and _origin(target) not in allowed:
         origin = f"{target.scheme}://{target.host}:{target.port}"
         raise ResponseRejected(url, f"HTTP {resp.status} redirect to another origin ({origin}) refused:"

@@ -132,9 +132,9 @@ def _check_pixels(img: Image.Image, max_pixels: int | None) -> None:
 def _open(image: bytes | bytearray | memoryview | HasBody) -> IO[bytes]:
     path = getattr(image, "body_file", None)
     if path:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
-    data = image.body if hasattr(image, "body") else image  # type: ignore[union-attr]
-    return io.BytesIO(bytes(data))  # type: ignore[arg-type]
+        return open(path, "rb")  # closed by the caller's with-block
+    data = image.body if hasattr(image, "body") else image
+    return io.BytesIO(bytes(data))
 
 
 def _sha256(source: IO[bytes]) -> tuple[str, int]:

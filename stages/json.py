@@ -250,8 +250,9 @@ def _depth_error(text: str, start: int, source: str) -> ValueError:
                 break
     byte = len(text[:start].encode())
     deep_byte = byte + len(text[start:at].encode())
+    limit = sys.getrecursionlimit()
     return ValueError(f"{source}: invalid JSON at byte {byte}: the value nests {deepest:,} levels deep (its deepest"
-                      f" point at byte {deep_byte}), more than the parser can follow (about {sys.getrecursionlimit():,})")
+                      f" point at byte {deep_byte}), more than the parser can follow (about {limit:,})")
 
 
 def _where(source: str, index: int | None, offset: int | None) -> str:

@@ -116,7 +116,8 @@ def serve_directory(root: str | os.PathLike[str], *, host: str = "127.0.0.1", po
 async def _refuse_unservable_paths(request: web.Request, handler: Handler) -> web.StreamResponse:
     """414 for an overlong path, 404 for one the file system refuses to look up (not a 500)."""
     if len(request.raw_path) > MAX_PATH_CHARS:
-        raise web.HTTPRequestURITooLong(text=f"path of {len(request.raw_path)} characters; the limit is {MAX_PATH_CHARS}")
+        length = len(request.raw_path)
+        raise web.HTTPRequestURITooLong(text=f"path of {length} characters; the limit is {MAX_PATH_CHARS}")
     try:
         return await handler(request)
     except OSError:  # ENAMETOOLONG, ELOOP...: there is no such file to serve

@@ -76,8 +76,8 @@ def loop_budget(limit: int) -> MemoryBudget:
 
 def spool_dir(explicit: str | os.PathLike[str] | None) -> Path:
     """The folder for large bodies: ``explicit``, else ``$PIPELINES_SPOOL_DIR``, else a temp folder."""
-    chosen = explicit or os.environ.get(SPOOL_DIR_ENV) or Path(tempfile.gettempdir()) / f"pipelines-bodies-{os.getuid()}"
-    folder = Path(chosen)
+    default = Path(tempfile.gettempdir()) / f"pipelines-bodies-{os.getuid()}"
+    folder = Path(explicit or os.environ.get(SPOOL_DIR_ENV) or default)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

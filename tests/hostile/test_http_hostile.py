@@ -10,6 +10,7 @@ of a baseline run (psutil, sampled in a thread).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import struct
@@ -233,10 +234,8 @@ class PeakRSS(threading.Thread):
                 procs = []
             total = 0
             for proc in procs:
-                try:
+                with contextlib.suppress(psutil.Error):  # a worker may exit between the two calls
                     total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, total)
             self.stopped.wait(0.02)
 

@@ -14,9 +14,8 @@ import pytest
 from pydantic import BaseModel
 
 import pipelines
-from pipelines import Pipeline
+from pipelines import Pipeline, retry
 from pipelines.resources import resources_of
-from pipelines import retry
 from pipelines.retry import is_transient
 from stages import http, serve
 
@@ -248,7 +247,7 @@ class TestBodiesInFiles:
     def test_a_gone_file_is_named_in_the_error(self, server, tmp_path):
         r = fetch(server("sized/5000"), spool_over=1000, spool_dir=tmp_path)
         Path(r.body_file).unlink()
-        with pytest.raises(FileNotFoundError, match="the body's file .* is gone"):
+        with pytest.raises(FileNotFoundError, match=r"the body's file .* is gone"):
             r.read()
 
 

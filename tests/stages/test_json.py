@@ -126,7 +126,8 @@ class TestHostileDocuments:
                                        lambda d: json.parse_records(d, Point)])
     def test_deep_nesting_is_a_value_error_naming_the_depth(self, parse):
         deep = "[" * 100_000 + "]" * 100_000
-        with pytest.raises(ValueError, match=r"invalid JSON at byte \d+: the value nests (100,000|99,999) levels deep") as info:
+        pattern = r"invalid JSON at byte \d+: the value nests (100,000|99,999) levels deep"
+        with pytest.raises(ValueError, match=pattern) as info:
             parse(deep)
         assert not isinstance(info.value, RecursionError)
 
