@@ -30,7 +30,8 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NULL = np.uint64(0x6A09E667F3BCC909)
-AVERAGE = 256  # items a source batch holds on average
+AVERAGE = 256  # items a source batch holds on average, in its first 131,072 items
+LEVELS: tuple[tuple[int | None, int], ...] = ((1 << 17, AVERAGE), (1 << 20, 2048), (None, 16384))
 _U64 = np.uint64
 
 
@@ -200,11 +201,20 @@ class Cutter:
                              f"{self.minimum}, {self.average}, {self.maximum}")
 
     @classmethod
-    def for_source(cls, batch_size: int | None) -> Cutter:
-        """Content-defined cuts, or every ``batch_size`` items when the source fixes it."""
+    def for_source(cls, batch_size: int | None, position: int = 0) -> Cutter:
+        """The cuts for a batch that starts at item ``position`` of a source.
+
+        Every ``batch_size`` items when the source fixes it; else content-defined, with an
+        average that grows with the position (``LEVELS``): small batches for the first
+        131,072 items, larger ones for long sources, whose fixed cost per batch would
+        otherwise dominate cheap items. The level depends on where a batch starts, so an
+        insertion moves a level's edge by one item: the batches around that edge may change,
+        then the cuts fall in step again.
+        """
         if batch_size:
             return cls(batch_size, batch_size, batch_size, max_bytes=1 << 62, fixed=True)
-        return cls()
+        average = next(avg for end, avg in LEVELS if end is None or position < end)
+        return _LEVEL_CUTTERS.setdefault(average, cls(average // 4, average, average * 4))
 
     def next_cut(self, hashes: np.ndarray, *, final: bool, sizes: np.ndarray | None = None) -> int | None:
         """How many of the leading items (``hashes``) form the next batch; ``None``: read more first.
@@ -233,6 +243,9 @@ class Cutter:
         if n >= limit:
             return limit
         return n if final else None
+
+
+_LEVEL_CUTTERS: dict[int, Cutter] = {}
 
 
 def row_sizes(table: pa.Table) -> np.ndarray:

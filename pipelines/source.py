@@ -47,9 +47,9 @@ class SourceReader:
         self.stage = stage
         self._path_for = path_for  # (batch number, key) -> file path
         self._fsync = fsync
-        self._cutter = chunking.Cutter.for_source(stage.batch_size)
-        self._window = self._cutter.average  # items read and encoded at a time
+        self._cutter = chunking.Cutter.for_source(stage.batch_size)  # for the next batch
         self._read = 0  # items read from the source so far
+        self._cut_so_far = 0  # items put in batches so far
         self._next = 0
         self._loop = loop
         self._lock = threading.Lock()
@@ -87,7 +87,7 @@ class SourceReader:
         iterator = iter(result)
 
         def windows() -> Iterator[list[Any]]:
-            while chunk := list(itertools.islice(iterator, self._window)):
+            while chunk := list(itertools.islice(iterator, self._cutter.average)):
                 yield chunk
 
         yield from self._cut(self._encoded(windows()))
@@ -102,7 +102,7 @@ class SourceReader:
             return out
 
         def windows() -> Iterator[list[Any]]:
-            while chunk := self._run_async(take(self._window)):
+            while chunk := self._run_async(take(self._cutter.average)):
                 yield chunk
 
         yield from self._cut(self._encoded(windows()))
@@ -156,15 +156,20 @@ class SourceReader:
                 sizes = np.concatenate([sizes, chunking.row_sizes(table)])
                 continue
             assert pending is not None
-            yield _numbered(pending.slice(0, cut))
+            yield self._batch(pending.slice(0, cut))
             pending, hashes, sizes = pending.slice(cut), hashes[cut:], sizes[cut:]
             values = values[cut:] if values is not None else None
 
     def _flush(self, table: pa.Table, hashes: np.ndarray, sizes: np.ndarray) -> Iterator[pa.Table]:
         while table.num_rows:
             cut = self._cutter.next_cut(hashes, final=True, sizes=sizes) or table.num_rows
-            yield _numbered(table.slice(0, cut))
+            yield self._batch(table.slice(0, cut))
             table, hashes, sizes = table.slice(cut), hashes[cut:], sizes[cut:]
+
+    def _batch(self, table: pa.Table) -> pa.Table:
+        self._cut_so_far += table.num_rows
+        self._cutter = chunking.Cutter.for_source(self.stage.batch_size, self._cut_so_far)
+        return _numbered(table)
 
     def _join(self, pending: pa.Table, values: list[Any] | None, table: pa.Table,
               items: list[Any] | None) -> pa.Table | None:

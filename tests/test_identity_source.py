@@ -115,3 +115,79 @@ def batches(cutter: chunking.Cutter, values: np.ndarray) -> list[list[int]]:
         out.append(values[at:at + cut].tolist())
         at += cut
     return out
+
+
+class TestSideEffects:
+    def make(self, tmp_path: Path, **options):
+        from pipelines import Pipeline
+
+        out = tmp_path / "out"
+        log = tmp_path / "calls.log"
+        pipeline = Pipeline("effects")
+
+        @pipeline.source
+        def names() -> list[str]:
+            return ["a", "b", "c"]
+
+        @pipeline.map(over=names, kind="io", **options)
+        def write(name: str) -> str:
+            with open(log, "a") as f:
+                f.write(name + "\n")
+            out.mkdir(exist_ok=True)
+            (out / f"{name}.txt").write_text(name)
+            return name
+
+        @pipeline.map(over=write, kind="io")
+        def shout(name: str) -> str:
+            with open(log, "a") as f:
+                f.write(f"shout {name}\n")
+            return name.upper()
+
+        def run() -> list[str]:
+            result = pipeline.run(executor="threads", store=tmp_path / "store")
+            assert result.ok and result.table("shout")["shout"].to_pylist() == ["A", "B", "C"]
+            lines = log.read_text().split("\n")[:-1] if log.exists() else []
+            log.unlink(missing_ok=True)
+            return sorted(lines)
+
+        return pipeline, out, run
+
+    def test_reuse_never_computes_again_on_every_run(self, tmp_path: Path) -> None:
+        _, _, run = self.make(tmp_path, reuse="never")
+        assert run() == ["a", "b", "c", "shout a", "shout b", "shout c"]
+        assert run() == ["a", "b", "c"]  # the same values again: what follows is reused
+
+    def test_declared_outputs_that_vanished_are_made_again(self, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        _, _, run = self.make(tmp_path, outputs=lambda: [out / f"{n}.txt" for n in "abc"])
+        assert run() == ["a", "b", "c", "shout a", "shout b", "shout c"]
+        assert run() == []  # every output is there: reused
+        (out / "b.txt").unlink()
+        assert run() == ["a", "b", "c"]
+        assert (out / "b.txt").read_text() == "b"
+
+    def test_without_a_declaration_a_deleted_output_is_not_noticed(self, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        _, _, run = self.make(tmp_path)
+        run()
+        (out / "b.txt").unlink()
+        assert run() == []  # the reason to declare side effects
+        assert not (out / "b.txt").exists()
+
+    def test_the_reason_names_the_missing_output(self, tmp_path: Path) -> None:
+        from pipelines import effects
+
+        pipeline, out, run = self.make(tmp_path, outputs=str(tmp_path / "out" / "a.txt"))
+        assert effects.why_recompute(pipeline["write"], None, resumed=False) == f"output {out / 'a.txt'} missing"
+        run()
+        assert effects.why_recompute(pipeline["write"], None, resumed=False) == ""
+
+    def test_bad_options_are_definition_errors(self) -> None:
+        from pipelines import DefinitionError, Pipeline
+
+        pipeline = Pipeline("bad")
+        pipeline.source(lambda: [1], name="one")
+        with pytest.raises(DefinitionError, match="stage 'twice': reuse must be one of"):
+            pipeline.map(lambda x: x, over="one", name="twice", reuse="sometimes")
+        with pytest.raises(DefinitionError, match="stage 'twice': outputs must be paths"):
+            pipeline.map(lambda x: x, over="one", name="twice", outputs=3)
