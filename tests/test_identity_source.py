@@ -191,3 +191,83 @@ class TestSideEffects:
             pipeline.map(lambda x: x, over="one", name="twice", reuse="sometimes")
         with pytest.raises(DefinitionError, match="stage 'twice': outputs must be paths"):
             pipeline.map(lambda x: x, over="one", name="twice", outputs=3)
+
+
+def _folder_of(params) -> str:  # a helper the stage passes params to
+    return params.folder
+
+
+def _opaque(params) -> str:
+    return getattr(params, "folder")
+
+
+class TestParamsFingerprints:
+    def make(self, tmp_path: Path):
+        from pydantic import BaseModel
+
+        from pipelines import Pipeline
+
+        class Params(BaseModel):
+            folder: str = "a"
+            scale: int = 1
+            verbose: bool = False
+
+        log = tmp_path / "calls.log"
+        pipeline = Pipeline("fields", params=Params)
+
+        def note(stage: str) -> None:
+            with open(log, "a") as f:
+                f.write(stage + "\n")
+
+        @pipeline.source
+        def items() -> list[int]:
+            return [1, 2, 3]
+
+        @pipeline.map(over=items, kind="io")
+        def direct(x: int, params: Params) -> str:
+            note("direct")
+            return f"{params.folder}/{x * params.scale}"
+
+        @pipeline.map(over=items, kind="io")
+        def helped(x: int, params: Params) -> str:
+            note("helped")
+            return f"{_folder_of(params)}/{x}"
+
+        @pipeline.map(over=items, kind="io")
+        def opaque(x: int, params: Params) -> str:
+            note("opaque")
+            return f"{_opaque(params)}/{x}"
+
+        def run(**params) -> dict[str, int]:
+            result = pipeline.run(params, executor="threads", store=tmp_path / "store")
+            assert result.ok
+            lines = log.read_text().split() if log.exists() else []
+            log.unlink(missing_ok=True)
+            return {stage: lines.count(stage) for stage in ("direct", "helped", "opaque")}
+
+        return pipeline, run
+
+    def test_reads_are_found_in_the_stage_and_its_helpers(self, tmp_path: Path) -> None:
+        from pipelines import fingerprint as fp
+
+        pipeline, _ = self.make(tmp_path)
+        fields = pipeline.params_model.model_fields
+        assert fp.params_read(pipeline["direct"], fields).fields == {"folder", "scale"}
+        assert fp.params_read(pipeline["helped"], fields).fields == {"folder"}
+        opaque = fp.params_read(pipeline["opaque"], fields)
+        assert opaque.fields is None and opaque.why == "params goes to getattr(), which cannot be followed"
+
+    def test_an_unrelated_field_reuses_a_read_field_recomputes(self, tmp_path: Path) -> None:
+        _, run = self.make(tmp_path)
+        assert run() == {"direct": 3, "helped": 3, "opaque": 3}
+        assert run(verbose=True) == {"direct": 0, "helped": 0, "opaque": 3}  # the fallback recomputes
+        assert run(verbose=True, scale=2) == {"direct": 3, "helped": 0, "opaque": 3}
+        assert run(verbose=True, scale=2, folder="b") == {"direct": 3, "helped": 3, "opaque": 3}
+
+    def test_show_names_the_fallback(self, tmp_path: Path) -> None:
+        from pipelines import diagram
+
+        pipeline, _ = self.make(tmp_path)
+        assert not any(o.startswith("params=") for o in diagram.options(pipeline["helped"]))
+        (note,) = [o for o in diagram.options(pipeline["opaque"]) if o.startswith("params=")]
+        assert note == "params=all (params goes to getattr(), which cannot be followed)"
