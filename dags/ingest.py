@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field, field_validator
 
 from pipelines import Pipeline, uses
-from stages import aggregate, http, images, json, serve
+from stages import aggregate, files, http, images, json, serve
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 BASE_URL_ENV = "PIPELINES_INGEST_BASE_URL"  # set by the lifespan: the port stays out of params and items
@@ -41,7 +41,7 @@ class IngestParams(BaseModel):
 
 
 class Entry(BaseModel):
-    """One record of the catalog."""
+    """One record of the catalog; ``local``: its image's identity, when the run serves a local folder."""
 
     id: str
     title: str
@@ -50,6 +50,7 @@ class Entry(BaseModel):
     license: str
     source: str
     credit: str = ""
+    local: files.FileRef | None = None
 
     @field_validator("path")
     @classmethod
@@ -98,24 +99,49 @@ def url_for(path: str, params: IngestParams) -> str:
     return urljoin(base if base.endswith("/") else base + "/", path)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listed:
+    """The catalog to fetch: its path under the base URL, and its identity when it is a local file."""
+
+    path: str
+    local: files.FileRef | None = None
+
+
+def local_file(path: str, params: IngestParams) -> files.FileRef | None:
+    """What a path names in the local data folder (size, mtime), when the run serves one.
+
+    A URL alone does not say which content it served: with this in the items, editing a
+    local file makes its item new, so the rerun fetches it again instead of reusing the
+    old result.
+    """
+    if params.base_url is not None:
+        return None
+    try:
+        return files.FileRef.of(params.data_dir or DATA_DIR, urlsplit(path).path)
+    except (OSError, ValueError):  # missing or outside the folder: the download will say so
+        return None
+
+
 @pipeline.source
-def catalog(params: IngestParams) -> Iterator[str]:
+def catalog(params: IngestParams) -> Iterator[Listed]:
     """The catalog's path, relative to the base URL: one item."""
-    yield params.catalog
+    yield Listed(params.catalog, local_file(params.catalog, params))
 
 
 @pipeline.map(over=catalog, kind="io", retries=3, timeout=60)
 @uses(session=http.client_session)
-async def fetch_catalog(path: str, params: IngestParams, session: aiohttp.ClientSession) -> bytes:
+async def fetch_catalog(listed: Listed, params: IngestParams, session: aiohttp.ClientSession) -> bytes:
     """Download the catalog's JSON."""
-    response = await http.download(url_for(path, params), session=session, expect_content_type="application/json")
+    response = await http.download(url_for(listed.path, params), session=session,
+                                   expect_content_type="application/json")
     return response.body
 
 
 @pipeline.flat_map(over=fetch_catalog)
 def parse_catalog(document: bytes, params: IngestParams) -> Iterator[Entry]:
     """Validate the catalog's records; ``scale`` copies each under a distinct id and URL."""
-    entries = json.parse_records(document, Entry, source=params.catalog)
+    entries = [entry.model_copy(update={"local": local_file(entry.path, params)})
+               for entry in json.parse_records(document, Entry, source=params.catalog)]
     copies = (entry if n == 0 else entry.model_copy(update={"id": f"{entry.id}~{n}", "path": f"{entry.path}?copy={n}"})
               for n in range(params.scale) for entry in entries)
     return itertools.islice(copies, params.limit)
