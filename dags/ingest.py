@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -41,7 +42,7 @@ class IngestParams(BaseModel):
 
 
 class Entry(BaseModel):
-    """One record of the catalog; ``local``: its image's identity, when the run serves a local folder."""
+    """One record of the catalog."""
 
     id: str
     title: str
@@ -50,7 +51,6 @@ class Entry(BaseModel):
     license: str
     source: str
     credit: str = ""
-    local: files.FileRef | None = None
 
     @field_validator("path")
     @classmethod
@@ -101,31 +101,30 @@ def url_for(path: str, params: IngestParams) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Listed:
-    """The catalog to fetch: its path under the base URL, and its identity when it is a local file."""
+    """The catalog to fetch: its path under the base URL and, when the run serves a local
+    folder, a digest of that folder's files (names, sizes, mtimes: ``files.FileRef``)."""
 
     path: str
-    local: files.FileRef | None = None
+    local: str | None = None
 
 
-def local_file(path: str, params: IngestParams) -> files.FileRef | None:
-    """What a path names in the local data folder (size, mtime), when the run serves one.
+def local_files(params: IngestParams) -> str | None:
+    """What the local data folder holds, as one digest; ``None`` when reading from ``base_url``.
 
-    A URL alone does not say which content it served: with this in the items, editing a
-    local file makes its item new, so the rerun fetches it again instead of reusing the
-    old result.
+    A URL alone does not say which content it served: with this in the source's item, an
+    edited catalog or image makes the item new, so the run fetches again instead of reusing
+    what it fetched before (coarsely: everything after the source is computed again).
     """
     if params.base_url is not None:
         return None
-    try:
-        return files.FileRef.of(params.data_dir or DATA_DIR, urlsplit(path).path)
-    except (OSError, ValueError):  # missing or outside the folder: the download will say so
-        return None
+    refs = files.source("**/*", root=params.data_dir or DATA_DIR)()
+    return hashlib.blake2b(repr(list(refs)).encode(), digest_size=16).hexdigest()
 
 
 @pipeline.source
 def catalog(params: IngestParams) -> Iterator[Listed]:
     """The catalog's path, relative to the base URL: one item."""
-    yield Listed(params.catalog, local_file(params.catalog, params))
+    yield Listed(params.catalog, local_files(params))
 
 
 @pipeline.map(over=catalog, kind="io", retries=3, timeout=60)
@@ -140,8 +139,7 @@ async def fetch_catalog(listed: Listed, params: IngestParams, session: aiohttp.C
 @pipeline.flat_map(over=fetch_catalog)
 def parse_catalog(document: bytes, params: IngestParams) -> Iterator[Entry]:
     """Validate the catalog's records; ``scale`` copies each under a distinct id and URL."""
-    entries = [entry.model_copy(update={"local": local_file(entry.path, params)})
-               for entry in json.parse_records(document, Entry, source=params.catalog)]
+    entries = json.parse_records(document, Entry, source=params.catalog)
     copies = (entry if n == 0 else entry.model_copy(update={"id": f"{entry.id}~{n}", "path": f"{entry.path}?copy={n}"})
               for n in range(params.scale) for entry in entries)
     return itertools.islice(copies, params.limit)

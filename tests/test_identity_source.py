@@ -271,3 +271,116 @@ class TestParamsFingerprints:
         assert not any(o.startswith("params=") for o in diagram.options(pipeline["helped"]))
         (note,) = [o for o in diagram.options(pipeline["opaque"]) if o.startswith("params=")]
         assert note == "params=all (params goes to getattr(), which cannot be followed)"
+
+
+class TestFiles:
+    def test_a_pipeline_on_the_file_source_sees_an_edit(self, tmp_path: Path) -> None:
+        import os
+
+        from pipelines import Pipeline
+        from stages import files
+
+        folder = tmp_path / "numbers"
+        (folder / "sub").mkdir(parents=True)
+        for i in range(6):
+            (folder / ("sub" if i % 2 else ".") / f"n{i}.txt").write_text(str(i))
+        pipeline = Pipeline("numbers")
+        source = pipeline.source(files.source("**/*.txt", root=folder), name="numbers", batch_size=1)
+
+        @pipeline.map(over=source, kind="io")
+        def value(ref: files.FileRef) -> int:
+            return int(files.read_bytes(ref, root=folder))
+
+        @pipeline.reduce(inputs=[value])
+        def total(value: pa.Table) -> pa.Table:
+            return pa.table({"total": [sum(value["value"].to_pylist())]})
+
+        first = pipeline.run(executor="threads", store=tmp_path / "store")
+        assert first.table("total")["total"].to_pylist() == [15]
+        assert first.table("numbers")["path"].to_pylist() == ["n0.txt", "n2.txt", "n4.txt", "sub/n1.txt",
+                                                              "sub/n3.txt", "sub/n5.txt"]
+        edited = folder / "sub" / "n3.txt"
+        edited.write_text("30")
+        os.utime(edited, ns=(1, 1))
+        second = pipeline.run(executor="threads", store=tmp_path / "store")
+        assert second.table("total")["total"].to_pylist() == [42]
+        assert (second.stages["value"].items, second.stages["value"].reused_items) == (6, 5)
+
+    def test_a_digest_tells_apart_what_size_and_mtime_do_not(self, tmp_path: Path) -> None:
+        import os
+
+        from stages import files
+
+        path = tmp_path / "a.txt"
+        path.write_text("one")
+        os.utime(path, ns=(5, 5))
+        before = files.FileRef.of(tmp_path, "a.txt", digest=True)
+        path.write_text("two")
+        os.utime(path, ns=(5, 5))  # same size, same mtime: only the bytes differ
+        after = files.FileRef.of(tmp_path, "a.txt", digest=True)
+        assert (before.size, before.mtime_ns) == (after.size, after.mtime_ns) and before.digest != after.digest
+        assert files.FileRef.of(tmp_path, "a.txt").digest is None
+
+    def test_reading_a_file_that_changed_since_it_was_listed_fails(self, tmp_path: Path) -> None:
+        from stages import files
+
+        (tmp_path / "a.txt").write_text("one")
+        ref = files.FileRef.of(tmp_path, "a.txt")
+        assert files.read_bytes(ref, root=tmp_path) == b"one"
+        (tmp_path / "a.txt").write_text("three")
+        with pytest.raises(ValueError, match=r"'a.txt' changed since it was listed \(3 bytes"):
+            files.read_bytes(ref, root=tmp_path)
+
+    def test_a_ref_cannot_leave_its_root(self, tmp_path: Path) -> None:
+        from stages import files
+
+        with pytest.raises(ValueError, match="escapes the folder"):
+            files.FileRef.of(tmp_path, "../outside.txt")
+
+
+class TestIngestLocalData:
+    """Ingest serving a local folder: the items carry the local files' identity."""
+
+    def data(self, folder: Path, entries: list[dict]) -> Path:
+        import json
+        import shutil
+
+        from .conftest import ROOT
+
+        shutil.copytree(ROOT / "data" / "images", folder / "images")
+        (folder / "catalog.json").write_text(json.dumps(entries))
+        return folder
+
+    def test_an_edited_catalog_or_image_is_fetched_again(self, tmp_path: Path) -> None:
+        """A URL does not say what it served: without the folder's identity in the source's
+        item, the second and third runs below would reuse the old catalog and image."""
+        import json
+        import os
+        import shutil
+
+        from pipelines import loader
+
+        from .conftest import ROOT
+
+        catalog = json.loads((ROOT / "data" / "catalog.json").read_text())
+        folder = self.data(tmp_path / "data", catalog[:4])
+        ingest = loader.load("ingest", ROOT / "dags")
+        params = {"data_dir": str(folder)}
+        first = ingest.run(params, executor="threads", store=tmp_path / "store")
+        assert first.table("describe").num_rows == 4
+
+        again = ingest.run(params, executor="threads", store=tmp_path / "store")
+        assert again.stages["download"].reused_items == 4 and again.stages["fetch_catalog"].reused_items == 1
+
+        (folder / "catalog.json").write_text(json.dumps(catalog[:5]))  # the same name, one more entry
+        grown = ingest.run(params, executor="threads", store=tmp_path / "store")
+        assert grown.stages["fetch_catalog"].reused_items == 0
+        assert grown.table("describe").num_rows == 5
+
+        image = folder / catalog[0]["path"]
+        other = folder / catalog[1]["path"]
+        shutil.copy(other, image)  # the first image now holds the second one's bytes
+        os.utime(image, ns=(1, 1))
+        changed = ingest.run(params, executor="threads", store=tmp_path / "store")
+        described = {r["id"]: r["sha256"] for r in changed.table("describe").to_pylist()}
+        assert described[catalog[0]["id"]] == described[catalog[1]["id"]]
