@@ -121,8 +121,8 @@ def _fixed_bytes(arr: pa.Array) -> np.ndarray:
 def _var_bytes(arr: pa.Array) -> np.ndarray:
     """Strings and binaries: a list of bytes each."""
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)[arr.offset:arr.offset + len(arr) + 1]
-    offsets = offsets.astype(np.int64)
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)
+    offsets = raw[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
     buffer = arr.buffers()[2]
     data = np.frombuffer(buffer, dtype=np.uint8)[offsets[0]:offsets[-1]] if buffer is not None \
         else np.zeros(0, np.uint8)

@@ -24,13 +24,13 @@ from .model import Stage
 
 def outputs_of(stage: Stage, params: Any) -> list[str]:
     """The files ``stage`` declares it makes, for these params."""
-    declared = stage.outputs
-    if callable(declared):
-        try:
-            takes = bool(inspect.signature(declared).parameters)
-        except (TypeError, ValueError):
-            takes = True
-        declared = declared(params) if takes else declared()
+    if not callable(stage.outputs):
+        return list(stage.outputs)
+    try:
+        takes = bool(inspect.signature(stage.outputs).parameters)
+    except (TypeError, ValueError):
+        takes = True
+    declared: Any = stage.outputs(params) if takes else stage.outputs()
     if isinstance(declared, (str, os.PathLike)):
         declared = [declared]
     return [os.fspath(p) for p in declared or ()]

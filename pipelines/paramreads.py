@@ -71,7 +71,8 @@ def _reads(fn: Any, name: str, seen: frozenset[Any]) -> Reads:
                 return inner
             found |= inner.fields
             continue
-        return Reads(None, f"{fn.__qualname__}() uses params whole (line {fn.__code__.co_firstlineno + use.lineno - 1})")
+        line = fn.__code__.co_firstlineno + use.lineno - 1
+        return Reads(None, f"{fn.__qualname__}() uses params whole (line {line})")
     return Reads(frozenset(found))
 
 

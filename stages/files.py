@@ -178,14 +178,13 @@ def read_bytes(name: str | os.PathLike[str] | FileRef, *, root: str | os.PathLik
         >>> len(read_bytes("images/coffee.png", root="data", max_bytes=10**6))    # doctest: +SKIP
         466706
     """
-    ref = name if isinstance(name, FileRef) else None
-    name = ref.path if ref is not None else name
-    path = safe_path(root, name) if root is not None else Path(name)
+    ref, where = (name, name.path) if isinstance(name, FileRef) else (None, os.fspath(name))
+    path = safe_path(root, where) if root is not None else Path(where)
     with open(path, "rb") as f:
         stat = os.fstat(f.fileno())
         if max_bytes is not None and stat.st_size > max_bytes:
-            raise ValueError(f"{os.fspath(name)!r}: {stat.st_size} bytes exceeds the limit of {max_bytes}")
+            raise ValueError(f"{where!r}: {stat.st_size} bytes exceeds the limit of {max_bytes}")
         if ref is not None and (stat.st_size, stat.st_mtime_ns) != (ref.size, ref.mtime_ns):
-            raise ValueError(f"{os.fspath(name)!r} changed since it was listed ({ref.size} bytes, mtime_ns "
+            raise ValueError(f"{where!r} changed since it was listed ({ref.size} bytes, mtime_ns "
                              f"{ref.mtime_ns}; now {stat.st_size} bytes, mtime_ns {stat.st_mtime_ns}); run again")
         return f.read()

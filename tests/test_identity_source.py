@@ -197,8 +197,8 @@ def _folder_of(params) -> str:  # a helper the stage passes params to
     return params.folder
 
 
-def _opaque(params) -> str:
-    return getattr(params, "folder")
+def _opaque(params, name: str = "folder") -> str:
+    return getattr(params, name)
 
 
 class TestParamsFingerprints:
