@@ -40,6 +40,7 @@ def shifting(tmp_path_factory):
         yield pipeline, root / "store", log
 
 
+@pytest.mark.slow
 class TestContentDefinedBatches:
     def rerun(self, shifting, params: dict) -> tuple[list[int], list[dict]]:
         pipeline, store, log = shifting
@@ -338,6 +339,7 @@ class TestFiles:
             files.FileRef.of(tmp_path, "../outside.txt")
 
 
+@pytest.mark.slow
 class TestIngestLocalData:
     """Ingest serving a local folder: the items carry the local files' identity."""
 
