@@ -113,7 +113,8 @@ class SourceReader:
 
     def _encode_items(self, items: list[Any]) -> pa.Table:
         try:
-            return codec.encode(items, stage=self.stage.name, output_type=self.stage.output_type)
+            return codec.encode(items, stage=self.stage.name, output_type=self.stage.output_type,
+                                first_item=self._read)
         except ConversionError as exc:
             at = getattr(exc, "item", None)
             raise _BadItem(str(exc), None if at is None else self._read + at) from None
@@ -204,7 +205,7 @@ class SourceReader:
                 return None
             except _BadItem as exc:
                 self._exhausted = True
-                raise StageFailed(self.stage.name, str(exc), batch=self._next, item=exc.item,
+                raise StageFailed(self.stage.name, str(exc), position=exc.item,
                                   error_type="ConversionError") from None
             except Exception as exc:  # noqa: BLE001 - a failing source fails the stage
                 self._exhausted = True

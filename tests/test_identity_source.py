@@ -108,6 +108,48 @@ class TestCuts:
         assert len(set(whole[:len(values)].tolist())) == len(values)
 
 
+class TestSourceReading:
+    def run(self, tmp_path: Path, items: list, **options):
+        from pipelines import Pipeline
+
+        pipeline = Pipeline("items")
+        pipeline.source(lambda: iter(items), name="items", **options)
+        pipeline.map(lambda x: x, over="items", name="same", kind="io")
+        return pipeline.run(executor="threads", store=tmp_path / "store")
+
+    def test_an_item_arrow_cannot_hold_is_named_by_its_position(self, tmp_path: Path) -> None:
+        result = self.run(tmp_path, [*range(700), object(), *range(10)])
+        assert not result.ok
+        assert str(result.error).startswith("stage 'items', item 700: ConversionError: stage 'items', item 700: "
+                                            "cannot convert object value")
+
+    def test_items_whose_types_change_along_the_source_are_all_kept(self, tmp_path: Path) -> None:
+        window = chunking.AVERAGE  # items are read and encoded a window at a time
+        items = [*range(window), *(f"s{i}" for i in range(window)), *(1.5 * i for i in range(5))]
+        result = self.run(tmp_path, items)
+        assert result.ok  # each type in batches of its own (one table of them all cannot be made)
+        assert result.stages["same"].items == len(items)
+
+    def test_a_fixed_batch_size_cuts_by_count(self, tmp_path: Path) -> None:
+        result = self.run(tmp_path, list(range(1000)), batch_size=300)
+        assert result.ok
+        assert result.stages["items"].computed_batches == 4
+
+    def test_a_table_source_is_cut_by_content_too(self, tmp_path: Path) -> None:
+        from pipelines import Pipeline
+
+        def numbers(n: int) -> Pipeline:
+            pipeline = Pipeline("table")
+            pipeline.source(lambda: pa.table({"x": np.arange(n)}), name="numbers")
+            return pipeline
+
+        first = numbers(5_000).run(executor="threads", store=tmp_path / "store")
+        second = numbers(5_001).run(executor="threads", store=tmp_path / "store")
+        assert first.table("numbers")["x"].to_pylist() == list(range(5_000))
+        assert first.stages["numbers"].computed_batches > 5
+        assert second.table("numbers").num_rows == 5_001
+
+
 def batches(cutter: chunking.Cutter, values: np.ndarray) -> list[list[int]]:
     hashes = chunking.row_hashes(pa.table({"x": values}))
     out, at = [], 0
