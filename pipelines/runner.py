@@ -31,7 +31,7 @@ from typing import Any
 from executors import WorkerLostError
 
 from . import fingerprint as fp
-from . import resources
+from . import effects, resources
 from .batching import TaskSizer
 from .errors import StageFailed, UsageError
 from .hooks import Observers, RunObserver, StageStats
@@ -93,7 +93,8 @@ class Runner(SourceFeed, Recovery):
         for n, sp in self.plan.stages.items():
             if sp.slot is not None:
                 self.on_slot[sp.slot].append(n)
-        self.fresh = self._expand_fresh(options.fresh)
+        self.side_effects = effects.not_reusable(self.stages, self.params, resumed=self.resumed)
+        self.fresh = self._expand_fresh(options.fresh) | set(self.side_effects)
         self.states: dict[str, StageState] = {}
         self.fingerprints: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
@@ -211,6 +212,8 @@ class Runner(SourceFeed, Recovery):
 
     def _reason(self, name: str, parts: dict[str, str], prev: Any) -> str:
         """Why this stage would be computed, against its last run ("" when nothing changed)."""
+        if name in self.side_effects:
+            return self.side_effects[name]
         if name in self.fresh:
             return "--fresh"
         if self.resumed:
