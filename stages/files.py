@@ -180,27 +180,21 @@ def read_bytes(name: str | os.PathLike[str] | FileRef, *, root: str | os.PathLik
         >>> len(read_bytes("images/coffee.png", root="data", max_bytes=10**6))    # doctest: +SKIP
         466706
     """
-    path = safe_path(root, name) if root is not None else Path(name)
+    ref, where = (name, name.path) if isinstance(name, FileRef) else (None, os.fspath(name))
+    path = safe_path(root, where) if root is not None else Path(where)
     # O_NONBLOCK: opening a FIFO for reading would wait for a writer, for ever; it is refused below
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
-        raise ValueError(f"{os.fspath(name)!r} is {_file_kind(info.st_mode)}, not a regular file; "
-                         f"only regular files are read")
+        raise ValueError(f"{where!r} is {_file_kind(info.st_mode)}, not a regular file; only regular files are read")
     os.set_blocking(fd, True)
     with open(fd, "rb") as f:
         if max_bytes is not None and info.st_size > max_bytes:
-            raise ValueError(f"{os.fspath(name)!r}: {info.st_size} bytes exceeds the limit of {max_bytes}")
-    ref, where = (name, name.path) if isinstance(name, FileRef) else (None, os.fspath(name))
-    path = safe_path(root, where) if root is not None else Path(where)
-    with open(path, "rb") as f:
-        stat = os.fstat(f.fileno())
-        if max_bytes is not None and stat.st_size > max_bytes:
-            raise ValueError(f"{where!r}: {stat.st_size} bytes exceeds the limit of {max_bytes}")
-        if ref is not None and (stat.st_size, stat.st_mtime_ns) != (ref.size, ref.mtime_ns):
+            raise ValueError(f"{where!r}: {info.st_size} bytes exceeds the limit of {max_bytes}")
+        if ref is not None and (info.st_size, info.st_mtime_ns) != (ref.size, ref.mtime_ns):
             raise ValueError(f"{where!r} changed since it was listed ({ref.size} bytes, mtime_ns "
-                             f"{ref.mtime_ns}; now {stat.st_size} bytes, mtime_ns {stat.st_mtime_ns}); run again")
+                             f"{ref.mtime_ns}; now {info.st_size} bytes, mtime_ns {info.st_mtime_ns}); run again")
         return f.read()
 
 
