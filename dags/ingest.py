@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import os
 import posixpath
@@ -25,7 +26,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field, field_validator
 
 from pipelines import Pipeline, uses
-from stages import aggregate, http, images, json, serve
+from stages import aggregate, files, http, images, json, serve
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 BASE_URL_ENV = "PIPELINES_INGEST_BASE_URL"  # set by the lifespan: the port stays out of params and items
@@ -117,17 +118,40 @@ def url_for(path: str, params: IngestParams) -> str:
     return urljoin(base if base.endswith("/") else base + "/", path)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listed:
+    """The catalog to fetch: its path under the base URL and, when the run serves a local
+    folder, a digest of that folder's files (names, sizes, mtimes: ``files.FileRef``)."""
+
+    path: str
+    local: str | None = None
+
+
+def local_files(params: IngestParams) -> str | None:
+    """What the local data folder holds, as one digest; ``None`` when reading from ``base_url``.
+
+    A URL alone does not say which content it served: with this in the source's item, an
+    edited catalog or image makes the item new, so the run fetches again instead of reusing
+    what it fetched before (coarsely: everything after the source is computed again).
+    """
+    if params.base_url is not None:
+        return None
+    refs = files.source("**/*", root=params.data_dir or DATA_DIR)()
+    return hashlib.blake2b(repr(list(refs)).encode(), digest_size=16).hexdigest()
+
+
 @pipeline.source
-def catalog(params: IngestParams) -> Iterator[str]:
+def catalog(params: IngestParams) -> Iterator[Listed]:
     """The catalog's path, relative to the base URL: one item."""
-    yield params.catalog
+    yield Listed(params.catalog, local_files(params))
 
 
 @pipeline.map(over=catalog, kind="io", retries=3, timeout=60)
 @uses(session=http.client_session)
-async def fetch_catalog(path: str, params: IngestParams, session: aiohttp.ClientSession) -> bytes:
+async def fetch_catalog(listed: Listed, params: IngestParams, session: aiohttp.ClientSession) -> bytes:
     """Download the catalog's JSON."""
-    response = await http.download(url_for(path, params), session=session, expect_content_type="application/json")
+    response = await http.download(url_for(listed.path, params), session=session,
+                                   expect_content_type="application/json")
     return response.body
 
 

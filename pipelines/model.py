@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import graphlib
 import inspect
+import os
 import sys
 import typing
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
@@ -34,6 +35,8 @@ from .resources import resources_of
 Granularity = Literal["source", "item", "flat", "batch", "all"]
 Kind = Literal["cpu", "io"]
 OnError = Literal["fail", "skip", "collect"]
+Reuse = Literal["auto", "never"]
+REUSE = ("auto", "never")
 KINDS = ("cpu", "io")
 ON_ERROR = ("fail", "skip", "collect")
 ITEMWISE = ("item", "flat")
@@ -67,6 +70,11 @@ class Stage:
         table_format: ``arrow`` or ``pandas``, what batch and reduce stages receive.
         rate: an items-per-second cap such as ``"50/s"``, or ``None``.
         retry_on: a predicate on exceptions that may be retried, or ``None`` for the default.
+        reuse: ``auto`` (reuse what is stored under a batch's key) or ``never``: the stage has
+            side effects, so a new run computes it again (a resume keeps the run's own work).
+        outputs: files the stage makes, that must all still exist for its stored results
+            to be reused: paths (relative to the working directory), or a function of the
+            params that returns them.
     """
 
     name: str
@@ -90,6 +98,8 @@ class Stage:
     table_format: Literal["arrow", "pandas"] = "arrow"
     rate: str | None = None
     retry_on: Callable[[BaseException], bool] | None = None
+    reuse: Reuse = "auto"
+    outputs: tuple[str, ...] | Callable[..., Iterable[Any]] = ()
     doc: str = ""
 
     @property
@@ -255,7 +265,7 @@ class Pipeline:
         Used as ``pipeline.map(fn, over=...)`` it returns the ``Stage``; used as a decorator,
         ``@pipeline.map(over=...)``, it returns the function unchanged.
         Options: name, kind, concurrency, retries, timeout, on_error, executor, batch_size,
-        side, resources, rate, retry_on; other keywords are fixed arguments of ``fn``.
+        side, resources, rate, retry_on, reuse, outputs; other keywords are fixed arguments of ``fn``.
         """
         return self._declare(fn, "item", (over,), options)
 
@@ -290,7 +300,8 @@ class Pipeline:
         "on_error": lambda v: isinstance(v, str), "executor": lambda v: isinstance(v, str),
         "batch_size": lambda v: _is_int(v), "side": lambda v: isinstance(v, (list, tuple)),
         "resources": lambda v: isinstance(v, Mapping), "rate": lambda v: isinstance(v, str),
-        "retry_on": callable,
+        "retry_on": callable, "reuse": lambda v: isinstance(v, str),
+        "outputs": lambda v: callable(v) or isinstance(v, (list, tuple, str)),
     }
 
     def _add(self, fn: Callable[..., Any], *, granularity: Granularity, inputs: tuple[Any, ...],
@@ -298,7 +309,8 @@ class Pipeline:
              retries: int = 0, timeout: float | None = None, on_error: OnError = "fail",
              executor: str | None = None, batch_size: int | None = None, side: Iterable[Any] = (),
              resources: Mapping[str, Callable[[], Any]] | None = None, rate: str | None = None,
-             retry_on: Callable[[BaseException], bool] | None = None, **kwargs: Any) -> Stage:
+             retry_on: Callable[[BaseException], bool] | None = None, reuse: Reuse = "auto",
+             outputs: Iterable[Any] | Callable[..., Iterable[Any]] = (), **kwargs: Any) -> Stage:
         if not callable(fn):
             raise DefinitionError(f"pipeline {self.name!r}: a stage needs a function, got {fn!r}")
         stage_name = name or getattr(fn, "__name__", "")
@@ -319,6 +331,9 @@ class Pipeline:
                 raise DefinitionError(f"{where}: {label} must be a {'non-negative' if label == 'retries' else 'positive'} integer, not {value!r}")
         if timeout is not None and not (_is_number(timeout) and timeout > 0):
             raise DefinitionError(f"{where}: timeout must be a positive number of seconds, not {timeout!r}")
+        if reuse not in REUSE:
+            raise DefinitionError(f"{where}: reuse must be one of {REUSE}, not {reuse!r}")
+        outputs = _check_outputs(outputs, where)
         if rate is not None:
             _check_rate(rate, where)
         if executor is not None:
@@ -338,7 +353,7 @@ class Pipeline:
             inputs=input_names, side=side_names, retries=retries, timeout=timeout, concurrency=concurrency,
             on_error=on_error, executor=executor, batch_size=batch_size, kwargs=dict(kwargs),
             resources=all_resources, output_type=output_type, input_args=input_args, takes_params=takes_params,
-            table_format=table_format, rate=rate, retry_on=retry_on,
+            table_format=table_format, rate=rate, retry_on=retry_on, reuse=reuse, outputs=outputs,
             doc=(inspect.getdoc(fn) or "").split("\n")[0],
         )
         self._stages[stage_name] = stage
@@ -421,6 +436,22 @@ def _check_rate(rate: str, where: str) -> None:
         parse_rate(rate)
     except ValueError as exc:
         raise DefinitionError(f"{where}: {exc}") from None
+
+
+def _check_outputs(outputs: Any, where: str) -> tuple[str, ...] | Callable[..., Iterable[Any]]:
+    """``outputs=``: a function of the params, or paths (one, or a list of them)."""
+    if callable(outputs):
+        return outputs
+    if isinstance(outputs, (str, os.PathLike)):
+        outputs = [outputs]
+    try:
+        paths = tuple(os.fspath(p) for p in outputs)
+    except TypeError:
+        raise DefinitionError(f"{where}: outputs must be paths or a function of the params that returns them, "
+                              f"not {outputs!r}") from None
+    if any(not p for p in paths):
+        raise DefinitionError(f"{where}: outputs has an empty path")
+    return paths
 
 
 def _check_executor_name(name: str, where: str) -> None:

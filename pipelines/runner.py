@@ -31,7 +31,7 @@ from typing import Any
 from executors import WorkerLostError
 
 from . import fingerprint as fp
-from . import interrupts, resources
+from . import effects, interrupts, resources
 from .batching import TaskSizer
 from .errors import StageFailed, UsageError
 from .hooks import Observers, RunObserver
@@ -91,7 +91,8 @@ class Runner:
         self.stages = self.graph.stages
         self.consumers = self.graph.consumers
         self._final_stages = 0
-        self.fresh = self._expand_fresh(options.fresh)
+        self.side_effects = effects.not_reusable(self.stages, self.params, resumed=self.resumed)
+        self.fresh = self._expand_fresh(options.fresh) | set(self.side_effects)
         self.states: dict[str, StageState] = {}
         self.fingerprints: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
@@ -178,7 +179,8 @@ class Runner:
                     f"(use `run --fresh {name}` to recompute them all)", level="warning")
                 current = old["fingerprint"]
             self.fingerprints[name] = current
-            self.reasons[name] = change_reason(parts, previous.get(name), fresh=name in self.fresh, resumed=self.resumed)
+            self.reasons[name] = self.side_effects.get(name) or change_reason(
+                parts, previous.get(name), fresh=name in self.fresh, resumed=self.resumed)
             workers = self.workers.workers(sp.slot) if sp.slot else 1
             sizer = TaskSizer(fixed=sp.task_size, target=sp.target_seconds, start=sp.start_size, workers=workers)
             if sp.max_size:
