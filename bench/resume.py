@@ -48,7 +48,6 @@ def count_lines(log: Path) -> int:
 
 def checkpointed(store: Path, stage: str, source: str) -> set[int]:
     """Items of ``stage`` the ledger holds as done, as positions in the source (ids are per batch)."""
-    from pipelines.batching import SourceBatchSizes
     from pipelines.idset import IdSet
     from pipelines.store import Store
 
@@ -58,11 +57,10 @@ def checkpointed(store: Path, stage: str, source: str) -> set[int]:
             "WHERE o.stage = ? GROUP BY o.batch", (source,))}
         rows = s.ledger.query("SELECT o.batch AS batch, p.done AS done FROM parts p JOIN objects o ON o.key = p.key "
                               "WHERE o.stage = ?", (stage,))
-    offsets, at, fallback = {}, 0, SourceBatchSizes(None)  # the engine's own sizes where the ledger has none
+    offsets, at = {}, 0  # a source batch is recorded before any stage reads it: every size is known
     for k in range(max([*sizes, *(r["batch"] for r in rows), -1]) + 1):
         offsets[k] = at
-        default = next(fallback)
-        at += sizes.get(k, default)
+        at += sizes[k]
     done: set[int] = set()
     for row in rows:
         base = offsets[row["batch"]]

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import os
+import posixpath
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
 import pyarrow as pa
@@ -24,7 +26,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field, field_validator
 
 from pipelines import Pipeline, uses
-from stages import aggregate, http, images, json, serve
+from stages import aggregate, files, http, images, json, serve
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 BASE_URL_ENV = "PIPELINES_INGEST_BASE_URL"  # set by the lifespan: the port stays out of params and items
@@ -55,16 +57,34 @@ class Entry(BaseModel):
     @classmethod
     def _relative(cls, path: str) -> str:
         parts = urlsplit(path)
-        if parts.scheme or parts.netloc or path.startswith("/") or ".." in parts.path.split("/"):
-            raise ValueError(f"{path!r} must be a relative path without '..'")
+        if parts.scheme or parts.netloc or not stays_below(parts.path):
+            raise ValueError(f"{path!r} must be a relative path below the base URL, without '..'"
+                             " (even percent-encoded)")
         return path
 
 
+def stays_below(path: str) -> bool:
+    """True if ``path``, percent-decoded (repeatedly) and normalised, names something below its base.
+
+    A server decodes ``%2e%2e`` to ``..`` (some decode twice, and some read ``\\`` as ``/``),
+    so the check looks at what the server will see, not at the text as written.
+    """
+    decoded, previous = path, None
+    while decoded != previous:
+        previous, decoded = decoded, unquote(decoded)
+    decoded = decoded.replace("\\", "/")
+    if decoded.startswith("/") or "\x00" in decoded or ".." in decoded.split("/"):
+        return False
+    normal = posixpath.normpath(decoded)
+    return normal != ".." and not normal.startswith("../")
+
+
 class Downloaded(Entry):
-    """A catalog record with its image's bytes."""
+    """A catalog record with its image: its bytes, or the file they went to when large."""
 
     content_type: str
     body: bytes
+    body_file: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,17 +118,40 @@ def url_for(path: str, params: IngestParams) -> str:
     return urljoin(base if base.endswith("/") else base + "/", path)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Listed:
+    """The catalog to fetch: its path under the base URL and, when the run serves a local
+    folder, a digest of that folder's files (names, sizes, mtimes: ``files.FileRef``)."""
+
+    path: str
+    local: str | None = None
+
+
+def local_files(params: IngestParams) -> str | None:
+    """What the local data folder holds, as one digest; ``None`` when reading from ``base_url``.
+
+    A URL alone does not say which content it served: with this in the source's item, an
+    edited catalog or image makes the item new, so the run fetches again instead of reusing
+    what it fetched before (coarsely: everything after the source is computed again).
+    """
+    if params.base_url is not None:
+        return None
+    refs = files.source("**/*", root=params.data_dir or DATA_DIR)()
+    return hashlib.blake2b(repr(list(refs)).encode(), digest_size=16).hexdigest()
+
+
 @pipeline.source
-def catalog(params: IngestParams) -> Iterator[str]:
+def catalog(params: IngestParams) -> Iterator[Listed]:
     """The catalog's path, relative to the base URL: one item."""
-    yield params.catalog
+    yield Listed(params.catalog, local_files(params))
 
 
 @pipeline.map(over=catalog, kind="io", retries=3, timeout=60)
 @uses(session=http.client_session)
-async def fetch_catalog(path: str, params: IngestParams, session: aiohttp.ClientSession) -> bytes:
+async def fetch_catalog(listed: Listed, params: IngestParams, session: aiohttp.ClientSession) -> bytes:
     """Download the catalog's JSON."""
-    response = await http.download(url_for(path, params), session=session, expect_content_type="application/json")
+    response = await http.download(url_for(listed.path, params), session=session,
+                                   expect_content_type="application/json")
     return response.body
 
 
@@ -126,13 +169,14 @@ def parse_catalog(document: bytes, params: IngestParams) -> Iterator[Entry]:
 async def download(entry: Entry, params: IngestParams, session: aiohttp.ClientSession) -> Downloaded:
     """Download one image; a 404 or a wrong content type fails only this item."""
     response = await http.download(url_for(entry.path, params), session=session, expect_content_type="image/*")
-    return Downloaded(**entry.model_dump(), content_type=response.content_type, body=response.body)
+    return Downloaded(**entry.model_dump(), content_type=response.content_type, body=response.body,
+                      body_file=response.body_file)
 
 
 @pipeline.map(over=download, kind="cpu", on_error="skip")
 def describe(image: Downloaded) -> Described:
     """Decode one image and describe it; a truncated image fails only this item."""
-    info = images.describe(image.body, name=image.path)
+    info = images.describe(image, name=image.path)
     return Described(**dataclasses.asdict(info), id=image.id, category=image.category, path=image.path)
 
 

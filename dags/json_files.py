@@ -25,17 +25,19 @@ records (a bad record stops the run with an error naming the file, the record an
 ``on_error="skip"`` would leave that file out instead)::
 
     @pipeline.flat_map(over=json_files, kind="cpu")
-    def parse(file: JsonFile, params: Params) -> list[Car]: ...
+    def parse(file: files.FileRef, params: Params) -> list[Car]: ...
 
-The source yields each file's name with its size and modification time, so a rerun reuses
-the parsed records while no file changed, and parses again once one did. The bundled folder
-holds ``data/cars.json`` cut into 51 files (``data/json_files/make.py``).
+The source is ``files.source``: each file is a ``FileRef``, its name with its size and
+modification time, so a rerun reuses the parsed records while no file changed, and parses
+again only the files that did. Each file is a batch of its own (``batch_size=1``): parsing a
+file is a task worth its checkpoint, and an edited file then touches nothing but its own
+records. The bundled folder holds ``data/cars.json`` cut into 51 files
+(``data/json_files/make.py``).
 
 Run:    python -m pipelines run json_files --param folder=path/to/folder
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -51,15 +53,6 @@ class Params(BaseModel):
     """Parameters of the json_files pipeline (``--param name=value``)."""
 
     folder: str | None = Field(None, description="the folder of *.json files; None: the bundled data/json_files/")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class JsonFile:
-    """A file to parse: its name in the folder, with what tells a changed file apart."""
-
-    name: str
-    size: int
-    mtime_ns: int
 
 
 class Car(BaseModel):
@@ -84,18 +77,13 @@ def folder_of(params: Params) -> Path:
     return Path(params.folder) if params.folder is not None else BUNDLED
 
 
-@pipeline.source
-def json_files(params: Params) -> list[JsonFile]:
-    """The folder's ``*.json`` files, in name order."""
-    folder = folder_of(params)
-    stats = {name: (folder / name).stat() for name in files.list_files(folder, "*.json")}
-    return [JsonFile(name, stat.st_size, stat.st_mtime_ns) for name, stat in stats.items()]
+json_files = pipeline.source(files.source("*.json", root=folder_of), name="json_files", batch_size=1)
 
 
 @pipeline.flat_map(over=json_files, kind="cpu")
-def parse(file: JsonFile, params: Params) -> list[Car]:
+def parse(file: files.FileRef, params: Params) -> list[Car]:
     """Parse one file's array of cars; an invalid record fails this file, naming the record and field."""
-    return json.parse_records(files.read_bytes(file.name, root=folder_of(params)), Car, source=file.name)
+    return json.parse_records(files.read_bytes(file, root=folder_of(params)), Car, source=file.path)
 
 
 by_origin = pipeline.reduce(

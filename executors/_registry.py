@@ -65,6 +65,7 @@ def get_executor(name: str, **options: object) -> Executor:
     """Make an (unstarted) executor by name.
 
     Example:
+        >>> import os
         >>> with get_executor("processes", max_workers=2) as ex:
         ...     ex.submit(os.getpid, key="pid").result() != os.getpid()
         True

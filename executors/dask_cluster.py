@@ -73,7 +73,7 @@ class DaskExecutor(ExecutorBase):
         >>> with DaskExecutor(max_workers=2, dashboard_address="127.0.0.1:0") as ex:
         ...     print(ex.dashboard_link)
         ...     ex.submit(os.getpid, key="pid").result() != os.getpid()
-        http://127.0.0.1:40123/status
+        http://127.0.0.1:.../status
         True
     """
 

@@ -33,8 +33,16 @@ def run(pipeline: Pipeline, params: Any = None, *, store: Store | str | None = N
         **options: other ``RunOptions`` fields (``address``, ``max_workers`` ...).
 
     Example:
-        >>> result = pipelines.run(pipeline, {"limit": 100}, executor="threads")   # doctest: +SKIP
-        >>> result.status, result.table().num_rows                                 # doctest: +SKIP
+        >>> from pydantic import BaseModel
+        >>> class Params(BaseModel):
+        ...     limit: int = 10
+        >>> pipeline = Pipeline("numbers", params=Params)
+        >>> @pipeline.source
+        ... def numbers(params: Params):
+        ...     yield from range(params.limit)
+        >>> result = run(pipeline, {"limit": 100}, executor="threads", store=tmp_path)
+        >>> result.status.value, result.table().num_rows
+        ('ok', 100)
     """
     if executor is not None:
         executors.check_name(executor)

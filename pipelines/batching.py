@@ -59,39 +59,3 @@ class TaskSizer:
             floor = int(self.smallest / self._cost) if self._cost else 1  # unless that makes tasks too cheap
             want = max(1, min(want, max(math.ceil(pending / self.workers), floor)))
         return want
-
-
-class SourceBatchSizes:
-    """The sizes of successive source batches: fixed, or doubling from ``start``, up to
-    ``maximum`` items and about ``target_bytes`` of Arrow data a batch.
-
-    Deterministic on purpose: sizes depend only on the items (their count and their size once
-    converted), so the same items always fall into the same batches and a rerun finds the
-    same batch keys. The byte bound keeps memory flat for big items (long text lines), the
-    item bound keeps small items (numbers) in few batches.
-    """
-
-    def __init__(self, fixed: int | None, *, start: int = 256, maximum: int = 1 << 16,
-                 target_bytes: int = 8 << 20) -> None:
-        self.fixed = fixed
-        self._size = fixed or start
-        self.maximum = maximum
-        self.target_bytes = target_bytes
-        self._per_item: float | None = None
-
-    def __iter__(self) -> SourceBatchSizes:
-        return self
-
-    def __next__(self) -> int:
-        size = self._size
-        if not self.fixed:
-            grown = min(size * 2, self.maximum)
-            if self._per_item:
-                grown = max(1, min(grown, int(self.target_bytes / self._per_item)))
-            self._size = grown
-        return size
-
-    def observe(self, rows: int, nbytes: int) -> None:
-        """Record a written batch's size (largest bytes per item seen so far)."""
-        if rows:
-            self._per_item = max(self._per_item or 0.0, nbytes / rows)

@@ -134,10 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
 # option: (smallest value allowed, what to call it); checked before anything runs
 _COUNTS = {"workers": (1, "a positive integer"), "limit": (1, "a positive integer"),
            "rows": (0, "zero or a positive integer")}
+# options that name something: an empty value would silently mean the default
+_NAMES = ("store", "dags", "executor", "address", "output")
+
+
+def max_local_workers() -> int:
+    """The most ``--workers`` a run on this machine may ask for: 4 per CPU, at least 32.
+
+    Each worker is a process started up front; thousands of them exhaust memory and
+    process limits long before they help. A cluster given by ``--address`` has no limit here.
+    """
+    return max(32, 4 * (os.cpu_count() or 1))
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    """Refuse ``--workers 0``, ``--limit -1`` and the like with a usage error.
+    """Refuse ``--workers 0``, ``--limit -1``, ``--store ""``, ``--workers 10000`` and the like.
 
     Raises:
         UsageError: naming the option and the value.
@@ -148,6 +159,33 @@ def check_counts(args: argparse.Namespace) -> None:
         value = getattr(args, option, None)
         if value is not None and value < least:
             raise UsageError(f"--{option} must be {wanted}, not {value}")
+    for option in _NAMES:
+        value = getattr(args, option, None)
+        if value is not None and not value.strip():
+            raise UsageError(f"--{option} is empty; give a value, or leave the option out for the default")
+    check_output_folder(getattr(args, "output", None))
+    workers, most = getattr(args, "workers", None), max_local_workers()
+    if workers is not None and workers > most and not getattr(args, "address", None):
+        raise UsageError(f"--workers {workers} is more than this machine can run: at most {most} "
+                         f"(4 per CPU, at least 32), or use a cluster with --address")
+
+
+def check_output_folder(output: str | None) -> None:
+    """Refuse an ``--output`` that cannot become a folder before the run, not after it.
+
+    Raises:
+        UsageError: ``output`` (or a folder above it) is an existing file.
+    """
+    from .errors import UsageError
+
+    if not output or "://" in output:
+        return
+    path = os.path.abspath(output)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        shown = output if path == os.path.abspath(output) else path
+        raise UsageError(f"--output {output} cannot be a folder: {shown} is a file; give a folder")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -274,7 +312,10 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ParamError(f"--param {pair!r} is not KEY=VALUE")
-        params[key.strip()] = value
+        key = key.strip()
+        if key in params:
+            raise ParamError(f"--param {key} is given twice ({key}={params[key]}, {key}={value}); give it once")
+        params[key] = value
     return params
 
 

@@ -35,6 +35,16 @@ def options(stage: Stage) -> list[str]:
         found.append(f"on_error={stage.on_error}")
     if stage.executor:
         found.append(f"executor={stage.executor}")
+    if stage.reuse != "auto":
+        found.append(f"reuse={stage.reuse}")
+    if stage.outputs:
+        found.append("outputs=...")
+    if stage.takes_params:
+        from . import paramreads
+
+        read = paramreads.reads(stage.fn)
+        if read.fields is None:  # its fingerprint covers every field: say why
+            found.append(f"params=all ({read.why})")
     return found
 
 

@@ -5,8 +5,6 @@ It reads ahead only while fewer than ``MAX_OPEN_SOURCE_BATCHES`` of its batches 
 open in the stages that follow it batch by batch (backpressure). A resume of a run whose
 source finished reads the stored batches back, verified, instead of calling the source again.
 The offsets of its batches give every item an overall position for error messages.
-
-A mixin of ``Runner``: it works on the runner's state.
 """
 from __future__ import annotations
 
@@ -17,7 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StageFailed
 from .idset import IdSet
@@ -27,71 +25,66 @@ from .store import arrow as batch_files
 from .outputs import distinct_parts
 from .store.ledger import Part
 
+if TYPE_CHECKING:
+    from .graph import RunGraph
+    from .hooks import RunObserver
+    from .plan import Plan
+    from .state import Flow, StageState
+    from .store import Store
+    from .workers import Workers
+
 MAX_OPEN_SOURCE_BATCHES = 6
 logger = logging.getLogger(__name__)
 IN_PROCESS = ("inline", "threads", "asyncio")
 
 
 class SourceFeed:
-    """Source handling for ``Runner`` (see the module docstring)."""
+    """The run's sources: their reader threads, backpressure and item offsets.
 
-    # provided by Runner
-    stages: dict[str, Any]
-    states: dict[str, Any]
-    consumers: dict[str, list[str]]
-    order: list[str]
-    plan: Any
-    store: Any
-    run_id: str
-    params: Any
-    resumed: bool
-    fresh: set[str]
-    stopping: bool
-    observer: Any
-    workers: Any
-    fingerprints: dict[str, str]
-    _dirty: set[str]
+    It owns only source state; ids it produces go through the runner's ``Flow``.
+    """
 
-    def _init_feed(self) -> None:
+    def __init__(self, graph: RunGraph, plan: Plan, states: dict[str, StageState], store: Store, run_id: str, *,
+                 params: Any, resumed: bool, fresh: set[str], observer: RunObserver, workers: Workers,
+                 fingerprints: dict[str, str], flow: Flow) -> None:
+        self.graph = graph
+        self.stages = graph.stages
+        self.plan = plan
+        self.states = states
+        self.store = store
+        self.run_id = run_id
+        self.params = params
+        self.resumed = resumed
+        self.fresh = fresh
+        self.observer = observer
+        self.workers = workers
+        self.fingerprints = fingerprints
+        self.flow = flow
         self._readers: dict[str, SourceReader] = {}
         self._source_threads: dict[str, ThreadPoolExecutor] = {}
-        self._source_futures: dict[Future[Any], str] = {}
+        self.futures: dict[Future[Any], str] = {}  # reads in progress -> their source
         self._open_batches: dict[str, int] = {}
         self._unfinished: dict[tuple[str, int], int] = {}  # (source, k) -> stream stages not final at k
-        self._streams = {n: self._stream_of(n) for n in self.order if self.stages[n].granularity == "source"}
-        self._sources_of = {n: [s for s, stream in self._streams.items() if n in stream] for n in self.order}
-        self._origin = self._origins()
         self._offsets: dict[str, dict[int, int]] = {}
         self._sizes: dict[str, dict[int, int]] = {}
 
-    def _stream_of(self, source: str) -> list[str]:
-        """Stages whose batch k follows the source's batch k (all but reduce stages and beyond)."""
-        out, frontier = [source], [source]
-        while frontier:
-            for c in self.consumers[frontier.pop()]:
-                if self.stages[c].granularity != "all" and c not in out:
-                    out.append(c)
-                    frontier.append(c)
-        return out
-
-    def _origins(self) -> dict[str, str]:
-        """For item-wise stages whose input ids are source positions: that source."""
-        ids_from: dict[str, str | None] = {}  # stage -> the source its output ids are positions of
-        origins = {}
-        for name in self.order:  # topological: inputs first
-            stage = self.stages[name]
-            up = ids_from.get(stage.inputs[0]) if stage.inputs else None
-            ids_from[name] = name if stage.granularity == "source" else (up if stage.granularity == "item" else None)
-            if stage.itemwise and up is not None:
-                origins[name] = up
-        return origins
-
-    def _source_offset(self, name: str, k: int) -> int | None:
-        origin = self._origin.get(name)
+    def source_offset(self, name: str, k: int) -> int | None:
+        """The overall index of batch ``k``'s first item, where ``name``'s ids come from a source."""
+        origin = self.graph.origins.get(name)
         return self._offsets.get(origin, {}).get(k) if origin else None
 
+    def batch_final(self, name: str, k: int) -> None:
+        """Stage ``name`` closed its batch ``k``: the sources feeding it may read further ahead."""
+        for source in self.graph.sources_of[name]:
+            self._unfinished[(source, k)] -= 1
+            if not self._unfinished[(source, k)]:
+                self._open_batches[source] -= 1
+                self.flow.mark_dirty(source)
+
     # == sources ================================================================================
-    def _open_source(self, name: str, pinned: Any) -> None:
+    def open(self, name: str, pinned: Any) -> None:
+        """Start source ``name``: a reader thread, or (a resume of a finished source) its stored batches."""
+        self._open_batches[name] = 0
         stage = self.stages[name]
         if self.resumed and pinned is not None and pinned["source_complete"] and name not in self.fresh:
             if self._reload_source(name):
@@ -99,7 +92,7 @@ class SourceFeed:
             self.observer.message(f"source {name!r}: stored batches are damaged; reading the source again",
                                   level="warning")
         loop = self.workers.get("asyncio").loop if stage.is_async and "asyncio" in self.plan.executors else None
-        in_process = any(self.plan.stages[c].backend in ("inline", "threads", "asyncio") for c in self.consumers[name])
+        in_process = any(self.plan.stages[c].backend in IN_PROCESS for c in self.graph.consumers[name])
         self._readers[name] = SourceReader(
             stage, self.params, lambda k, key, n=name: self.store.part_path(self.run_id, n, k, key, 0), loop=loop,
             keep=in_process)
@@ -119,39 +112,44 @@ class SourceFeed:
             b.key, b.parts, b.reused_parts = key, parts, len(parts)
             b.done = b.available = parts[0].done
             st.items_reused += len(b.done)
-            self._source_batch_ready(name, batch, sum(p.rows for p in parts))
+            self._batch_ready(name, batch, sum(p.rows for p in parts))
         logger.info("source %r: reusing its %d stored batches (%s items) instead of reading it again", name,
                     len(loaded), f"{st.items_reused:,}")
         st.upstream_final = True
-        self._check_stage_final(name)
+        self.flow.check_stage_final(name)
         return True
 
-    def _schedule_source(self, name: str) -> None:
+    def schedule(self, name: str) -> None:
+        """Read source ``name``'s next batch, unless it is held back."""
         reader = self._readers.get(name)
-        if reader is None or reader.exhausted or self.stopping or name in self._source_futures.values():
+        if reader is None or reader.exhausted or self.flow.stopping or name in self.futures.values():
             return
         if self._open_batches[name] >= MAX_OPEN_SOURCE_BATCHES:
             return
         st = self.states[name]
         if st.started is None:  # the source's wall time starts with its first read
             st.started = time.time()
-        self._source_futures[self._source_threads[name].submit(reader.read_next)] = name
+        self.futures[self._source_threads[name].submit(reader.read_next)] = name
 
-    def _source_done(self, future: Future[Any], name: str) -> None:
+    def complete(self, future: Future[Any]) -> bool:
+        """Record a finished read; ``False`` if ``future`` is not one of the feed's."""
+        name = self.futures.pop(future, None)
+        if name is None:
+            return False
         st = self.states[name]
-        self._dirty.add(name)
+        self.flow.mark_dirty(name)
         try:
             batch: SourceBatch | None = future.result()
         except StageFailed as exc:
-            self._fail(exc)
-            return
+            self.flow.fail(exc)
+            return True
         except Exception as exc:  # noqa: BLE001 - writing the batch failed (disk full...)
-            self._fail(StageFailed(name, f"cannot write its checkpoint: {exc}", error_type=type(exc).__name__))
-            return
+            self.flow.fail(StageFailed(name, f"cannot write its checkpoint: {exc}", error_type=type(exc).__name__))
+            return True
         if batch is None:
             st.upstream_final = True
-            self._check_stage_final(name)
-            return
+            self.flow.check_stage_final(name)
+            return True
         b = st.batch(batch.batch)
         ids = IdSet.span(0, batch.file.rows)
         self.store.ledger.record_part(run_id=self.run_id, stage=name, batch=batch.batch, key=batch.key,
@@ -159,9 +157,10 @@ class SourceFeed:
         b.key, b.available, b.done, b.computed_parts = batch.key, ids, ids, 1
         b.parts = [Part(batch.key, batch.file.path, ids, batch.file.rows, batch.file.bytes, batch.file.checksum, 0)]
         st.items_done += len(ids)
-        self._source_batch_ready(name, batch.batch, batch.file.rows)
+        self._batch_ready(name, batch.batch, batch.file.rows)
+        return True
 
-    def _source_batch_ready(self, name: str, k: int, rows: int) -> None:
+    def _batch_ready(self, name: str, k: int, rows: int) -> None:
         b = self.states[name].batch(k)
         b.rows, b.upstream_final = rows, True
         sizes = self._sizes.setdefault(name, {})
@@ -172,16 +171,19 @@ class SourceFeed:
             offsets[j + 1] = offsets[j] + sizes[j]
             j += 1
         self._open_batches[name] += 1
-        self._unfinished[(name, k)] = len(self._streams[name])
-        self._publish(name, k, b.done)
-        self._finalize_batch(name, k)
+        self._unfinished[(name, k)] = len(self.graph.streams[name])
+        self.flow.publish(name, k, b.done)
+        self.flow.finalize_batch(name, k)
 
+    def cancel(self) -> None:
+        """Stop reading (Ctrl-C): reads not started are dropped."""
+        for future in list(self.futures):
+            future.cancel()
+            self.futures.pop(future, None)
 
-    def _close_feed(self) -> None:
+    def close(self) -> None:
         for thread in self._source_threads.values():
             thread.shutdown(wait=False, cancel_futures=True)
-
-    # _fail, _check_stage_final, _publish and _finalize_batch come from Runner and Recovery
 
 
 @contextlib.contextmanager

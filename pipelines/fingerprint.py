@@ -5,7 +5,9 @@ stage fingerprint  = hash(code, config, params) where
              module-level functions and classes of user code it references (so an edit in a
              helper counts, a comment or a moved line does not);
     config = granularity, fixed keyword arguments, declared output type, input wiring;
-    params = the pipeline parameters, for stages whose function takes ``params``.
+    params = the parameter fields the stage reads (``paramreads``: ``params.folder`` in its
+             code and in the helpers it passes ``params`` to), or the whole model where
+             reading the code cannot tell.
 batch key          = hash(stage fingerprint, the lineage ids of its input batches).
 
 "User code" is any module outside the standard library and site-packages, plus this
@@ -24,6 +26,8 @@ import sysconfig
 import types
 from collections.abc import Iterable
 from typing import Any
+
+from . import paramreads
 
 _LIB_DIRS = tuple(
     os.path.realpath(p) + os.sep
@@ -182,8 +186,26 @@ def stage_parts(stage: Any, params_json: str | None) -> dict[str, str]:
     return {
         "code": code_fingerprint(stage.fn),
         "config": digest(config),
-        "params": digest(params_json) if stage.takes_params and params_json is not None else "",
+        "params": params_part(stage, params_json),
     }
+
+
+def params_part(stage: Any, params_json: str | None) -> str:
+    """The digest of the parameter fields ``stage`` reads ("" when it takes no params)."""
+    if not stage.takes_params or params_json is None:
+        return ""
+    values = json.loads(params_json)
+    read = params_read(stage, values)
+    if read.fields is None:
+        return digest(params_json)
+    return digest({name: values[name] for name in sorted(read.fields)})
+
+
+def params_read(stage: Any, fields: Iterable[str]) -> paramreads.Reads:
+    """The fields of the params model (``fields``) that ``stage``'s function reads."""
+    if "params" in stage.kwargs:  # a fixed argument, not the pipeline's params
+        return paramreads.Reads(frozenset())
+    return paramreads.reads(stage.fn).within(fields)
 
 
 def stage_fingerprint(parts: dict[str, str]) -> str:

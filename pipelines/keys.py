@@ -11,7 +11,8 @@ map can start before the map's batch is whole.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import fingerprint as fp
 from .hooks import RunObserver
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 class Keys:
     """Computes batch keys from the run's state, and finds reusable parts under them."""
 
-    def __init__(self, stages: dict[str, Stage], states: dict[str, StageState], fingerprints: dict[str, str],
+    def __init__(self, stages: Mapping[str, Stage], states: dict[str, StageState], fingerprints: dict[str, str],
                  ledger: Ledger, observer: RunObserver, fresh: set[str]) -> None:
         self.stages = stages
         self.states = states
@@ -102,6 +103,21 @@ class Keys:
         b.done = done
         b.rows = sum(p.rows for p in parts)
         return done
+
+
+def change_reason(parts: dict[str, str], prev: Any, *, fresh: bool, resumed: bool) -> str:
+    """Why a stage would be computed, against its last run ("" when nothing changed): its
+    fingerprint ``parts`` against that run's stage row ``prev``."""
+    if fresh:
+        return "--fresh"
+    if resumed:
+        return ""  # a resume computes what is unfinished
+    if prev is None:
+        return "new"
+    for part, label in (("code", "code changed"), ("config", "definition changed"), ("params", "params changed")):
+        if prev[f"{part}_fp"] != parts[part]:
+            return label
+    return ""
 
 
 def _part_number(path: str) -> int:

@@ -166,6 +166,11 @@ def import_dags_module(path: Path, folder: Path) -> types.ModuleType:
         raise
     except SyntaxError as exc:
         raise LoadError(f"{_display(Path(exc.filename or path))}, line {exc.lineno}: {exc.msg}") from exc
+    except SystemExit as exc:  # sys.exit() at import would end the command silently, with its code
+        frame = _last_frame_in(exc, path)
+        where = f"{_display(path)}, line {frame}" if frame else _display(path)
+        raise LoadError(f"{where}: importing {module_name} called sys.exit({exc.code!r}); a dags module "
+                        f"must not exit when it is imported") from exc
     except Exception as exc:  # noqa: BLE001 - any failure at import is the module's fault
         frame = _last_frame_in(exc, path)
         where = f"{_display(path)}, line {frame}" if frame else _display(path)

@@ -20,6 +20,7 @@ import collections.abc
 import difflib
 import graphlib
 import inspect
+import os
 import sys
 import typing
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
@@ -36,6 +37,8 @@ from .resources import resources_of
 Granularity = Literal["source", "item", "flat", "batch", "all"]
 Kind = Literal["cpu", "io"]
 OnError = Literal["fail", "skip", "collect"]
+Reuse = Literal["auto", "never"]
+REUSE = ("auto", "never")
 KINDS = ("cpu", "io")
 ON_ERROR = ("fail", "skip", "collect")
 ITEMWISE = ("item", "flat")
@@ -70,6 +73,11 @@ class Stage:
             (from their input parameters' annotations: ``pa.Table``, ``pd.DataFrame``, ``list[T]``).
         rate: an items-per-second cap such as ``"50/s"``, or ``None``.
         retry_on: a predicate on exceptions that may be retried, or ``None`` for the default.
+        reuse: ``auto`` (reuse what is stored under a batch's key) or ``never``: the stage has
+            side effects, so a new run computes it again (a resume keeps the run's own work).
+        outputs: files the stage makes, that must all still exist for its stored results
+            to be reused: paths (relative to the working directory), or a function of the
+            params that returns them.
     """
 
     name: str
@@ -93,6 +101,8 @@ class Stage:
     table_format: Literal["arrow", "pandas", "list"] = "arrow"
     rate: str | None = None
     retry_on: Callable[[BaseException], bool] | None = None
+    reuse: Reuse = "auto"
+    outputs: tuple[str, ...] | Callable[..., Iterable[Any]] = ()
     doc: str = ""
 
     @property
@@ -114,6 +124,7 @@ class Pipeline:
     """A named DAG of stages with typed parameters.
 
     Example:
+        >>> import pyarrow as pa, pyarrow.compute as pc
         >>> from pipelines import Pipeline
         >>> pipeline = Pipeline("squares")
         >>> @pipeline.source
@@ -122,13 +133,19 @@ class Pipeline:
         >>> @pipeline.map(over=numbers, kind="cpu")
         ... def square(x: int) -> int:
         ...     return x * x
-        >>> total = pipeline.reduce(sum_table, inputs=[square])    # doctest: +SKIP
+        >>> @pipeline.reduce(inputs=[square])
+        ... def total(squares: pa.Table) -> pa.Table:
+        ...     return pa.table({"total": [pc.sum(squares["square"]).as_py()]})
+        >>> result = pipeline.run(executor="threads", store=tmp_path)   # threads: in a script, omit it
+        >>> result.table("total").to_pylist()
+        [{'total': 285}]
     """
 
     def __init__(self, name: str, *, params: type[BaseModel] | None = None, description: str | None = None,
                  module: str | None = None) -> None:
         if not name.isidentifier():
             raise DefinitionError(f"pipeline name {name!r} must be a Python identifier")
+        _check_name_length(name, "pipeline name")
         if params is not None and not (isinstance(params, type) and issubclass(params, BaseModel)):
             raise DefinitionError(f"pipeline {name!r}: params must be a pydantic BaseModel class, not {params!r}")
         self.name = name
@@ -167,9 +184,7 @@ class Pipeline:
         The same as ``pipelines.run(self, ...)``; ``result.table("stage")`` and
         ``result.to_pandas("stage")`` give any stage's output, ``result.run_id`` the run.
 
-        Example:
-            >>> result = pipeline.run({"n": 100}, executor="threads", store=tmp_path)   # doctest: +SKIP
-            >>> result.to_pandas("total")                                               # doctest: +SKIP
+        Example: the one on ``Pipeline`` ends with a run.
         """
         from .api import run
 
@@ -216,11 +231,17 @@ class Pipeline:
         needs but its results must not depend on, such as a local server's port.
 
         Example:
+            >>> import contextlib, os
+            >>> pipeline = Pipeline("greeting")
             >>> @pipeline.set_lifespan
             ... @contextlib.contextmanager
             ... def serve(params):
-            ...     with local_server() as url:
-            ...         yield {"MY_DATA_URL": url}
+            ...     yield {"GREETING": "hello"}       # say, the URL of a server started here
+            >>> @pipeline.source
+            ... def words():
+            ...     yield os.environ["GREETING"]
+            >>> pipeline.run(executor="threads", store=tmp_path).table("words").to_pylist()
+            [{'words': 'hello'}]
         """
         if not callable(fn):
             raise DefinitionError(f"pipeline {self.name!r}: lifespan must be callable, got {fn!r}")
@@ -247,7 +268,7 @@ class Pipeline:
         Used as ``pipeline.map(fn, over=...)`` it returns the ``Stage``; used as a decorator,
         ``@pipeline.map(over=...)``, it returns the function unchanged.
         Options: name, kind, concurrency, retries, timeout, on_error, executor, batch_size,
-        side, resources, rate, retry_on; other keywords are fixed arguments of ``fn``.
+        side, resources, rate, retry_on, reuse, outputs; other keywords are fixed arguments of ``fn``.
         """
         return self._declare(fn, "item", (over,), options)
 
@@ -282,7 +303,8 @@ class Pipeline:
         "on_error": lambda v: isinstance(v, str), "executor": lambda v: isinstance(v, str),
         "batch_size": lambda v: _is_int(v), "side": lambda v: isinstance(v, (list, tuple)),
         "resources": lambda v: isinstance(v, Mapping), "rate": lambda v: isinstance(v, str),
-        "retry_on": callable,
+        "retry_on": callable, "reuse": lambda v: isinstance(v, str),
+        "outputs": lambda v: callable(v) or isinstance(v, (list, tuple, str)),
     }
 
     def _add(self, fn: Callable[..., Any], *, granularity: Granularity, inputs: tuple[Any, ...],
@@ -290,12 +312,14 @@ class Pipeline:
              retries: int = 0, timeout: float | None = None, on_error: OnError = "fail",
              executor: str | None = None, batch_size: int | None = None, side: Iterable[Any] = (),
              resources: Mapping[str, Callable[[], Any]] | None = None, rate: str | None = None,
-             retry_on: Callable[[BaseException], bool] | None = None, **kwargs: Any) -> Stage:
+             retry_on: Callable[[BaseException], bool] | None = None, reuse: Reuse = "auto",
+             outputs: Iterable[Any] | Callable[..., Iterable[Any]] = (), **kwargs: Any) -> Stage:
         if not callable(fn):
             raise DefinitionError(f"pipeline {self.name!r}: a stage needs a function, got {fn!r}")
         stage_name = name or getattr(fn, "__name__", "")
         if not stage_name.isidentifier():
             raise DefinitionError(f"pipeline {self.name!r}: stage function {fn!r} needs name=... (got {stage_name!r})")
+        _check_name_length(stage_name, f"pipeline {self.name!r}: stage name")
         where = f"stage {stage_name!r}"
         if stage_name in self._stages:
             raise DuplicateStageError(f"{where}: a stage of that name is already defined in pipeline {self.name!r}")
@@ -310,6 +334,9 @@ class Pipeline:
                 raise DefinitionError(f"{where}: {label} must be a {'non-negative' if label == 'retries' else 'positive'} integer, not {value!r}")
         if timeout is not None and not (_is_number(timeout) and timeout > 0):
             raise DefinitionError(f"{where}: timeout must be a positive number of seconds, not {timeout!r}")
+        if reuse not in REUSE:
+            raise DefinitionError(f"{where}: reuse must be one of {REUSE}, not {reuse!r}")
+        outputs = _check_outputs(outputs, where)
         if rate is not None:
             _check_rate(rate, where)
         if executor is not None:
@@ -329,7 +356,7 @@ class Pipeline:
             inputs=input_names, side=side_names, retries=retries, timeout=timeout, concurrency=concurrency,
             on_error=on_error, executor=executor, batch_size=batch_size, kwargs=dict(kwargs),
             resources=all_resources, output_type=output_type, input_args=input_args, takes_params=takes_params,
-            table_format=table_format, rate=rate, retry_on=retry_on,
+            table_format=table_format, rate=rate, retry_on=retry_on, reuse=reuse, outputs=outputs,
             doc=(inspect.getdoc(fn) or "").split("\n")[0],
         )
         self._stages[stage_name] = stage
@@ -379,6 +406,17 @@ class Pipeline:
 
 # -- helpers ----------------------------------------------------------------------------
 
+MAX_NAME_BYTES = 200  # names become folder and file names (``<stage>.parquet.tmp``): 255 bytes at most
+
+
+def _check_name_length(name: str, what: str) -> None:
+    """Refuse a name too long for a file name, now rather than as ``ENAMETOOLONG`` mid-run."""
+    size = len(name.encode())
+    if size > MAX_NAME_BYTES:
+        raise DefinitionError(f"{what} {name[:40]}… is {size} bytes long; names are at most {MAX_NAME_BYTES} "
+                              f"bytes, since they name folders and files")
+
+
 def _unknown(message: str, name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f"{message} (did you mean {close[0]!r}?)" if close else message
@@ -401,6 +439,22 @@ def _check_rate(rate: str, where: str) -> None:
         parse_rate(rate)
     except ValueError as exc:
         raise DefinitionError(f"{where}: {exc}") from None
+
+
+def _check_outputs(outputs: Any, where: str) -> tuple[str, ...] | Callable[..., Iterable[Any]]:
+    """``outputs=``: a function of the params, or paths (one, or a list of them)."""
+    if callable(outputs):
+        return outputs
+    if isinstance(outputs, (str, os.PathLike)):
+        outputs = [outputs]
+    try:
+        paths = tuple(os.fspath(p) for p in outputs)
+    except TypeError:
+        raise DefinitionError(f"{where}: outputs must be paths or a function of the params that returns them, "
+                              f"not {outputs!r}") from None
+    if any(not p for p in paths):
+        raise DefinitionError(f"{where}: outputs has an empty path")
+    return paths
 
 
 def _check_executor_name(name: str, where: str) -> None:

@@ -1,4 +1,4 @@
-"""What the runner does when things go wrong: failed items, dead workers, hangs, Ctrl-C.
+"""What the runner does when things go wrong: failed items, dead workers, hangs, a full disk.
 
 * Failed items are recorded with their overall position; ``on_error="fail"`` stops scheduling.
 * A worker that dies breaks its whole pool, so a lost task does not blame its items: they
@@ -8,10 +8,9 @@
 * The watchdog kills the workers of a process task far past its timeout (stuck where SIGALRM
   cannot reach); the overdue task is treated like a lost one, its neighbours just run again.
 * A full disk stops the run cleanly: the items stay pending for a resume.
-* Ctrl-C: stop scheduling, let running tasks finish for a few seconds, keep what finished;
-  a second Ctrl-C stops waiting.
 
-A mixin of ``Runner``: it works on the runner's state.
+It changes the run's state only through the runner's ``Flow`` and the batches it is given.
+(Ctrl-C is the loop's own business: see ``Runner``.)
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ import errno
 import time
 import traceback
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +30,16 @@ from .idset import IdSet
 from .store.ledger import ItemError
 
 if TYPE_CHECKING:
-    from .state import BatchState
+    from .feed import SourceFeed
+    from .graph import RunGraph
+    from .hooks import RunObserver
+    from .model import Stage
+    from .plan import Plan
+    from .state import BatchState, Flow, StageState
+    from .store import Store
+    from .task import BatchTask
+    from .workers import Workers
 
-INTERRUPT_GRACE_SECONDS = 5.0
 WATCHDOG_GRACE_SECONDS = 2.0
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
@@ -49,40 +55,39 @@ class Running:
     solo: bool  # ran alone on its executor: a worker death is its own
     started: float = 0.0
     deadline: float | None = None  # past it, the task's worker is killed (process backends)
+    task: BatchTask | None = None
 
 
 class Recovery:
-    """Failure handling for ``Runner`` (see the module docstring)."""
+    """Failure handling for the runner (see the module docstring)."""
 
-    # provided by Runner
-    stages: dict[str, Any]
-    states: dict[str, Any]
-    plan: Any
-    store: Any
-    run_id: str
-    observer: Any
-    workers: Any
-    failure: StageFailed | None
-    stopping: bool
-    interrupted: bool
-    _running: dict[Future[Any], Running]
-    _source_futures: dict[Future[Any], str]
-
-    def _init_recovery(self) -> None:
+    def __init__(self, graph: RunGraph, plan: Plan, states: dict[str, StageState], store: Store, run_id: str, *,
+                 observer: RunObserver, workers: Workers, running: dict[Future[Any], Running], feed: SourceFeed,
+                 flow: Flow) -> None:
+        self.stages = graph.stages
+        self.plan = plan
+        self.states = states
+        self.store = store
+        self.run_id = run_id
+        self.observer = observer
+        self.workers = workers
+        self.running = running  # the runner's tasks in flight (read only here)
+        self.feed = feed
+        self.flow = flow
         self._overdue: set[Future[Any]] = set()  # past their deadline: their worker was killed
         self._collateral: set[Future[Any]] = set()  # running beside them when it was
-        self._suspects_on: dict[str, int] = {}  # slot -> suspect groups waiting to run alone
-        self._solo_running: dict[str, int] = {}
+        self._suspects_on: dict[str | None, int] = {}  # slot -> suspect groups waiting to run alone
+        self._solo_running: dict[str | None, int] = {}
 
     # -- failed items ---------------------------------------------------------------------------
-    def _positioned(self, name: str, k: int, errors: Iterable[ItemError]) -> list[ItemError]:
+    def positioned(self, name: str, k: int, errors: Iterable[ItemError]) -> list[ItemError]:
         """Errors with each item's index in the whole source, where its ids come from one."""
-        offset = self._source_offset(name, k)
+        offset = self.feed.source_offset(name, k)
         if offset is None:
             return list(errors)
         return [dataclasses.replace(e, position=offset + e.item) if e.item is not None else e for e in errors]
 
-    def _failed_items(self, name: str, k: int, errors: list[ItemError]) -> None:
+    def failed_items(self, name: str, k: int, errors: list[ItemError]) -> None:
         st = self.states[name]
         b = st.batch(k)
         stage = self.stages[name]
@@ -90,24 +95,19 @@ class Recovery:
         b.failed = b.failed | failed
         st.items_failed += len(errors)
         first = errors[0]
-        if stage.on_error == "fail" and self.failure is None:
-            self._fail(StageFailed(name, first.message, batch=k, item=first.item, error_type=first.error_type,
+        if stage.on_error == "fail":
+            self.flow.fail(StageFailed(name, first.message, batch=k, item=first.item, error_type=first.error_type,
                                    remote_traceback=first.traceback, position=first.position))
 
-    def _record_errors(self, name: str, k: int, errors: list[ItemError]) -> None:
+    def record_errors(self, name: str, k: int, errors: list[ItemError]) -> None:
         b = self.states[name].batch(k)
-        errors = self._positioned(name, k, errors)
+        errors = self.positioned(name, k, errors)
         self.store.ledger.record_errors(run_id=self.run_id, key=b.key or "", errors=errors)
-        self._failed_items(name, k, errors)
-        self._finalize_batch(name, k)
-
-    def _fail(self, failure: StageFailed) -> None:
-        if self.failure is None:
-            self.failure = failure
-        self.stopping = True
+        self.failed_items(name, k, errors)
+        self.flow.finalize_batch(name, k)
 
     # -- dead workers -----------------------------------------------------------------------------
-    def _worker_lost(self, name: str, k: int, running: Running, exc: WorkerLostError, overdue: bool) -> None:
+    def worker_lost(self, name: str, k: int, running: Running, exc: WorkerLostError, overdue: bool) -> None:
         b = self.states[name].batch(k)
         stage = self.stages[name]
         cause = exc.cause
@@ -122,16 +122,17 @@ class Recovery:
             self._add_suspects(name, b, *running.ids.take(len(running.ids) // 2))
             return
         item = running.ids.first() if stage.itemwise else None
-        self._record_errors(name, k, [ItemError(name, k, item, "WorkerLostError", cause, "", 1, None)])
+        self.record_errors(name, k, [ItemError(name, k, item, "WorkerLostError", cause, "", 1, None)])
 
-    def _quarantined(self, name: str) -> bool:
+    def quarantined(self, name: str) -> bool:
         slot = self.plan.stages[name].slot
         return bool(self._suspects_on.get(slot) or self._solo_running.get(slot))
 
-    def _slot_idle(self, name: str) -> bool:
-        return not self.workers.in_flight.get(self.plan.stages[name].slot, 0)
+    def slot_idle(self, name: str) -> bool:
+        slot = self.plan.stages[name].slot
+        return slot is None or not self.workers.in_flight.get(slot, 0)
 
-    def _pop_suspect(self, name: str, b: BatchState) -> IdSet:
+    def pop_suspect(self, name: str, b: BatchState) -> IdSet:
         self._suspects_on[self.plan.stages[name].slot] -= 1
         return b.suspects.pop(0)
 
@@ -139,45 +140,45 @@ class Recovery:
         b.suspects.extend(groups)
         slot = self.plan.stages[name].slot
         self._suspects_on[slot] = self._suspects_on.get(slot, 0) + len(groups)
-        self._mark_slot(slot)
+        self.flow.mark_slot(slot)
 
     # -- tasks that broke --------------------------------------------------------------------------
-    def _task_broken(self, name: str, k: int, running: Running, exc: BaseException) -> None:
+    def task_broken(self, name: str, k: int, running: Running, exc: BaseException) -> None:
         if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
             # the disk, not the items: stop cleanly; the items stay pending for a resume
-            self._fail(StageFailed(name, f"cannot write its checkpoint: {exc.strerror or exc}", batch=k,
+            self.flow.fail(StageFailed(name, f"cannot write its checkpoint: {exc.strerror or exc}", batch=k,
                                    error_type=type(exc).__name__))
-            self._finalize_batch(name, k)
+            self.flow.finalize_batch(name, k)
             return
         stage = self.stages[name]
         tb = "".join(traceback.format_exception(exc))
         items = list(running.ids) if stage.itemwise else [None]
         message = str(exc) or type(exc).__name__
-        self._record_errors(name, k, [ItemError(name, k, i, type(exc).__name__, message, tb, 1, None) for i in items])
+        self.record_errors(name, k, [ItemError(name, k, i, type(exc).__name__, message, tb, 1, None) for i in items])
 
     # -- hangs ------------------------------------------------------------------------------------
-    def _deadline(self, stage: Any, items: int, solo: bool, now: float) -> float | None:
+    def deadline(self, stage: Stage, items: int, solo: bool, now: float) -> float | None:
         if stage.timeout is None:
             return None
         queued = 1 if solo else 2  # a task may wait behind one other on its worker
         return now + queued * stage.timeout * max(1, items) + WATCHDOG_GRACE_SECONDS
 
-    def _watchdog(self) -> None:
+    def watchdog(self) -> None:
         """Kill the workers of process tasks far past their timeout."""
         now = time.monotonic()
-        for future, running in list(self._running.items()):
+        for future, running in list(self.running.items()):
             if running.deadline is None or now < running.deadline or future in self._overdue:
                 continue
             executor = self.workers.started(running.slot)
             if executor is None or not hasattr(executor, "kill_workers"):
                 continue
             self._overdue.add(future)
-            self._collateral.update(f for f, r in self._running.items() if r.slot == running.slot and f is not future)
+            self._collateral.update(f for f, r in self.running.items() if r.slot == running.slot and f is not future)
             self.observer.message(f"stage {running.stage!r} batch {running.batch}: a task ran past its timeout; "
                                   f"killing its worker", level="warning")
             executor.kill_workers()
 
-    def _lost_kind(self, future: Future[Any]) -> tuple[bool, bool]:
+    def lost_kind(self, future: Future[Any]) -> tuple[bool, bool]:
         """(overdue, collateral) for a finished future, forgetting it."""
         overdue = future in self._overdue
         collateral = future in self._collateral and not overdue
@@ -185,28 +186,10 @@ class Recovery:
         self._collateral.discard(future)
         return overdue, collateral
 
-    # -- Ctrl-C -----------------------------------------------------------------------------------
-    def _interrupt(self) -> None:
-        """First Ctrl-C: stop scheduling, keep what finishes within the grace period."""
-        self.interrupted = True
-        self.stopping = True
-        self.observer.message("interrupted: finishing running tasks (Ctrl-C again to stop at once)", level="warning")
-        for future in list(self._running):
-            if future.cancel():
-                self._complete(future)
-        for future in list(self._source_futures):
-            future.cancel()
-            self._source_futures.pop(future, None)
-        deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
-        try:
-            while self._running and time.monotonic() < deadline:
-                done, _ = wait(set(self._running), timeout=max(0.0, deadline - time.monotonic()),
-                               return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._complete(future)
-        except KeyboardInterrupt:  # the second Ctrl-C: stop now, keep what is recorded
-            self.workers.hard_stop = True
-            self.observer.message("stopping now", level="warning")
+    # -- solo tasks -------------------------------------------------------------------------------
+    def solo_started(self, slot: str) -> None:
+        self._solo_running[slot] = self._solo_running.get(slot, 0) + 1
 
-    # _finalize_batch, _complete and _mark_slot come from Runner, _source_offset from SourceFeed:
-    # no stubs here, since a stub earlier in the method resolution order would shadow them
+    def solo_finished(self, slot: str) -> None:
+        self._solo_running[slot] -= 1
+        self.flow.mark_slot(slot)  # the quarantine may be over

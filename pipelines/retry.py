@@ -1,9 +1,12 @@
 """Which failures to retry, and how long to wait between attempts.
 
-By default only transient failures retry: timeouts, connection errors, HTTP 5xx and 429
-(honouring ``Retry-After``), and exceptions that say ``retryable = True``. A 404 or a bug
-such as ``TypeError`` fails at once: retrying it only wastes time. A stage can pass its own
-``retry_on`` predicate.
+By default only transient failures retry: timeouts, connection errors, HTTP 5xx, 408 and
+429 (honouring ``Retry-After``), and exceptions that say ``retryable = True``. A failure
+that cannot pass on its own fails at once: a 404 or any other 4xx, an exception that says
+``retryable = False`` (a refused redirect, a body over its limit), a bug such as
+``TypeError``, or a server asking to wait longer than the error's ``max_retry_after``
+attribute allows (``MAX_RETRY_AFTER`` when it has none; ``stages.http.download`` sets it from
+its ``max_retry_after=`` option). A stage can pass its own ``retry_on`` predicate.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from collections.abc import Callable
 
 BASE_DELAY = 0.1
 MAX_DELAY = 30.0
+MAX_RETRY_AFTER = 120.0
+RETRIED_4XX = (408, 429)  # Request Timeout, Too Many Requests: the same request may pass later
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -19,9 +24,12 @@ def is_transient(exc: BaseException) -> bool:
     flag = getattr(exc, "retryable", None)
     if flag is not None:
         return bool(flag)
+    after = getattr(exc, "retry_after", None)
+    if isinstance(after, (int, float)) and after > retry_after_limit(exc):
+        return False
     status = getattr(exc, "status", None)
     if isinstance(status, int):
-        return status == 429 or status >= 500
+        return status in RETRIED_4XX or status >= 500
     if isinstance(exc, (TimeoutError, ConnectionError)):
         return True
     module = type(exc).__module__ or ""
@@ -31,6 +39,12 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def retry_after_limit(exc: BaseException | None) -> float:
+    """The longest ``Retry-After`` wait honoured for ``exc``: its ``max_retry_after``, or the default."""
+    limit = getattr(exc, "max_retry_after", None)
+    return float(limit) if isinstance(limit, (int, float)) and limit >= 0 else MAX_RETRY_AFTER
+
+
 def should_retry(exc: BaseException, predicate: Callable[[BaseException], bool] | None) -> bool:
     return (predicate or is_transient)(exc)
 
@@ -38,9 +52,10 @@ def should_retry(exc: BaseException, predicate: Callable[[BaseException], bool] 
 def delay(attempt: int, exc: BaseException | None = None, *, base: float = BASE_DELAY, cap: float = MAX_DELAY) -> float:
     """Seconds to wait before attempt ``attempt + 1``: full-jitter exponential backoff.
 
-    A ``retry_after`` attribute on the exception (from an HTTP ``Retry-After``) wins.
+    A ``retry_after`` attribute on the exception (from an HTTP ``Retry-After``) wins, up to
+    ``retry_after_limit(exc)``: waiting less than the server asked only earns another refusal.
     """
     after = getattr(exc, "retry_after", None)
     if isinstance(after, (int, float)) and after >= 0:
-        return min(float(after), cap)
+        return min(float(after), retry_after_limit(exc))
     return random.uniform(0, min(cap, base * (2 ** attempt)))

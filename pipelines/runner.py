@@ -31,30 +31,38 @@ from typing import Any
 from executors import WorkerLostError
 
 from . import fingerprint as fp
-from . import resources
+from . import effects, interrupts, resources
 from .batching import TaskSizer
 from .errors import StageFailed, UsageError
-from .hooks import Observers, RunObserver, StageStats
+from .hooks import Observers, RunObserver
 from .idset import IdSet
-from .keys import Keys
+from .keys import Keys, change_reason
 from .model import Pipeline
 from .outputs import distinct_parts
 from .plan import Plan, RunOptions, plan
 from .feed import SourceFeed, lifespan
+from .graph import RunGraph
 from .recovery import Recovery, Running
-from .result import RunResult, RunStatus, StageSummary
-from .state import StageState, expected_totals
+from .progress import Progress
+from .result import RunResult, RunStatus
+from .state import StageState, describe
 from .store import Store
 from .store.ledger import Part, TaskTiming
-from .task import BatchTask, InputPart, InputSpec, TaskResult
+from .task import BatchTask, InputPart, InputSpec, TaskResult, TaskStop
 from .workers import Workers
 
-PROGRESS_INTERVAL = 0.1
+INTERRUPT_GRACE_SECONDS = 5.0  # running tasks may finish this long after Ctrl-C
+STOP_GRACE_SECONDS = 2.0  # then tasks asked to stop may take this long to report what they finished
 logger = logging.getLogger(__name__)
 
 
-class Runner(SourceFeed, Recovery):
+class Runner:
     """Runs one pipeline once (a new run, or a resume of an earlier one).
+
+    It owns the scheduling loop and the run's state (``states``: which ids are where), and
+    works with collaborators that each have one job: ``graph`` (the run's shape, pure),
+    ``feed`` (sources), ``keys`` (batch keys and reuse), ``recovery`` (failures) and
+    ``workers`` (executors). They change the state only through the ``Flow`` methods below.
 
     Example:
         >>> result = Runner(pipeline, params={"limit": 10}).run()       # doctest: +SKIP
@@ -78,38 +86,31 @@ class Runner(SourceFeed, Recovery):
         self.resumed = resume is not None
         self.run_id = resume or self.store.unused_run_id()
         self.dags_dir = dags_dir
-        self.order = list(self.plan.order)
-        self._rank = {name: i for i, name in enumerate(self.order)}
-        self.stages = pipeline.stages
-        self.consumers: dict[str, list[str]] = {n: [] for n in self.order}
-        self.side_users: dict[str, list[str]] = {n: [] for n in self.order}
-        for c in self.order:
-            for u in self.stages[c].inputs:
-                self.consumers[u].append(c)
-            for u in self.stages[c].side:
-                self.side_users[u].append(c)
+        self.graph = RunGraph(self.pipeline, self.plan)
+        self.order = self.graph.order
+        self.stages = self.graph.stages
+        self.consumers = self.graph.consumers
         self._final_stages = 0
-        self.on_slot: dict[str, list[str]] = {slot: [] for slot in self.plan.executors}
-        for n, sp in self.plan.stages.items():
-            if sp.slot is not None:
-                self.on_slot[sp.slot].append(n)
-        self.fresh = self._expand_fresh(options.fresh)
+        self.side_effects = effects.not_reusable(self.stages, self.params, resumed=self.resumed)
+        self.fresh = self._expand_fresh(options.fresh) | set(self.side_effects)
         self.states: dict[str, StageState] = {}
         self.fingerprints: dict[str, str] = {}
         self.reasons: dict[str, str] = {}
-        self.keys = Keys(self.stages, self.states, self.fingerprints, self.store.ledger, self.observer, self.fresh)
-        self.workers = Workers(self.pipeline, self.plan, self.observer)
-        self._running: dict[Future[Any], Running] = {}
-        self._dirty: set[str] = set(self.order)
-        self._waiting: dict[str, set[str]] = {}  # slot -> stages that found it full
-        self._item_cap: dict[str, int] = {}
-        self._init_feed()
         self.failure: StageFailed | None = None
         self.stopping = False
         self.interrupted = False
-        self._last_progress = 0.0
-        self._shown: dict[str, tuple[Any, ...]] = {}
-        self._init_recovery()
+        self.keys = Keys(self.stages, self.states, self.fingerprints, self.store.ledger, self.observer, self.fresh)
+        self.workers = Workers(self.pipeline, self.plan, self.observer)
+        self.feed = SourceFeed(self.graph, self.plan, self.states, self.store, self.run_id, params=self.params,
+                               resumed=self.resumed, fresh=self.fresh, observer=self.observer, workers=self.workers,
+                               fingerprints=self.fingerprints, flow=self)
+        self._running: dict[Future[Any], Running] = {}
+        self.recovery = Recovery(self.graph, self.plan, self.states, self.store, self.run_id, observer=self.observer,
+                                 workers=self.workers, running=self._running, feed=self.feed, flow=self)
+        self._dirty: set[str] = set(self.order)
+        self._waiting: dict[str, set[str]] = {}  # slot -> stages that found it full
+        self._item_cap: dict[str, int] = {}
+        self.progress = Progress(self.graph, self.plan, self.states, self.observer, self.reasons)
 
     # == entry ==================================================================================
     def run(self) -> RunResult:
@@ -136,7 +137,7 @@ class Runner(SourceFeed, Recovery):
             return self._close(started)
         finally:
             self.workers.shutdown(cancel=True, wait=False)
-            self._close_feed()
+            self.feed.close()
             self.store.unlock(self.run_id)
             if not self.states and not self.resumed:  # refused before it was recorded: leave nothing
                 shutil.rmtree(self.store.run_dir(self.run_id), ignore_errors=True)
@@ -150,13 +151,9 @@ class Runner(SourceFeed, Recovery):
             return set(self.order)
         if not fresh:
             return set()
-        chosen = set(fresh)
-        for name in chosen:
+        for name in fresh:
             self.pipeline[name]  # raises with "did you mean" for unknown names
-        for name in self.order:  # topological: upstream decisions are made first
-            if any(u in chosen for u in self.stages[name].upstream):
-                chosen.add(name)
-        return chosen
+        return self.graph.with_dependents(set(fresh))
 
     def _open_run(self) -> None:
         ledger = self.store.ledger
@@ -182,7 +179,8 @@ class Runner(SourceFeed, Recovery):
                     f"(use `run --fresh {name}` to recompute them all)", level="warning")
                 current = old["fingerprint"]
             self.fingerprints[name] = current
-            self.reasons[name] = self._reason(name, parts, previous.get(name))
+            self.reasons[name] = self.side_effects.get(name) or change_reason(
+                parts, previous.get(name), fresh=name in self.fresh, resumed=self.resumed)
             workers = self.workers.workers(sp.slot) if sp.slot else 1
             sizer = TaskSizer(fixed=sp.task_size, target=sp.target_seconds, start=sp.start_size, workers=workers)
             if sp.max_size:
@@ -195,32 +193,18 @@ class Runner(SourceFeed, Recovery):
                           "params_fp": parts["params"], "executor": sp.backend, "status": "running"}
         ledger.save_stages(self.run_id, rows)
         self._log_plan()
-        for name in self._streams:
-            self._open_batches[name] = 0
-            self._open_source(name, pinned.get(name))
+        for name in self.graph.streams:
+            self.feed.open(name, pinned.get(name))
 
     def _log_plan(self) -> None:
         """Say where each stage runs (INFO: the executors; DEBUG: stage by stage)."""
         slots = "; ".join(f"{slot} with {self.workers.workers(slot)} worker(s) for {', '.join(names)}"
-                          for slot, names in self.on_slot.items() if names)
+                          for slot, names in self.graph.on_slot.items() if names)
         logger.info("%s %s of pipeline %r: %d stages; executors: %s", "resuming" if self.resumed else "run",
                     self.run_id, self.pipeline.name, len(self.order), slots or "none")
         for name, sp in self.plan.stages.items():
             logger.debug("stage %r on %s: up to %d task(s) in flight, %s", name, sp.slot or "the driver", sp.max_tasks,
                          f"recompute: {self.reasons[name]}" if self.reasons.get(name) else "reuse what is stored")
-
-    def _reason(self, name: str, parts: dict[str, str], prev: Any) -> str:
-        """Why this stage would be computed, against its last run ("" when nothing changed)."""
-        if name in self.fresh:
-            return "--fresh"
-        if self.resumed:
-            return ""  # a resume computes what is unfinished
-        if prev is None:
-            return "new"
-        for part, label in (("code", "code changed"), ("config", "definition changed"), ("params", "params changed")):
-            if prev[f"{part}_fp"] != parts[part]:
-                return label
-        return ""
 
     # == keys and reuse =========================================================================
     def _ensure_key(self, name: str, k: int) -> bool:
@@ -236,11 +220,11 @@ class Runner(SourceFeed, Recovery):
         if reused:  # a batch or reduce stage counts one item per batch, computed or reused
             self.states[name].items_reused += len(reused) if self.stages[name].itemwise else 1
             if self.stages[name].itemwise:
-                self._publish(name, k, reused)
+                self.publish(name, k, reused)
         return True
 
     # == streaming ids downstream ===============================================================
-    def _publish(self, name: str, k: int, ids: IdSet) -> None:
+    def publish(self, name: str, k: int, ids: IdSet) -> None:
         """Offer newly done ids of ``name``'s batch ``k`` to consumers that take them one by one."""
         if not ids or not self.stages[name].keeps_item_ids:
             return
@@ -250,7 +234,7 @@ class Runner(SourceFeed, Recovery):
                 cb.available = cb.available | ids
                 self._dirty.add(c)
 
-    def _finalize_batch(self, name: str, k: int) -> None:
+    def finalize_batch(self, name: str, k: int) -> None:
         st = self.states[name]
         b = st.batch(k)
         if b.final or not b.settled():
@@ -273,14 +257,10 @@ class Runner(SourceFeed, Recovery):
             cb.ready = cstage.granularity == "batch"
             cb.upstream_final = True
             self._dirty.add(c)
-        for source in self._sources_of[name]:
-            self._unfinished[(source, k)] -= 1
-            if not self._unfinished[(source, k)]:
-                self._open_batches[source] -= 1
-                self._dirty.add(source)
-        self._check_stage_final(name)
+        self.feed.batch_final(name, k)
+        self.check_stage_final(name)
 
-    def _check_stage_final(self, first: str) -> None:
+    def check_stage_final(self, first: str) -> None:
         """Mark ``first`` final if it is done; then the stages waiting on it (a worklist, no recursion)."""
         todo = [first]
         while todo:
@@ -306,26 +286,35 @@ class Runner(SourceFeed, Recovery):
                         name, f"{processed:,}", "" if processed == 1 else "s", f"{st.items_reused:,}",
                         f"{st.items_failed:,}", st.wall_seconds(), st.seconds)
             slot = self.plan.stages[name].slot
-            if slot is not None and slot.startswith("threads:") and all(self.states[n].final for n in self.on_slot[slot]):
+            if slot is not None and slot.startswith("threads:") and all(self.states[n].final for n in self.graph.on_slot[slot]):
                 self.workers.release(slot)  # a finished stage's own thread pool: its threads end now
             self._save_stage(name, ("failed" if stage.on_error == "fail" else "partial") if st.items_failed
                              else "done")
-            for c in self.consumers[name] + self.side_users[name]:
+            for c in self.consumers[name] + self.graph.side_users[name]:
                 self._dirty.add(c)
                 todo.append(c)
 
     # == scheduling =============================================================================
-    def _mark_slot(self, slot: str | None) -> None:
-        self._dirty.update(self.on_slot.get(slot, ()))
+    def mark_dirty(self, name: str) -> None:
+        self._dirty.add(name)
+
+    def mark_slot(self, slot: str | None) -> None:
+        if slot is not None:
+            self._dirty.update(self.graph.on_slot.get(slot, ()))
+
+    def fail(self, failure: StageFailed) -> None:
+        if self.failure is None:
+            self.failure = failure
+        self.stopping = True
 
     def _schedule(self) -> None:
         """Visit the stages events touched, downstream first, until none is left."""
         while self._dirty and not self.stopping:
-            batch = sorted(self._dirty, key=self._rank.__getitem__, reverse=True)
+            batch = sorted(self._dirty, key=self.graph.rank.__getitem__, reverse=True)
             self._dirty.clear()
             for name in batch:
                 if self.stages[name].granularity == "source":
-                    self._schedule_source(name)
+                    self.feed.schedule(name)
                 elif not self.states[name].final:
                     (self._schedule_items if self.stages[name].itemwise else self._schedule_table)(name)
 
@@ -337,6 +326,7 @@ class Runner(SourceFeed, Recovery):
         cap = self._item_cap.get(name, sp.max_items)
         if cap is not None and st.items_in_flight and st.items_in_flight + items > cap:
             return False
+        assert sp.slot is not None  # only sources run on the driver, and they are not scheduled here
         if self.workers.has_room(sp.slot):
             return True
         self._waiting.setdefault(sp.slot, set()).add(name)  # marked again when the slot frees up
@@ -348,9 +338,9 @@ class Runner(SourceFeed, Recovery):
             b = st.batches[k]
             if b.final or not self._ensure_key(name, k):
                 continue
-            if self._quarantined(name):
-                if b.suspects and self._slot_idle(name):
-                    self._submit_items(name, k, self._pop_suspect(name, b), solo=True)
+            if self.recovery.quarantined(name):
+                if b.suspects and self.recovery.slot_idle(name):
+                    self._submit_items(name, k, self.recovery.pop_suspect(name, b), solo=True)
                 continue
             size = 0
             while pending := b.pending:
@@ -360,7 +350,7 @@ class Runner(SourceFeed, Recovery):
                 if not self._room(name, min(size, len(pending))):
                     return
                 self._submit_items(name, k, pending.take(size)[0], solo=False)
-            self._finalize_batch(name, k)
+            self.finalize_batch(name, k)
 
     def _schedule_table(self, name: str) -> None:
         st = self.states[name]
@@ -369,10 +359,10 @@ class Runner(SourceFeed, Recovery):
             if b.final or not b.ready or b.in_flight or not self._ensure_key(name, k):
                 continue
             if b.done or b.parts:  # reused
-                self._finalize_batch(name, k)
-            elif self._quarantined(name):
-                if b.suspects and self._slot_idle(name):
-                    self._submit(name, k, self._pop_suspect(name, b), self._table_inputs(name, k), solo=True)
+                self.finalize_batch(name, k)
+            elif self.recovery.quarantined(name):
+                if b.suspects and self.recovery.slot_idle(name):
+                    self._submit(name, k, self.recovery.pop_suspect(name, b), self._table_inputs(name, k), solo=True)
             elif not b.suspects and not b.failed and self._room(name):
                 self._submit(name, k, IdSet.span(0, 1), self._table_inputs(name, k), solo=False)
 
@@ -380,7 +370,7 @@ class Runner(SourceFeed, Recovery):
         """The stage's part files in item order: by batch, then by first id (no sort when read)."""
         st = self.states[name]
         ks = sorted(st.batches) if batches is None else batches
-        return tuple(InputPart(p.path) for k in ks for p in _in_order(st.batches[k].parts))
+        return tuple(InputPart(p.path, batch=k) for k in ks for p in _in_order(st.batches[k].parts))
 
     def _table_inputs(self, name: str, k: int) -> tuple[InputSpec, ...]:
         stage = self.stages[name]
@@ -393,7 +383,8 @@ class Runner(SourceFeed, Recovery):
         u = self.stages[name].inputs[0]
         keeps = self.stages[u].keeps_item_ids
         parts = [p for p in _in_order(self.states[u].batches[k].parts) if not keeps or p.done & ids]
-        self._submit(name, k, ids, (InputSpec(u, tuple(InputPart(p.path) for p in parts), keeps, ids),), solo=solo)
+        self._submit(name, k, ids, (InputSpec(u, tuple(InputPart(p.path, batch=k) for p in parts), keeps, ids),),
+                     solo=solo)
 
     def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
         stage = self.stages[name]
@@ -410,13 +401,14 @@ class Runner(SourceFeed, Recovery):
             params_json=self.params_json, side={s: self._parts_of(s) for s in stage.side},
             rate_share=1.0 if caps.in_process else 1.0 / max(1, caps.max_workers),
             pipeline=self.pipeline if caps.in_process else None, object_key=b.key,
+            stop=TaskStop() if caps.in_process and stage.is_async else None,
         )
         future = executor.submit(task, key=task.key)
         now = time.monotonic()
-        deadline = self._deadline(stage, len(ids), solo, now) if hasattr(executor, "kill_workers") else None
-        self._running[future] = Running(name, k, ids, sp.slot, solo, now, deadline)
+        deadline = self.recovery.deadline(stage, len(ids), solo, now) if hasattr(executor, "kill_workers") else None
+        self._running[future] = Running(name, k, ids, sp.slot, solo, now, deadline, task)
         if solo:
-            self._solo_running[sp.slot] = self._solo_running.get(sp.slot, 0) + 1
+            self.recovery.solo_started(sp.slot)
         b.scheduled = b.scheduled | ids
         b.in_flight += 1
         st.in_flight += 1
@@ -428,25 +420,25 @@ class Runner(SourceFeed, Recovery):
     # == the loop ===============================================================================
     def _loop(self) -> None:
         while True:
-            with self.store.ledger.batch():  # one transaction a turn, not three a task
+            with interrupts.deferred(), self.store.ledger.batch():  # one transaction a turn, not three a task
                 self._schedule()
             if self._finished():
                 return
-            futures = set(self._running) | set(self._source_futures)
+            futures = set(self._running) | set(self.feed.futures)
             if not futures:
                 if self.stopping:
                     return
-                raise RuntimeError(f"pipelines bug: nothing to wait for, but stages are not final: {self._debug_state()}")
+                raise RuntimeError(f"pipelines bug: nothing to wait for, but stages are not final: {describe(self.states)}")
             done, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
             try:
-                with self.store.ledger.batch():
+                with interrupts.deferred(), self.store.ledger.batch():  # Ctrl-C waits for the commit
                     for future in done:
                         self._complete(future)
             except (sqlite3.Error, OSError) as exc:  # the ledger's disk is full: stop cleanly
-                self._fail(StageFailed(self.order[0], f"the ledger could not be written: {exc}",
+                self.fail(StageFailed(self.order[0], f"the ledger could not be written: {exc}",
                                        error_type=type(exc).__name__))
-            self._watchdog()
-            self._progress()
+            self.recovery.watchdog()
+            self.progress.tick()
 
     def _finished(self) -> bool:
         if self.stopping:
@@ -454,9 +446,7 @@ class Runner(SourceFeed, Recovery):
         return self._final_stages == len(self.order)
 
     def _complete(self, future: Future[Any]) -> None:
-        source = self._source_futures.pop(future, None)
-        if source is not None:
-            self._source_done(future, source)
+        if self.feed.complete(future):
             return
         running = self._running.pop(future)
         name, k = running.stage, running.batch
@@ -470,19 +460,18 @@ class Runner(SourceFeed, Recovery):
         self._dirty.add(name)
         self._dirty.update(self._waiting.pop(running.slot, ()))
         if running.solo:
-            self._solo_running[running.slot] -= 1
-            self._mark_slot(running.slot)  # the quarantine may be over
-        overdue, collateral = self._lost_kind(future)
+            self.recovery.solo_finished(running.slot)
+        overdue, collateral = self.recovery.lost_kind(future)
         if future.cancelled():  # never started (Ctrl-C): its ids are simply pending again
             return
         try:
             result: TaskResult = future.result()
         except WorkerLostError as exc:
             if not collateral:  # a collateral task's ids are simply pending again
-                self._worker_lost(name, k, running, exc, overdue)
+                self.recovery.worker_lost(name, k, running, exc, overdue)
             return
         except Exception as exc:  # noqa: BLE001 - the task itself broke (input unreadable, disk full...)
-            self._task_broken(name, k, running, exc)
+            self.recovery.task_broken(name, k, running, exc)
             return
         self._record(name, k, result)
 
@@ -490,7 +479,7 @@ class Runner(SourceFeed, Recovery):
         st = self.states[name]
         b = st.batch(k)
         assert b.key is not None
-        errors = self._positioned(name, k, result.errors)
+        errors = self.recovery.positioned(name, k, result.errors)
         timing = TaskTiming(result.worker, result.started, result.ended, result.items, len(errors)) \
             if result.started else None
         self.store.ledger.record_part(run_id=self.run_id, stage=name, batch=k, key=b.key,
@@ -511,9 +500,41 @@ class Runner(SourceFeed, Recovery):
             b.done = result.done if result.file is not None else IdSet()
             st.items_done += 1 if result.file is not None else 0
         if errors:
-            self._failed_items(name, k, errors)
-        self._publish(name, k, result.done)
-        self._finalize_batch(name, k)
+            self.recovery.failed_items(name, k, errors)
+        self.publish(name, k, result.done)
+        self.finalize_batch(name, k)
+
+    def _interrupt(self) -> None:
+        """First Ctrl-C: stop scheduling; running tasks get a grace period, then those that can are
+        asked to stop and report the items they finished. Whatever finishes is recorded."""
+        self.interrupted = True
+        self.stopping = True
+        self.observer.message("interrupted: finishing running tasks (Ctrl-C again to stop at once)", level="warning")
+        self.feed.cancel()
+        stoppable = {f: r.task.stop for f, r in self._running.items() if r.task is not None and r.task.stop}
+        try:
+            # tasks not started are pending again (a task that can stop is never cancelled: on an
+            # event loop "cancel" would drop its finished items with the rest)
+            self._record_done([f for f in list(self._running) if f not in stoppable and f.cancel()])
+            self._drain(time.monotonic() + INTERRUPT_GRACE_SECONDS)
+            if any(f in self._running for f in stoppable):
+                for stop in stoppable.values():
+                    stop.request()
+                self._drain(time.monotonic() + STOP_GRACE_SECONDS)
+        except KeyboardInterrupt:  # the second Ctrl-C: stop now, keep what is recorded
+            self.workers.hard_stop = True
+            self.observer.message("stopping now", level="warning")
+
+    def _drain(self, deadline: float) -> None:
+        while self._running and time.monotonic() < deadline:
+            done, _ = wait(set(self._running), timeout=max(0.0, deadline - time.monotonic()),
+                           return_when=FIRST_COMPLETED)
+            self._record_done(done)
+
+    def _record_done(self, futures: Iterable[Future[Any]]) -> None:
+        with interrupts.deferred(), self.store.ledger.batch():  # a second Ctrl-C waits for the commit
+            for future in futures:
+                self._complete(future)
 
     # == finishing ==============================================================================
     def _save_stage(self, name: str, status: str) -> None:
@@ -534,17 +555,17 @@ class Runner(SourceFeed, Recovery):
             failures = self._record_end()
         except (sqlite3.Error, OSError) as exc:  # a full disk: the result still says what happened
             self.observer.message(f"could not record the end of the run: {exc}", level="warning")
-            self._fail(StageFailed(self.order[0], f"the ledger could not be written: {exc}",
+            self.fail(StageFailed(self.order[0], f"the ledger could not be written: {exc}",
                                    error_type=type(exc).__name__))
             failures = []
         status = self._status(failures)
         result = RunResult(
             run_id=self.run_id, pipeline=self.pipeline.name, status=status,
-            stages={n: self._summary(n) for n in self.order}, failures=failures, error=self.failure,
-            seconds=self._duration(started), store_root=self.store.data_root, resumed=self.resumed,
+            stages={n: self.progress.summary(n, self._stage_reason(n)) for n in self.order}, failures=failures,
+            error=self.failure, seconds=self._duration(started), store_root=self.store.data_root, resumed=self.resumed,
             clusters=tuple(self.workers.kept),
-            leaves=tuple(n for n in self.order if not self.consumers[n] and not self.side_users[n]))
-        self._progress(force=True)
+            leaves=self.graph.leaves())
+        self.progress.tick(force=True)
         logger.info("run %s %s in %.1f s", self.run_id, status.value, result.seconds)
         self.observer.run_finished(result)
         return result
@@ -573,7 +594,7 @@ class Runner(SourceFeed, Recovery):
             if not self.states[name].final:
                 self._save_stage(name, "interrupted" if self.interrupted else "incomplete")
         failures = self.store.ledger.open_errors(self.run_id)
-        items = sum(self.states[n].items_done + self.states[n].items_reused for n in self._streams)
+        items = sum(self.states[n].items_done + self.states[n].items_reused for n in self.graph.streams)
         self.store.ledger.finish_run(self.run_id, status=self._status(failures).value, items=items,
                                      failed=len(failures), message=str(self.failure) if self.failure else None)
         collecting = [n for n in self.order if self.stages[n].on_error == "collect"]
@@ -583,43 +604,6 @@ class Runner(SourceFeed, Recovery):
             write_dead_letters(self.store, self.run_id, collecting)
         return failures
 
-    def _summary(self, name: str) -> StageSummary:
-        st = self.states[name]
-        return StageSummary(
-            stage=name, backend=self.plan.stages[name].backend, batches=len(st.batches),
-            reused_batches=st.reused_batches, computed_batches=st.computed_batches,
-            items=st.items_done + st.items_reused + st.items_failed, reused_items=st.items_reused,
-            failed_items=st.items_failed, rows=st.rows, seconds=st.seconds, reason=self._stage_reason(name),
-            wall_seconds=st.wall_seconds(), on_error=self.stages[name].on_error)
-
-    def _progress(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_progress < PROGRESS_INTERVAL:
-            return
-        self._last_progress = now
-        totals = expected_totals(self.order, self.stages, self.states)
-        for name in self.order:
-            st = self.states[name]
-            busy = int(st.wall_seconds()) if st.in_flight else None  # a long task: a heartbeat a second
-            seen = (st.items_done, st.items_reused, st.items_failed, st.items_in_flight, len(st.batches), st.final,
-                    totals[name], busy)
-            if self._shown.get(name) == seen:
-                continue  # only stages that moved or work: a 1,000-stage chain is mostly still
-            self._shown[name] = seen
-            self.observer.stage_progress(StageStats(
-                stage=name, backend=self.plan.stages[name].backend, items_done=st.items_done,
-                items_reused=st.items_reused, items_failed=st.items_failed, items_in_flight=st.items_in_flight,
-                batches_final=sum(1 for b in st.batches.values() if b.final), batches_seen=len(st.batches),
-                final=st.final, seconds=st.seconds, reason=self.reasons.get(name, ""), items_total=totals[name],
-                wall_seconds=st.wall_seconds()))
-
-    def _debug_state(self) -> str:
-        return "; ".join(
-            f"{name}: final={st.final} upstream_final={st.upstream_final} batches=" + ", ".join(
-                f"{k}(key={bool(b.key)} avail={len(b.available)} done={len(b.done)} failed={len(b.failed)} "
-                f"pending={len(b.pending)} flight={b.in_flight} up_final={b.upstream_final} final={b.final})"
-                for k, b in sorted(st.batches.items()))
-            for name, st in self.states.items())
 
 
 def _in_order(parts: list[Part]) -> list[Part]:

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from . import codec
-from .batching import SourceBatchSizes
+from . import chunking, codec
 from .errors import ConversionError, StageFailed
 from .idset import IdSet
 from .store import arrow as batch_files
@@ -49,7 +48,9 @@ class SourceReader:
         self.stage = stage
         self._path_for = path_for  # (batch number, key) -> file path
         self._fsync = fsync
-        self._sizes = SourceBatchSizes(stage.batch_size)
+        self._cutter = chunking.Cutter.for_source(stage.batch_size)  # for the next batch
+        self._read = 0  # items read from the source so far
+        self._cut_so_far = 0  # items put in batches so far
         self._next = 0
         self._loop = loop
         self._lock = threading.Lock()
@@ -78,24 +79,21 @@ class SourceReader:
             return asyncio.run(awaitable)
         return asyncio.run_coroutine_threadsafe(awaitable, self._loop).result()
 
-    def _chunks_of(self, result: Any) -> Iterator[Any]:
+    def _chunks_of(self, result: Any) -> Iterator[pa.Table]:
         sliced = _as_table_like(result, self.stage.name)
         if sliced is not None:
-            offset = 0
-            for size in self._sizes:
-                if offset >= sliced.num_rows:
-                    return
-                yield sliced.slice(offset, size)
-                offset += size
+            step = max(self._cutter.maximum, 1 << 16)
+            yield from self._cut((sliced.slice(at, step), None) for at in range(0, sliced.num_rows, step))
             return
         iterator = iter(result)
-        for size in self._sizes:
-            chunk = list(itertools.islice(iterator, size))
-            if not chunk:
-                return
-            yield chunk
 
-    def _async_chunks(self, agen: Any) -> Iterator[list[Any]]:
+        def windows() -> Iterator[list[Any]]:
+            while chunk := list(itertools.islice(iterator, self._cutter.average)):
+                yield chunk
+
+        yield from self._cut(self._encoded(windows()))
+
+    def _async_chunks(self, agen: Any) -> Iterator[pa.Table]:
         async def take(n: int) -> list[Any]:
             out = []
             async for item in agen:
@@ -104,11 +102,97 @@ class SourceReader:
                     break
             return out
 
-        for size in self._sizes:
-            chunk = self._run_async(take(size))
-            if not chunk:
-                return
-            yield chunk
+        def windows() -> Iterator[list[Any]]:
+            while chunk := self._run_async(take(self._cutter.average)):
+                yield chunk
+
+        yield from self._cut(self._encoded(windows()))
+
+    def _encoded(self, windows: Iterator[list[Any]]) -> Iterator[tuple[pa.Table, list[Any]]]:
+        for items in windows:
+            yield self._encode_items(items), items
+
+    def _encode_items(self, items: list[Any]) -> pa.Table:
+        try:
+            return codec.encode(items, stage=self.stage.name, output_type=self.stage.output_type,
+                                first_item=self._read)
+        except ConversionError as exc:
+            at = getattr(exc, "item", None)
+            raise _BadItem(str(exc), None if at is None else self._read + at) from None
+
+    def _cut(self, windows: Iterator[tuple[pa.Table, list[Any] | None]]) -> Iterator[pa.Table]:
+        """Batches cut where the items' hashes say (see ``chunking``), from windows of encoded items.
+
+        Items not yet in a batch wait in ``pending`` (their table, hashes and, for items
+        from an iterator, the values themselves) until a cut falls among them.
+        """
+        pending: pa.Table | None = None
+        hashes = np.zeros(0, dtype=np.uint64)
+        sizes = np.zeros(0, dtype=np.int64)
+        values: list[Any] | None = None
+        final = False
+        while True:
+            cut = self._cutter.next_cut(hashes, final=final, sizes=sizes)
+            if cut is None:
+                if final:
+                    return
+                try:
+                    table, items = next(windows)
+                except StopIteration:
+                    final = True
+                    continue
+                self._read += table.num_rows
+                if pending is None or pending.num_rows == 0:
+                    pending, values = table, items
+                    hashes, sizes = self._hashes(table), chunking.row_sizes(table)
+                    continue
+                joined = self._join(pending, values, table, items)
+                if joined is None:  # items that cannot share a table: what waits becomes batches of its own
+                    yield from self._flush(pending, hashes, sizes)
+                    pending, values = table, items
+                    hashes, sizes = self._hashes(table), chunking.row_sizes(table)
+                    continue
+                pending = joined
+                values = None if values is None or items is None else values + items
+                hashes = np.concatenate([hashes, self._hashes(table)])
+                sizes = np.concatenate([sizes, chunking.row_sizes(table)])
+                continue
+            assert pending is not None
+            yield self._batch(pending.slice(0, cut))
+            pending, hashes, sizes = pending.slice(cut), hashes[cut:], sizes[cut:]
+            values = values[cut:] if values is not None else None
+
+    def _flush(self, table: pa.Table, hashes: np.ndarray, sizes: np.ndarray) -> Iterator[pa.Table]:
+        while table.num_rows:
+            cut = self._cutter.next_cut(hashes, final=True, sizes=sizes) or table.num_rows
+            yield self._batch(table.slice(0, cut))
+            table, hashes, sizes = table.slice(cut), hashes[cut:], sizes[cut:]
+
+    def _batch(self, table: pa.Table) -> pa.Table:
+        self._cut_so_far += table.num_rows
+        self._cutter = chunking.Cutter.for_source(self.stage.batch_size, self._cut_so_far)
+        return _numbered(table)
+
+    def _join(self, pending: pa.Table, values: list[Any] | None, table: pa.Table,
+              items: list[Any] | None) -> pa.Table | None:
+        """One table of what waits and a new window; ``None`` when their types cannot agree."""
+        if pending.schema == table.schema:
+            return pa.concat_tables([pending, table])
+        try:
+            return pa.concat_tables([pending, table], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
+        if values is not None and items is not None:
+            try:
+                return codec.encode(values + items, stage=self.stage.name, output_type=self.stage.output_type)
+            except ConversionError:
+                pass
+        return None
+
+    def _hashes(self, table: pa.Table) -> np.ndarray:
+        if self._cutter.fixed:  # fixed sizes: the hashes decide nothing
+            return np.zeros(table.num_rows, dtype=np.uint64)
+        return chunking.row_hashes(table)
 
     def read_next(self) -> SourceBatch | None:
         """Read, convert and write the next batch; ``None`` when the source is exhausted."""
@@ -120,14 +204,17 @@ class SourceReader:
             except StopIteration:
                 self._exhausted = True
                 return None
+            except _BadItem as exc:
+                self._exhausted = True
+                raise StageFailed(self.stage.name, str(exc), position=exc.item,
+                                  error_type="ConversionError") from None
             except Exception as exc:  # noqa: BLE001 - a failing source fails the stage
                 self._exhausted = True
                 raise StageFailed(self.stage.name, str(exc) or type(exc).__name__, batch=self._next,
                                   error_type=type(exc).__name__) from exc
             batch = self._next
             self._next += 1
-        table = self._encode(chunk, batch)
-        self._sizes.observe(table.num_rows, table.nbytes)
+        table = chunk
         data = batch_files.serialize(table)
         key = batch_files.content_digest(data)
         path = self._path_for(batch, key)
@@ -139,15 +226,21 @@ class SourceReader:
             recent.remember(path, table)  # consumers in this process need not read it back
         return SourceBatch(batch, key, info)
 
-    def _encode(self, chunk: Any, batch: int) -> pa.Table:
-        if isinstance(chunk, pa.Table):
-            return chunk.append_column(codec.ITEM_COLUMN, pa.array(np.arange(chunk.num_rows, dtype=np.int64)))
-        try:
-            return codec.encode(chunk, stage=self.stage.name, output_type=self.stage.output_type,
-                                item_ids=np.arange(len(chunk), dtype=np.int64))
-        except ConversionError as exc:
-            raise StageFailed(self.stage.name, str(exc), batch=batch, item=getattr(exc, "item", None),
-                              error_type="ConversionError") from None
+
+class _BadItem(Exception):
+    """An item the source yielded that Arrow cannot hold (``item``: its position in the source)."""
+
+    def __init__(self, message: str, item: int | None) -> None:
+        super().__init__(message)
+        self.item = item
+
+
+def _numbered(table: pa.Table) -> pa.Table:
+    """A batch as it is stored: one chunk per column, items numbered 0..n-1 in ``_item``."""
+    if codec.ITEM_COLUMN in table.column_names:
+        table = table.drop_columns([codec.ITEM_COLUMN])
+    table = table.combine_chunks()
+    return table.append_column(codec.ITEM_COLUMN, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
 def _as_table_like(result: Any, stage: str) -> pa.Table | None:

@@ -19,11 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .batching import TaskSizer
 from .idset import IdSet
 from .store.ledger import Part
+
+if TYPE_CHECKING:
+    from .errors import StageFailed
 
 
 @dataclass(slots=True)
@@ -121,3 +124,39 @@ def expected_totals(order: Sequence[str], stages: Mapping[str, Any],
         else:
             out[name] = st.rows if st.final else None
     return totals
+
+
+def describe(states: Mapping[str, StageState]) -> str:
+    """Every batch's bookkeeping on one line (for the message of an engine bug)."""
+    return "; ".join(
+        f"{name}: final={st.final} upstream_final={st.upstream_final} batches=" + ", ".join(
+            f"{k}(key={bool(b.key)} avail={len(b.available)} done={len(b.done)} failed={len(b.failed)} "
+            f"pending={len(b.pending)} flight={b.in_flight} up_final={b.upstream_final} final={b.final})"
+            for k, b in sorted(st.batches.items()))
+        for name, st in states.items())
+
+
+class Flow(Protocol):
+    """What the runner offers its collaborators (``SourceFeed``, ``Recovery``): the moves of ids
+    through the run's state, and stopping it. Everything else they need is given to them."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def mark_dirty(self, name: str) -> None:
+        """Visit stage ``name`` in the next scheduling pass."""
+
+    def mark_slot(self, slot: str | None) -> None:
+        """Visit every stage of an executor slot (its room or its quarantine changed)."""
+
+    def publish(self, name: str, k: int, ids: IdSet) -> None:
+        """Offer newly done ids of ``name``'s batch ``k`` downstream."""
+
+    def finalize_batch(self, name: str, k: int) -> None:
+        """Close batch ``k`` of ``name`` if nothing is pending or running in it."""
+
+    def check_stage_final(self, name: str) -> None:
+        """Close stage ``name`` if every batch of it is final, then the stages waiting on it."""
+
+    def fail(self, failure: StageFailed) -> None:
+        """Stop scheduling; the run ends failed with ``failure`` (the first one wins)."""

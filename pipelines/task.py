@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import itertools
 import os
 import signal
 import socket
@@ -45,10 +46,15 @@ _NO_IDS = np.zeros(0, dtype=np.int64)
 
 @dataclass(frozen=True, slots=True)
 class InputPart:
-    """One Arrow file to read; ``expect`` (size, checksum) is checked for files of earlier runs."""
+    """One Arrow file to read; ``expect`` (size, checksum) is checked for files of earlier runs.
+
+    ``batch`` is the producer's batch: a reader puts each batch's rows in item order, whatever
+    ids each part happened to hold (parts of a streamed stage hold ids in completion order).
+    """
 
     path: str
     expect: batch_files.FileInfo | None = None
+    batch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +102,12 @@ class BatchTask:
     rate_share: float = 1.0  # this worker's share of the stage's rate limit (1/workers)
     pipeline: Pipeline | None = None  # in-process only; dropped when pickled
     object_key: str = ""  # the batch key the output is stored under (in the file's metadata)
+    stop: TaskStop | None = None  # in-process only: the driver asks the task to end early (Ctrl-C)
 
     def __getstate__(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
         state["pipeline"] = None
+        state["stop"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -144,8 +152,13 @@ class BatchTask:
         kwargs.update(await resources.resolve_async(stage.resources))
         if stage.itemwise:
             runner = _ItemRunner(stage, self.batch, self.rate_share)
-            outputs = await asyncio.gather(*(runner.run_async(i, v, kwargs) for i, v in zip(ids.tolist(), values)))
-            return await asyncio.to_thread(self._finish_items, stage, ids, values, list(outputs), runner.errors, t0, t1)
+            items = [asyncio.ensure_future(runner.run_async(i, v, kwargs)) for i, v in zip(ids.tolist(), values)]
+            if self.stop is not None:
+                loop = asyncio.get_running_loop()
+                self.stop.on_request(lambda: loop.call_soon_threadsafe(_cancel_all, items))
+            outputs = list(await asyncio.gather(*items, return_exceptions=True))
+            ids, values, outputs = _finished_only(ids, values, outputs)
+            return await asyncio.to_thread(self._finish_items, stage, ids, values, outputs, runner.errors, t0, t1)
         return await self._run_table_stage_async(stage, tables, kwargs, t0, t1)
 
     # -- reading ----------------------------------------------------------------------
@@ -165,7 +178,7 @@ class BatchTask:
         if stage.takes_params and "params" not in kwargs:
             kwargs["params"] = _params(pipeline, self.params_json)
         for name, parts in self.side.items():
-            table = codec.data_columns(_concat([batch_files.read_table(p.path, expect=p.expect) for p in parts]))
+            table = codec.data_columns(read_in_item_order(parts))
             kwargs[name] = table.to_pandas() if stage.table_format == "pandas" else table
         return kwargs
 
@@ -278,23 +291,76 @@ class BatchTask:
                           seconds=time.perf_counter() - t1, read_seconds=t1 - t0)
 
 
+class TaskStop:
+    """The driver's request that an in-process task end early, keeping what it finished: on
+    Ctrl-C an async task cancels its unfinished items and writes a part of the finished ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requested = False
+        self._hooks: list[Callable[[], Any]] = []
+
+    def request(self) -> None:
+        with self._lock:
+            self.requested = True
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
+    def on_request(self, hook: Callable[[], Any]) -> None:
+        """Call ``hook`` when a stop is requested (at once if it already was)."""
+        with self._lock:
+            if not self.requested:
+                self._hooks.append(hook)
+                return
+        hook()
+
+
+def _cancel_all(items: Sequence[asyncio.Future[Any]]) -> None:
+    for item in items:
+        item.cancel()
+
+
+def _finished_only(ids: np.ndarray, values: list[Any],
+                   outputs: list[Any]) -> tuple[np.ndarray, list[Any], list[Any]]:
+    """Drop the items a stop cancelled (they stay pending for a resume); raise what is not an item's."""
+    for out in outputs:
+        if isinstance(out, BaseException) and not isinstance(out, asyncio.CancelledError):
+            raise out  # not caught per item (``KeyboardInterrupt``, ``SystemExit``): the task's own
+    keep = [not isinstance(out, asyncio.CancelledError) for out in outputs]
+    if all(keep):
+        return ids, values, outputs
+    return (ids[np.array(keep, dtype=bool)], [v for v, k in zip(values, keep) if k],
+            [o for o, k in zip(outputs, keep) if k])
+
+
 # -- reading inputs ------------------------------------------------------------------------
 
 def read_input(spec: InputSpec) -> tuple[pa.Table, np.ndarray]:
     """The rows of one input to compute, and their item ids."""
-    tables = [batch_files.read_table(p.path, expect=p.expect) for p in spec.parts]
-    table = _concat(tables)
+    table = read_in_item_order(spec.parts)
     if spec.ids_in_column and codec.ITEM_COLUMN in table.column_names:
         ids = table.column(codec.ITEM_COLUMN).to_numpy()
-        if len(ids) > 1 and not bool(np.all(ids[1:] >= ids[:-1])):
-            order = np.argsort(ids, kind="stable")
-            table = table.take(pa.array(order))
-            ids = ids[order]
     else:
         ids = np.arange(table.num_rows, dtype=np.int64)
     if spec.select is not None:
         table, ids = _select(table, ids, spec.select)
     return table, ids
+
+
+def read_in_item_order(parts: Sequence[InputPart]) -> pa.Table:
+    """Parts of one or more producer batches (in batch order) as one table, each batch's rows
+    sorted by item id (stable: a flat-map's rows of one item keep their order). This is what
+    makes every consumer's input, and so every output, the same whatever the timing."""
+    tables = []
+    for _, group in itertools.groupby(parts, key=lambda p: p.batch):
+        table = _concat([batch_files.read_table(p.path, expect=p.expect) for p in group])
+        if codec.ITEM_COLUMN in table.column_names and table.num_rows > 1:
+            ids = table.column(codec.ITEM_COLUMN).to_numpy()
+            if not bool(np.all(ids[1:] >= ids[:-1])):
+                table = table.take(pa.array(np.argsort(ids, kind="stable")))
+        tables.append(table)
+    return _concat(tables)
 
 
 def _empty_output(producer: Stage) -> pa.Table:

@@ -1,8 +1,10 @@
 """JSON stages: parse bytes, text or files, and validate records with a pydantic model.
 
 Errors are ``ValueError``s that say where the problem is: the source (a file name, a URL),
-the byte offset, line and column for malformed JSON, and the record's index, byte offset
-and field for a record that fails validation. Records may come as one JSON array or as
+the byte offset, line and column for malformed JSON (nesting deeper than the parser can
+follow included), and the record's index, byte offset and field for a record that fails
+validation. A record is decoded once: a JSON string inside a document is a string record
+(which a model of objects refuses), never JSON text to decode again. Records may come as one JSON array or as
 JSON Lines (one value per line); both keep each record's byte offset for error messages.
 
 Example:
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +53,8 @@ def loads(data: JSONInput, *, source: str = "<data>") -> Any:
         return jsonlib.loads(text)
     except jsonlib.JSONDecodeError as exc:
         raise _decode_error(exc, text, source) from None
+    except RecursionError:
+        raise _depth_error(text, _skip_ws(text, 0), source) from None
 
 
 def load(path: str | os.PathLike[str]) -> Any:
@@ -104,6 +109,8 @@ def iter_values(data: JSONInput, *, source: str = "<data>") -> Iterator[tuple[in
             value, end = decoder.raw_decode(text, pos)
         except jsonlib.JSONDecodeError as exc:
             raise _decode_error(exc, text, source) from None
+        except RecursionError:
+            raise _depth_error(text, pos, source) from None
         byte_pos += len(text[char_pos:pos].encode())
         char_pos = pos
         yield byte_pos, value
@@ -126,7 +133,9 @@ def parse_record(value: JSONInput | Mapping[str, Any], model: type[M], *, source
     """Validate one record (a JSON object's text, or a dict) against ``model``.
 
     Args:
-        value: the record.
+        value: the record: JSON text (bytes or ``str``, decoded here) or a mapping. To
+            validate a value that is already decoded, a string included, use
+            ``parse_records`` with a list, which decodes nothing.
         model: the pydantic model it must match.
         source: what to call the data in error messages.
         index: the record's position in its collection, for error messages.
@@ -144,10 +153,7 @@ def parse_record(value: JSONInput | Mapping[str, Any], model: type[M], *, source
     """
     if isinstance(value, (bytes, bytearray, memoryview, str)):
         value = loads(value, source=source)
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        raise ValueError(_validation_message(exc, model, source, index, offset)) from None
+    return _validate(value, model, source, index, offset)
 
 
 def parse_records(data: JSONInput | os.PathLike[str] | Iterable[Mapping[str, Any]], model: type[M], *,
@@ -155,7 +161,8 @@ def parse_records(data: JSONInput | os.PathLike[str] | Iterable[Mapping[str, Any
     """Validate every record of a JSON array or JSON Lines document against ``model``.
 
     Args:
-        data: bytes or text (a JSON array or JSON Lines), a file path, or already-parsed dicts.
+        data: bytes or text (a JSON array or JSON Lines), a file path, or already-parsed
+            values (validated as they are, strings included: nothing is decoded twice).
         model: the pydantic model each record must match.
         source: what to call the data in error messages (default: the file name, or ``<data>``).
 
@@ -177,11 +184,20 @@ def parse_records(data: JSONInput | os.PathLike[str] | Iterable[Mapping[str, Any
         pairs: Iterable[tuple[int | None, Any]] = iter_values(data, source=source)
     else:
         pairs = ((None, value) for value in data)
-    return [parse_record(value, model, source=source, index=i, offset=offset)
-            for i, (offset, value) in enumerate(pairs)]
+    return [_validate(value, model, source, i, offset) for i, (offset, value) in enumerate(pairs)]
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+def _validate(value: Any, model: type[M], source: str, index: int | None, offset: int | None) -> M:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ValueError(_validation_message(exc, model, source, index, offset)) from None
+    except RecursionError:
+        where = _where(source, index, offset)
+        raise ValueError(f"{where}: {model.__name__}: the record nests too deeply to validate") from None
+
 
 def _text(data: JSONInput, source: str) -> str:
     if isinstance(data, str):
@@ -210,13 +226,47 @@ def _decode_error(exc: jsonlib.JSONDecodeError, text: str, source: str) -> Value
     return ValueError(f"{source}: invalid JSON at byte {byte} (line {exc.lineno}, column {exc.colno}): {exc.msg}")
 
 
-def _validation_message(exc: ValidationError, model: type[BaseModel], source: str, index: int | None,
-                        offset: int | None) -> str:
+def _depth_error(text: str, start: int, source: str) -> ValueError:
+    """The error for a value nested deeper than the parser's recursion allows."""
+    depth, deepest, at, in_string, escaped = 0, 0, start, False, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, i
+        elif ch in "]}":
+            depth -= 1
+            if depth <= 0:
+                break
+    byte = len(text[:start].encode())
+    deep_byte = byte + len(text[start:at].encode())
+    limit = sys.getrecursionlimit()
+    return ValueError(f"{source}: invalid JSON at byte {byte}: the value nests {deepest:,} levels deep (its deepest"
+                      f" point at byte {deep_byte}), more than the parser can follow (about {limit:,})")
+
+
+def _where(source: str, index: int | None, offset: int | None) -> str:
     where = source
     if index is not None:
         where += f", record {index}"
     if offset is not None:
         where += f" at byte {offset}"
+    return where
+
+
+def _validation_message(exc: ValidationError, model: type[BaseModel], source: str, index: int | None,
+                        offset: int | None) -> str:
+    where = _where(source, index, offset)
     problems = exc.errors()
     first = problems[0]
     field = ".".join(str(p) for p in first["loc"])

@@ -2,7 +2,10 @@
 
 ``serve_app`` runs any ``aiohttp.web.Application`` on its own event loop in a daemon
 thread and yields its base URL; ``serve_directory`` does so for a folder of static files
-(query strings are ignored, so ``images/a.png?copy=7`` serves ``images/a.png``). Both bind
+(query strings are ignored, so ``images/a.png?copy=7`` serves ``images/a.png``; a path
+longer than ``MAX_PATH_CHARS`` gets 414, one the file system cannot even look up, such as a
+file name over 255 bytes, gets 404 — answers a client does not retry, and no traceback in
+the server's log). Both bind
 to 127.0.0.1 on a free port by default and stop cleanly when the ``with`` block ends.
 
 Example:
@@ -21,8 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 START_TIMEOUT_S = 10.0
+MAX_PATH_CHARS = 2048
 T = TypeVar("T")
 
 
@@ -101,7 +106,19 @@ def serve_directory(root: str | os.PathLike[str], *, host: str = "127.0.0.1", po
     folder = Path(root).resolve()
     if not folder.is_dir():
         raise NotADirectoryError(f"cannot serve {str(root)!r}: not a directory")
-    app = web.Application()
+    app = web.Application(middlewares=[_refuse_unservable_paths])
     app.router.add_static("/", folder, show_index=False, follow_symlinks=False)
     with serve_app(app, host=host, port=port) as url:
         yield url
+
+
+@web.middleware
+async def _refuse_unservable_paths(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """414 for an overlong path, 404 for one the file system refuses to look up (not a 500)."""
+    if len(request.raw_path) > MAX_PATH_CHARS:
+        length = len(request.raw_path)
+        raise web.HTTPRequestURITooLong(text=f"path of {length} characters; the limit is {MAX_PATH_CHARS}")
+    try:
+        return await handler(request)
+    except OSError:  # ENAMETOOLONG, ELOOP...: there is no such file to serve
+        raise web.HTTPNotFound() from None

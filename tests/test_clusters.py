@@ -42,7 +42,6 @@ import pytest
 import executors
 import pipelines
 from pipelines import Pipeline, RunStatus, UsageError, loader
-from pipelines.idset import IdSet
 from pipelines.outputs import read_stage
 from pipelines.store import Store
 from stages.serve import serve_directory
@@ -50,6 +49,7 @@ from stages.serve import serve_directory
 from .conftest import ROOT, TEST_DAGS, cli
 from .executors.helpers import (RAY_ENV, DaskWorkers, dask_cli_cluster, free_port, ray_head_node,
                                 skip_unless_only_loopback)
+from .helpers import done_in_ledger
 
 pytest.importorskip("distributed")
 
@@ -72,15 +72,6 @@ def assert_same_tables(got: dict[str, pa.Table], expected: dict[str, pa.Table], 
     for stage, table in expected.items():
         assert table.num_rows > 0, stage
         assert got[stage].equals(table), f"stage {stage!r} differs on {where}"
-
-
-def done_in_ledger(store: Path) -> Counter[str]:
-    """Items each stage has checkpointed, according to the ledger."""
-    with Store(store) as s:
-        out: Counter[str] = Counter()
-        for row in s.ledger.query("SELECT o.stage, p.done FROM parts p JOIN objects o ON o.key = p.key"):
-            out[row["stage"]] += len(IdSet.from_json(row["done"]))
-        return out
 
 
 def latest_run_tables(store: Path) -> tuple[dict[str, pa.Table], dict[str, str]]:
@@ -322,7 +313,7 @@ class DashboardWatcher(pipelines.RunObserver):
     def run_finished(self, result: Any) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(10)
+            thread.join()  # a poll ends within get()'s timeout once the cluster is gone
 
 
 @pytest.mark.slow
@@ -403,14 +394,11 @@ def test_an_address_where_nothing_listens_is_a_short_usage_error(backend: str, t
     if backend == "ray":
         skip_unless_only_loopback()
     address = template.format(port=free_port())
-    started = time.monotonic()
     proc = cli("run", "counted", "--dags", str(TEST_DAGS), "--store", str(tmp_path), "--executor", backend,
-               "--address", address, env=RAY_ENV, timeout=15)
-    elapsed = time.monotonic() - started
+               "--address", address, env=RAY_ENV)  # waiting forever would end on pytest-timeout
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert address in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
-    assert elapsed < 15
     with Store(tmp_path) as store:
         assert store.ledger.latest_run() is None  # nothing was recorded
 
@@ -419,7 +407,14 @@ def test_an_address_no_stage_can_use_is_not_silently_ignored(tmp_path: Path) -> 
     address = f"tcp://127.0.0.1:{free_port()}"
     proc = cli("run", "counted", "--dags", str(TEST_DAGS), "--store", str(tmp_path), "--address", address,
                "--param", "n=10", "--quiet")
-    assert proc.returncode == 2 or address in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    why = f"--address {address} is for a Dask or Ray cluster, but no stage runs on one: add --executor dask (or ray)"
+    assert why in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(UsageError, match=re.escape(why)):
+        pipelines.run(loader.load("counted", TEST_DAGS), {"n": 10}, store=tmp_path, address=address)
+    with Store(tmp_path) as store:
+        assert store.ledger.latest_run() is None  # refused before anything was recorded
 
 
 @pytest.mark.slow
@@ -428,11 +423,9 @@ def test_a_store_the_workers_cannot_reach_fails_at_start(counted: Pipeline, tmp_
     store = tmp_path / "store"
     store.mkdir()
     skip_unless_folders_can_be_hidden(store)
-    with dask_cli_cluster(tmp_path, DaskWorkers(nworkers=1, wrap=hide_folder(store))) as address:
-        started = time.monotonic()
-        with pytest.raises(UsageError) as info:
-            pipelines.run(counted, COUNTED, store=store, executor="dask", address=address)
-        assert time.monotonic() - started < 30
+    with (dask_cli_cluster(tmp_path, DaskWorkers(nworkers=1, wrap=hide_folder(store))) as address,
+          pytest.raises(UsageError) as info):
+        pipelines.run(counted, COUNTED, store=store, executor="dask", address=address)
     message = str(info.value)
     assert f"store {store} is not reachable from the dask workers" in message, message
     with Store(store) as s:
@@ -474,17 +467,15 @@ def test_keep_cluster_keeps_the_dashboard_until_ctrl_c(ctrl_c: str, tmp_path: Pa
     reader.start()
     output: list[str] = []
 
-    def read_until(done: Any, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < deadline, "".join(output)
+    def read_until(done: Any) -> None:
+        while not done():  # pytest-timeout bounds a hang
             try:
                 output.append(lines.get(timeout=0.5))
             except queue.Empty:
                 pass
 
     try:
-        read_until(lambda: any("cluster kept up" in line for line in output) or proc.poll() is not None, 90)
+        read_until(lambda: any("cluster kept up" in line for line in output) or proc.poll() is not None)
         kept = re.search(r"cluster kept up: dashboard (http://\S+)/status, scheduler (tls://\S+) ", output[-1])
         assert kept, "".join(output)
         dashboard, scheduler = kept.groups()
@@ -495,8 +486,9 @@ def test_keep_cluster_keeps_the_dashboard_until_ctrl_c(ctrl_c: str, tmp_path: Pa
         assert children  # the cluster's worker processes
 
         (os.kill if ctrl_c == "process" else os.killpg)(proc.pid, signal.SIGINT)
-        proc.wait(30)
-        reader.join(10)
+        proc.wait()
+        reader.join(60)  # the output ends when every process that held it has ended
+        assert not reader.is_alive(), "a process of the run still holds its output"
         while not lines.empty():
             output.append(lines.get())
     finally:
@@ -506,7 +498,7 @@ def test_keep_cluster_keeps_the_dashboard_until_ctrl_c(ctrl_c: str, tmp_path: Pa
     after = "".join(output[next(i for i, line in enumerate(output) if "cluster kept up" in line) + 1:])
     assert proc.returncode == 0 and not after.strip(), f"exit {proc.returncode}:\n{after}"
     assert not listening(dashboard) and not listening(scheduler)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # they go within seconds; the margin is for a loaded machine
     while (left := alive(children)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, "worker processes outlived the kept cluster"

@@ -34,7 +34,7 @@ from aiohttp import web
 
 import executors
 import pipelines
-from pipelines import RunStatus, UsageError, retry
+from pipelines import Pipeline, RunStatus, UsageError, retry
 from pipelines.idset import IdSet
 from pipelines.outputs import read_stage
 from pipelines.store import Store
@@ -42,18 +42,12 @@ from stages import files, http
 from stages.serve import serve_app
 
 from .conftest import ROOT, TEST_DAGS, cli
+from .helpers import alive_not_zombie, run_id_of, wait_gone
 
-RUN_LINE = re.compile(r"^(?:run|resuming) (\d{8}-\d{6}-[0-9a-f]+) · pipeline", re.MULTILINE)
 DATA = ROOT / "data"
 
 
 # == helpers ===================================================================================
-
-def run_id_of(output: str) -> str:
-    match = RUN_LINE.search(output)
-    assert match, output
-    return match.group(1)
-
 
 def dags(*args: str, store: Path, env: dict[str, str] | None = None, check: int | None = None,
          timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -116,44 +110,18 @@ def outcome_line(output: str) -> str:
     return found[-1]
 
 
-def wait_until(predicate, proc: subprocess.Popen[str] | None = None, timeout: float = 60) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+def wait_until(predicate, proc: subprocess.Popen[str] | None = None) -> None:  # noqa: ANN001
+    """Wait until ``predicate()`` holds; fail if ``proc`` ends first (pytest-timeout bounds a hang)."""
+    while not predicate():
         if proc is not None and proc.poll() is not None:
             pytest.fail(f"the run ended first:\n{proc.stdout.read() if proc.stdout else ''}")
         time.sleep(0.02)
-    pytest.fail(f"still waiting after {timeout} s")
 
 
-def wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
-    """Those of ``pids`` still alive (not zombies) after up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _alive(p)]
-        time.sleep(0.05)
-    return alive
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def finish(proc: subprocess.Popen[str], within: float) -> tuple[str, float]:
-    """Wait up to ``within`` seconds for ``proc``; kill its session if it is still there."""
-    started = time.monotonic()
-    try:
-        out, _ = proc.communicate(timeout=within)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        out += f"\n[still running after {within} s: killed by the test]"
-    return out, time.monotonic() - started
+def finish(proc: subprocess.Popen[str]) -> str:
+    """``proc``'s output once it has ended; a run that never ends fails on pytest-timeout."""
+    out, _ = proc.communicate()
+    return out
 
 
 # == a misbehaving HTTP server on 127.0.0.1 ===================================================
@@ -433,7 +401,10 @@ class TestRetries:
     def test_retry_after_wins_over_backoff_but_not_over_the_cap(self) -> None:
         later = http.HTTPStatusError("u", 429, retry_after=1.0)
         assert retry.delay(0, later) == 1.0 and retry.delay(9, later) == 1.0
-        assert retry.delay(0, http.HTTPStatusError("u", 503, retry_after=3600.0)) == retry.MAX_DELAY
+        too_long = http.HTTPStatusError("u", 503, retry_after=3600.0)
+        assert not retry.is_transient(too_long)  # waiting an hour is not a retry: it fails at once
+        assert retry.delay(0, too_long) == retry.MAX_RETRY_AFTER
+        assert retry.delay(0, http.HTTPStatusError("u", 503, retry_after=90.0)) == 90.0  # beyond the backoff cap
         assert retry.delay(0, http.HTTPStatusError("u", 503, retry_after=None)) <= retry.BASE_DELAY
         assert retry.is_transient(later) and not retry.is_transient(http.HTTPStatusError("u", 404))
         assert not retry.is_transient(TypeError("bug")) and retry.is_transient(ConnectionError("reset"))
@@ -602,7 +573,6 @@ class Interrupted:
     log: Path
     output: str
     returncode: int
-    seconds: float
     run_id: str
     leftover_children: list[int]
     done: set[int]
@@ -618,9 +588,9 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Interrupted:
     children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
     assert children, "a process stage should have worker processes"
     os.kill(proc.pid, signal.SIGINT)
-    output, took = finish(proc, within=30)
+    output = finish(proc)
     run_id = run_id_of(output)
-    return Interrupted(store, log, output, proc.returncode, took, run_id, wait_gone(children),
+    return Interrupted(store, log, output, proc.returncode, run_id, wait_gone(children),
                        done_positions(store, "slow", 50), errors(store, run_id))
 
 
@@ -628,7 +598,6 @@ class TestInterrupts:
     def test_first_sigint_stops_cleanly_and_keeps_checkpoints(self, interrupted: Interrupted) -> None:
         run, store = interrupted, interrupted.store
         assert run.returncode == 130, run.output
-        assert run.seconds < 15, f"exit took {run.seconds:.1f} s"
         assert outcome_line(run.output).endswith(f"interrupted; resume with: python -m pipelines resume {run.run_id} "
                                                  f"--store {store}")
         assert not run.leftover_children, "child processes outlived the interrupted run"
@@ -656,9 +625,9 @@ class TestInterrupts:
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(1.0)
         os.kill(proc.pid, signal.SIGINT)
-        output, took = finish(proc, within=15)
+        output = finish(proc)  # the stuck thread would hold the process forever: pytest-timeout
         assert "stopping now" in output
-        assert proc.returncode == 130 and took < 10, f"exit {proc.returncode} after {took:.1f} s:\n{output}"
+        assert proc.returncode == 130, f"exit {proc.returncode}:\n{output}"
         assert "interrupted; resume with: python -m pipelines resume" in output
         done = done_positions(store, "stuck", 50)
         assert done and 5 not in done  # what finished is kept; the stuck item is left for a resume
@@ -668,8 +637,8 @@ class TestInterrupts:
         proc = start("run", "fault_stuck", store=store, env={"FAULT_LOG": str(log)})
         wait_until(lambda: ["stuck", "5"] in lines(log), proc)
         os.kill(proc.pid, signal.SIGINT)
-        output, took = finish(proc, within=20)
-        assert proc.returncode == 130 and took < 15, f"exit {proc.returncode} after {took:.1f} s:\n{output}"
+        output = finish(proc)  # the stuck thread would hold the process forever: pytest-timeout
+        assert proc.returncode == 130, f"exit {proc.returncode}:\n{output}"
         assert "interrupted; resume with: python -m pipelines resume" in output
         done = done_positions(store, "stuck", 50)
         assert done and 5 not in done
@@ -999,7 +968,7 @@ def marked(log: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.pid != os.getpid() and proc.environ().get("FAULT_LOG") == str(log) and _alive(proc.pid):
+            if proc.pid != os.getpid() and proc.environ().get("FAULT_LOG") == str(log) and alive_not_zombie(proc.pid):
                 found.append(proc)
         except psutil.Error:
             continue
@@ -1007,10 +976,10 @@ def marked(log: Path) -> list[psutil.Process]:
 
 
 def kill_and_count_leftovers(proc: subprocess.Popen[str], log: Path) -> int:
-    """SIGKILL a driver; return how many of its processes are still alive 10 s later (and kill them)."""
+    """SIGKILL a driver; return how many of its processes are still alive a minute later (and kill them)."""
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    deadline = time.monotonic() + 10
+    proc.wait()
+    deadline = time.monotonic() + 60  # they go within a second or two; the margin is for a loaded machine
     while (left := marked(log)) and time.monotonic() < deadline:
         time.sleep(0.1)
     for p in left:
@@ -1044,7 +1013,7 @@ def test_randomized_fault_injection(tmp_path: Path) -> None:
                     stats["kills"] += 1
                     # none may outlive it, not even a worker forked just before the kill
                     stats["orphans"] += kill_and_count_leftovers(proc, log)
-            output, _ = finish(proc, within=120)
+            output = finish(proc)
             assert "Traceback" not in output, output
             assert proc.returncode in (0, 1, -signal.SIGKILL), output
             with Store(store) as s:

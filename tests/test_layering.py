@@ -5,24 +5,14 @@
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-
 import pytest
+
+from .helpers import modules_after
 
 BACKENDS = ["executors.threads", "executors.processes", "executors.asyncio_loop", "executors.inline",
             "executors.joblib_pool", "executors.dask_cluster", "executors.ray_cluster"]
 HEAVY = ["distributed", "dask", "ray", "joblib"]
 
-
-def modules_after(code: str) -> set[str]:
-    """The modules a fresh interpreter holds after running ``code``."""
-    script = textwrap.dedent(code) + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    return set(json.loads(proc.stdout.splitlines()[-1]))
 
 
 def test_model_imports_no_executors_store_or_runner() -> None:

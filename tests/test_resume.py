@@ -7,7 +7,6 @@ work that was not finished: the items the ledger did not hold when the run stopp
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,10 +20,10 @@ import pytest
 
 import pipelines
 from pipelines import RunStatus
-from pipelines.idset import IdSet
 from pipelines.store import Store
 
 from .conftest import ROOT, TEST_DAGS, cli
+from .helpers import done_in_ledger, run_id_of, wait_gone
 from .test_report import summary_rows
 
 
@@ -35,21 +34,6 @@ def expected_total(n: int) -> dict[str, int]:
 def calls(log: Path, start: int = 0) -> Counter[str]:
     lines = log.read_text().splitlines()[start:] if log.exists() else []
     return Counter(line.split()[0] for line in lines)
-
-
-def done_in_ledger(store: Path) -> dict[str, int]:
-    """Items each stage has checkpointed, according to the ledger."""
-    with Store(store) as s:
-        out: Counter[str] = Counter()
-        for row in s.ledger.query("SELECT o.stage, p.done FROM parts p JOIN objects o ON o.key = p.key"):
-            out[row["stage"]] += len(IdSet.from_json(row["done"]))
-        return dict(out)
-
-
-def run_id_of(output: str) -> str:
-    match = re.search(r"resume (\d{8}-\d{6}-[0-9a-f]{4})", output) or re.search(r"(?:run|resuming) (\d{8}-\d{6}-[0-9a-f]{4})", output)
-    assert match, output
-    return match.group(1)
 
 
 def final_total(store: Path, run_id: str) -> dict[str, int]:
@@ -107,24 +91,12 @@ def start_run(store: Path, log: Path, n: int, delay: float, *args: str) -> subpr
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def wait_for_calls(log: Path, at_least: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and sum(1 for _ in log.open()) >= at_least:
-            return
+def wait_for_calls(log: Path, at_least: int, proc: subprocess.Popen[str]) -> None:
+    """Wait for ``at_least`` logged calls; fail if the run ends first (pytest-timeout bounds a hang)."""
+    while not (log.exists() and sum(1 for _ in log.open()) >= at_least):
         if proc.poll() is not None:
             pytest.fail(f"run ended before {at_least} calls:\n{proc.stdout.read() if proc.stdout else ''}")
         time.sleep(0.02)
-    pytest.fail(f"fewer than {at_least} calls after {timeout}s")
-
-
-def wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
-    deadline = time.monotonic() + timeout
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        time.sleep(0.05)
-    return alive
 
 
 @pytest.mark.slow
@@ -291,8 +263,7 @@ class TestKillIngest:
         hits.clear()
 
         proc = self.run_ingest(store, url)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
+        while proc.poll() is None:
             if moment == "downloading" and len(hits) >= total // 3:
                 break
             if moment == "describing" and len(hits) >= total and done_in_ledger(store).get("describe", 0) >= 50:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -12,9 +14,10 @@ import pytest
 
 import pipelines
 from pipelines import Pipeline, RunStatus
-from pipelines.store import Store
+from pipelines.outputs import read_parts
 
-from .conftest import TEST_DAGS, cli
+from .conftest import TEST_DAGS
+from .helpers import stage_parts
 
 LOCAL_EXECUTORS = ["inline", "threads", "processes", "asyncio"]
 
@@ -77,20 +80,15 @@ def test_source_read_ahead_is_bounded(load, store: Path, tmp_path: Path, monkeyp
     runner = threading.Thread(target=lambda: holder.update(
         result=pipelines.run(load("gated"), store=store, executor="threads")))
     runner.start()
-    source_dir = None
-    deadline = time.monotonic() + 20
-    counts = []
-    while time.monotonic() < deadline:
+    counts = [0]
+    while not (counts[-1] and len(counts) > 20 and counts[-1] == counts[-20]):  # written, then a second still
+        assert runner.is_alive(), f"the run ended with its consumer blocked: {holder}"
         runs = list((store / "runs").glob("*/numbers")) if (store / "runs").exists() else []
-        if runs:
-            source_dir = runs[0]
-            counts.append(len(list(source_dir.glob("*.arrow"))))
-            if len(counts) > 20 and counts[-1] == counts[-20]:
-                break
+        counts.append(len(list(runs[0].glob("*.arrow"))) if runs else 0)
         time.sleep(0.05)
-    written = counts[-1] if counts else 0
+    written = counts[-1]
     gate.write_text("open")
-    runner.join(60)
+    runner.join()  # pytest-timeout bounds a hang
     assert 1 <= written <= 8, f"source wrote {written} batches while its consumer was blocked"
     result = holder["result"]
     assert result.status is RunStatus.OK  # type: ignore[attr-defined]
@@ -98,44 +96,113 @@ def test_source_read_ahead_is_bounded(load, store: Path, tmp_path: Path, monkeyp
 
 
 def test_resources_are_made_once_per_worker(load, store: Path, tmp_path: Path, monkeypatch) -> None:
+    """Sync resources once per worker thread that ran a task (threads and processes alike), the
+    async one once for the event loop; each where it is used, and closed there."""
     log = tmp_path / "resources.log"
     monkeypatch.setenv("RESOURCE_LOG", str(log))
     result = pipelines.run(load("resourced"), store=store)
     assert result.status is RunStatus.OK, result.error
     lines = [line.split() for line in log.read_text().splitlines()]
-    opened = Counter(what for what, _, _ in lines if what.startswith("open"))
-    # with_connection: 3 threads, one connection each; in_process: one per worker process (2 at most here
-    # on 2 cores) -> at most 3 + cpu_count sync opens for 600 + 600 items; one async session for one loop.
-    assert 1 <= opened["open-sync"] <= 3 + (os.cpu_count() or 1)
-    assert opened["open-async"] == 1
-    closed = Counter(what for what, _, _ in lines if what.startswith("close"))
-    assert closed["close-async"] == 1  # closed at the end of the run, on its loop
+    where = {what: Counter((pid, tid) for w, pid, tid in lines if w == what)
+             for what in ("open-sync", "call-sync", "open-async", "call-async", "close-async")}
+    assert where["call-sync"].total() == 1200 and where["call-async"].total() == 600
+    assert set(where["open-sync"]) == set(where["call-sync"]), "a worker ran a task without its own resource"
+    assert set(where["open-sync"].values()) == {1}, f"made more than once by a worker: {where['open-sync']}"
+    assert len(where["open-sync"]) >= 2  # the thread stage's workers and the process stage's are not one
+    assert len(where["call-async"]) == 1  # one event loop thread ran every async call...
+    assert where["open-async"] == where["close-async"] == Counter(set(where["call-async"]))  # ...made it once
     assert result.table("in_process").num_rows == 600
 
 
-def test_spawn_start_method_needs_no_main_guard(store: Path) -> None:
-    proc = cli("run", "counted", "--dags", str(TEST_DAGS), "--store", str(store), "--param", "n=500",
-               env={"PIPELINES_START_METHOD": "spawn"}, check=0)
-    assert "rows" in proc.stdout and "500" in proc.stdout
+SCRIPT_WITHOUT_GUARD = """
+import os
+import sys
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines import Pipeline
+
+with open(os.environ["BODY_LOG"], "a") as f:  # once per run of this body
+    f.write(f"{os.getpid()}\\n")
+
+pipeline = Pipeline("unguarded")
 
 
-def test_fail_policy_stops_and_keeps_finished_items(load, store: Path, monkeypatch) -> None:
+@pipeline.source
+def numbers() -> Iterator[int]:
+    yield from range(500)
+
+
+@pipeline.map(over=numbers, kind="cpu")
+def square(x: int) -> int:
+    return x * x
+
+
+@pipeline.reduce(inputs=[square])
+def total(square: pa.Table) -> pa.Table:
+    return pa.table({"rows": [square.num_rows], "sum": [pc.sum(square["square"]).as_py()]})
+
+
+result = pipeline.run(store=sys.argv[1])
+print("backend", result.stages["square"].backend)
+print("total", result.table("total").to_pylist())
+"""
+
+
+def test_spawn_start_method_needs_no_main_guard(store: Path, tmp_path: Path) -> None:
+    """A script that runs a pipeline at top level, on spawned worker processes, runs its body once."""
+    script, body_log = tmp_path / "unguarded.py", tmp_path / "body.log"
+    script.write_text(SCRIPT_WITHOUT_GUARD)
+    proc = subprocess.run([sys.executable, str(script), str(store)], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "PIPELINES_START_METHOD": "spawn", "BODY_LOG": str(body_log)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backend processes" in proc.stdout.splitlines()
+    assert f"total {[{'rows': 500, 'sum': sum(x * x for x in range(500))}]}" in proc.stdout.splitlines()
+    pids = body_log.read_text().split()
+    assert len(pids) == 1, f"the script's body ran {len(pids)} times (pids {pids}): workers re-ran it"
+
+
+def test_fail_policy_stops_and_keeps_finished_items(load, store: Path, tmp_path: Path, monkeypatch) -> None:
+    """Every item ``square`` finished before the failure stopped the run is kept, readable, and
+    reused by the resume, which computes exactly the others."""
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("COUNTED_LOG", str(log))
     monkeypatch.setenv("COUNTED_FAIL", "10")
     result = pipelines.run(load("counted"), {"n": 3000}, store=store, executor="threads")
     assert result.status is RunStatus.FAILED
     assert result.error is not None and result.error.stage == "square" and result.error.item == 10
     assert "item 10 is broken" in str(result.error)
-    with Store(store) as s:
-        done = sum(len(p.done) for row in s.ledger.query("SELECT key FROM objects WHERE stage='square'")
-                   for p in s.ledger.parts(row["key"]))
-    assert done > 0, "finished items of the failing stage were not kept"
+
+    finished = squared(log) - {10}
+    assert finished and len(finished) < 3000 - 1, "the run did not stop at the failure"
+    parts = stage_parts(store, "square")
+    assert sum(len(p.done) for p in parts) == len(finished) == result.stages["square"].items
+    batches = {p.key for p in parts}  # item ids are per batch: read each batch's parts together
+    kept = [v for key in batches for v in read_parts([p for p in parts if p.key == key]).column("square").to_pylist()]
+    assert sorted(kept) == sorted(x * x for x in finished)
+
+    before = len(log.read_text().splitlines())
+    monkeypatch.delenv("COUNTED_FAIL")  # the cause is fixed
+    resumed = pipelines.resume(result.run_id, store=store)
+    assert resumed.status is RunStatus.OK, resumed.error
+    assert squared(log, before) == set(range(3000)) - finished
+    assert resumed.stages["square"].reused_items == len(finished)
+    assert resumed.table("square").column("square").to_pylist() == [x * x for x in range(3000)]
+
+
+def squared(log: Path, skip: int = 0) -> set[int]:
+    """The items ``square`` was called with, after the first ``skip`` lines of the call log."""
+    lines = log.read_text().splitlines()[skip:]
+    return {int(item) for stage, item in (line.split() for line in lines) if stage == "square"}
 
 
 def test_skip_policy_records_and_goes_on(load, store: Path, monkeypatch) -> None:
     monkeypatch.setenv("COUNTED_FAIL", "3,1000,2999")
     result = pipelines.run(load("counted_skip"), {"n": 3000}, store=store)
     assert result.status is RunStatus.PARTIAL
-    assert sorted(e.item for e in result.failures) == [3, 1000 - 768, 2999 - 1792]  # ids are per batch
+    assert sorted(e.position for e in result.failures) == [3, 1000, 2999]  # positions in the whole source
     assert {(e.stage, e.error_type) for e in result.failures} == {("square", "ValueError")}
     assert result.table("total").to_pylist()[0]["rows"] == 2997
 

@@ -1,4 +1,5 @@
-"""Resourced: stages that take a per-worker resource; every creation is logged."""
+"""Resourced: stages that take a per-worker resource; every creation and every call is logged
+with the process and thread it happened on."""
 from __future__ import annotations
 
 import contextlib
@@ -39,6 +40,7 @@ def numbers() -> Iterator[int]:
 @uses(conn=connection)
 def with_connection(x: int, conn: dict[str, int]) -> int:
     conn["calls"] += 1
+    note("call-sync")
     return x
 
 
@@ -46,10 +48,12 @@ def with_connection(x: int, conn: dict[str, int]) -> int:
 @uses(sess=session)
 async def with_session(x: int, sess: dict[str, int]) -> int:
     sess["calls"] += 1
+    note("call-async")
     return x
 
 
 @pipeline.map(over=with_session, kind="cpu", batch_size=20)
 @uses(conn=connection)
 def in_process(x: int, conn: dict[str, int]) -> int:
+    note("call-sync")
     return x

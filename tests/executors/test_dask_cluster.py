@@ -113,8 +113,7 @@ def test_metrics_show_one_prefix_per_stage(local: DaskExecutor) -> None:
                for i in range(6) for stage in ("alpha", "beta_gamma")]
     url = base_url(local.dashboard_link or "") + "/metrics"
     seen: set[str] = set()
-    deadline = time.monotonic() + 20
-    while not {"alpha", "beta_gamma"} <= seen and time.monotonic() < deadline:
+    while not {"alpha", "beta_gamma"} <= seen:  # the scheduler keeps prefixes: they show up (or pytest-timeout)
         for family in text_string_to_metric_families(get(url)):
             seen |= {s.labels["task_prefix_name"] for s in family.samples if "task_prefix_name" in s.labels}
         time.sleep(0.1)
@@ -122,13 +121,20 @@ def test_metrics_show_one_prefix_per_stage(local: DaskExecutor) -> None:
     assert sorted(f.result(timeout=30) for f in futures) == sorted(list(range(6)) * 2)
 
 
-def test_a_dead_worker_fails_its_task_at_once(local: DaskExecutor) -> None:
+def exit_noting(path: str) -> None:
+    """Note this call in ``path``, then kill the worker process the hard way."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    exit_worker(1)
+
+
+def test_a_dead_worker_fails_its_task_at_once(local: DaskExecutor, tmp_path) -> None:
     """The executor's own cluster gives up on a task at its first worker death (no 4 deaths)."""
-    started = time.monotonic()
-    exc = local.submit(partial(exit_worker, 1), key="crash-000000-00000").exception(timeout=60)
+    log = tmp_path / "calls"
+    exc = local.submit(partial(exit_noting, str(log)), key="crash-000000-00000").exception()
     assert isinstance(exc, WorkerLostError) and exc.cause.startswith("worker died: tls://127.0.0.1:"), exc
     assert "crash-000000-00000" in exc.cause
-    assert time.monotonic() - started < 20
+    assert len(log.read_text().split()) == 1, "the task ran again after its worker died"
     assert local.submit(partial(square, 3), key="square-000000-00000").result(timeout=60) == 9
 
 
@@ -157,7 +163,7 @@ def test_keep_cluster_outlives_shutdown_until_ctrl_c() -> None:
     started = time.monotonic()
     ex.wait_until_interrupted()
     timer.join()
-    assert 0.4 < time.monotonic() - started < 30
+    assert time.monotonic() - started > 0.4  # it waited for the Ctrl-C
     assert not listening(address)
 
 
@@ -173,9 +179,7 @@ def test_close_from_another_thread_ends_the_wait() -> None:
 def test_wait_returns_at_once_without_a_kept_cluster(local: DaskExecutor) -> None:
     ex = DaskExecutor(address=local.scheduler_address, keep_cluster=True, tls_dir=local.tls_dir).start()
     ex.shutdown()
-    started = time.monotonic()
-    ex.wait_until_interrupted()
-    assert time.monotonic() - started < 1
+    ex.wait_until_interrupted()  # waiting for a Ctrl-C that never comes would end on pytest-timeout
     assert joinable(local)  # a cluster it joined is never closed
 
 
@@ -212,10 +216,8 @@ def test_same_key_from_two_runs_stays_two_tasks(cli_cluster: str) -> None:
 def test_unreachable_address_fails_fast_naming_it() -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
     ex = DaskExecutor(address=address)
-    started = time.monotonic()
     with pytest.raises(ClusterUnreachableError, match=address) as info:
-        ex.start()
-    assert time.monotonic() - started < 15
+        ex.start()  # retrying forever would end on pytest-timeout
     assert isinstance(info.value, ConnectionError)
 
 
@@ -227,10 +229,8 @@ def test_an_address_where_something_else_listens_fails_fast() -> None:
     thread.start()
     try:
         address = f"tcp://127.0.0.1:{server.server_port}"
-        started = time.monotonic()
         with pytest.raises(ClusterUnreachableError, match=address):
-            DaskExecutor(address=address, connect_timeout=2).start()
-        assert time.monotonic() - started < 10
+            DaskExecutor(address=address, connect_timeout=2).start()  # not forever: pytest-timeout
     finally:
         server.shutdown()
         server.server_close()

@@ -4,21 +4,12 @@ Checked in fresh interpreters, since this test session has long imported everyth
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
+
+from ..helpers import modules_after
 
 HEAVY = {"distributed", "dask", "ray", "joblib"}
 
-
-def modules_after(statement: str) -> set[str]:
-    """The modules a fresh interpreter holds after running ``statement``."""
-    script = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return set(json.loads(proc.stdout.splitlines()[-1]))
 
 
 def pipelines_modules(modules: set[str]) -> set[str]:

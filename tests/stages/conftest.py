@@ -11,6 +11,11 @@ Routes (``{key}`` keeps per-test state apart on the shared server):
     /loop, /redirect/{n}       a redirect loop; ``n`` redirects then 200
     /reset, /cut               the connection closed before any answer; mid-body
     /peer                      200, and records the client's port (connection reuse)
+    /redirect-to?url=U         302 to any URL U (another origin, file://)
+    /sized/{n}                 a body of ``n`` bytes
+    /retry-after/{s}           429 with ``Retry-After: s``
+
+``elsewhere`` is a second server, on 127.0.0.2: another origin, which records every request.
 """
 from __future__ import annotations
 
@@ -131,6 +136,19 @@ def _app(server: Server) -> web.Application:
         request.transport.abort()
         return resp
 
+    @routes.get("/redirect-to")
+    async def redirect_to(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["url"])
+
+    @routes.get("/sized/{n}")
+    async def sized(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        return web.Response(body=bytes(i % 251 for i in range(n)), content_type="application/octet-stream")
+
+    @routes.get("/retry-after/{seconds}")
+    async def retry_after(request: web.Request) -> web.Response:
+        return web.Response(status=429, headers={"Retry-After": request.match_info["seconds"]})
+
     @routes.get("/peer")
     async def peer(request: web.Request) -> web.Response:
         assert request.transport is not None
@@ -147,5 +165,21 @@ def server() -> Iterator[Server]:
     """The misbehaving server, shared by the session (routes keep per-key state)."""
     state = Server(url="")
     with serve_app(_app(state)) as url:
+        state.url = url
+        yield state
+
+
+@pytest.fixture(scope="session")
+def elsewhere() -> Iterator[Server]:
+    """Another origin (127.0.0.2): answers 200 to anything and records the paths it was asked for."""
+    state = Server(url="")
+
+    async def record(request: web.Request) -> web.Response:
+        state.hits[request.path] += 1
+        return web.Response(text="elsewhere")
+
+    app = web.Application()
+    app.router.add_get("/{anything:.*}", record)
+    with serve_app(app, host="127.0.0.2") as url:
         state.url = url
         yield state

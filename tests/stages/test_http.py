@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import hashlib
 import pickle
+import urllib.parse
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 import pipelines
-from pipelines import Pipeline
+from pipelines import Pipeline, retry
 from pipelines.resources import resources_of
 from pipelines.retry import is_transient
-from stages import http
+from stages import http, serve
 
 
 def fetch(url: str, **kwargs: object) -> http.Response:
@@ -171,3 +175,106 @@ def test_pipeline_reuses_one_session_per_worker_loop(server, tmp_path):
     result = pipelines.run(fetching, {"urls": [server("peer")] * 24}, store=tmp_path, executor="asyncio")
     assert result.status == pipelines.RunStatus.OK and len(server.peers) == 24
     assert len(set(server.peers)) <= 4  # concurrency=2: keep-alive connections, not one per item
+
+
+def redirect_to(server, target: str) -> str:
+    return server("redirect-to") + "?" + urllib.parse.urlencode({"url": target})
+
+
+class TestRedirectsStayHome:
+    def test_a_redirect_to_another_origin_is_refused_before_any_request(self, server, elsewhere):
+        exc = failure(redirect_to(server, elsewhere("secret")))
+        assert isinstance(exc, http.ResponseRejected) and not is_transient(exc)
+        assert "another origin (http://127.0.0.2:" in str(exc) and "allow_redirects_to" in str(exc)
+        assert elsewhere.hits["/secret"] == 0
+
+    def test_another_port_of_the_same_host_is_another_origin(self, server):
+        exc = failure(redirect_to(server, "http://127.0.0.1:9/x"))
+        assert isinstance(exc, http.ResponseRejected) and "another origin (http://127.0.0.1:9)" in str(exc)
+
+    @pytest.mark.parametrize("allow", ["named", "*"])
+    def test_allow_redirects_to_follows_a_named_origin(self, server, elsewhere, allow):
+        path = f"allowed-{uuid.uuid4().hex}"
+        origin = elsewhere.url.rstrip("/") if allow == "named" else "*"
+        r = fetch(redirect_to(server, elsewhere(path)), allow_redirects_to=[origin])
+        assert (r.body, r.final_url, elsewhere.hits["/" + path]) == (b"elsewhere", elsewhere(path), 1)
+
+    @pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/x", "data:text/plain,hi"])
+    def test_a_redirect_to_another_scheme_is_refused_and_not_retried(self, server, target):
+        exc = failure(redirect_to(server, target), allow_redirects_to="*")
+        assert isinstance(exc, http.ResponseRejected) and not is_transient(exc)
+        assert "only http(s) URLs are followed" in str(exc) and target in str(exc)
+
+    def test_same_origin_redirects_are_still_followed(self, server):
+        assert fetch(redirect_to(server, "/ok")).body == b"hello"
+
+    def test_an_allowed_origin_must_be_an_http_origin(self, server):
+        with pytest.raises(ValueError, match="allow_redirects_to: 'file:///tmp' is not an http"):
+            fetch(server("ok"), allow_redirects_to=["file:///tmp"])
+
+
+class TestBodiesInFiles:
+    def test_a_body_over_spool_over_goes_to_a_file(self, server, tmp_path):
+        r = fetch(server("sized/5000"), spool_over=1000, spool_dir=tmp_path)
+        expected = bytes(i % 251 for i in range(5000))
+        assert (r.body, r.size) == (b"", 5000)
+        assert r.body_file == str(tmp_path / f"{hashlib.sha256(expected).hexdigest()}.body")
+        assert r.read() == expected and r.open().read(10) == expected[:10]
+        assert fetch(server("sized/500"), spool_over=1000, spool_dir=tmp_path).body == expected[:500]
+
+    def test_the_worker_memory_budget_sends_bodies_to_files_while_others_live(self, server, tmp_path):
+        async def go() -> list[str | None]:
+            kept, where = [], []
+            async with http.client_session() as session:
+                for _ in range(3):  # 1500 + 1500 fit in 3000; the third does not
+                    kept.append(await http.download(server("sized/1500"), session=session, spool_over=2000,
+                                                    memory_budget=3000, spool_dir=tmp_path))
+                where = [r.body_file for r in kept]
+                kept.clear()
+                gc.collect()  # the bodies are gone: their bytes are back in the budget
+                again = await http.download(server("sized/1500"), session=session, spool_over=2000,
+                                            memory_budget=3000, spool_dir=tmp_path)
+                return [*where, again.body_file]
+
+        first, second, third, after = asyncio.run(go())
+        assert (first, second, after) == (None, None, None) and third is not None
+
+    def test_a_refused_body_leaves_no_file_behind(self, server, tmp_path):
+        exc = failure(server("huge"), max_bytes=1_000_000, spool_over=1000, spool_dir=tmp_path, timeout_s=10)
+        assert isinstance(exc, http.ResponseRejected)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_gone_file_is_named_in_the_error(self, server, tmp_path):
+        r = fetch(server("sized/5000"), spool_over=1000, spool_dir=tmp_path)
+        Path(r.body_file).unlink()
+        with pytest.raises(FileNotFoundError, match=r"the body's file .* is gone"):
+            r.read()
+
+
+class TestRetryAfterLimit:
+    def test_a_longer_wait_than_max_retry_after_fails_at_once(self, server):
+        exc = failure(server("retry-after/3600"))
+        assert isinstance(exc, http.RetryAfterTooLong) and exc.status == 429 and not is_transient(exc)
+        assert "asks to retry after 3600 s, more than max_retry_after=120 s" in str(exc)
+        copy = pickle.loads(pickle.dumps(exc))
+        assert (type(copy), str(copy)) == (type(exc), str(exc))
+
+    def test_a_stage_may_allow_longer_or_shorter_waits(self, server):
+        exc = failure(server("retry-after/3600"), max_retry_after=7200)
+        assert type(exc) is http.HTTPStatusError and is_transient(exc) and retry.delay(0, exc) == 3600
+        assert isinstance(failure(server("retry-after/30"), max_retry_after=10), http.RetryAfterTooLong)
+
+    def test_408_is_transient_and_other_4xx_are_not(self):
+        assert is_transient(http.HTTPStatusError("u", 408))
+        assert not any(is_transient(http.HTTPStatusError("u", c)) for c in (400, 401, 403, 404, 410, 414, 451))
+
+
+class TestServeRefusesUnservablePaths:
+    def test_overlong_paths_get_414_and_unnameable_files_404(self, tmp_path):
+        (tmp_path / "a.txt").write_text("a")
+        with serve.serve_directory(tmp_path) as base:
+            assert fetch(base + "a.txt").body == b"a"
+            too_long = failure(base + "x" * 5000)
+            name_too_long = failure(base + "y" * 300)
+        assert isinstance(too_long, http.HTTPStatusError) and too_long.status == 414 and not is_transient(too_long)
+        assert isinstance(name_too_long, http.HTTPStatusError) and name_too_long.status == 404

@@ -76,3 +76,49 @@ def test_png_missing_its_end_chunk_is_caught():
 def test_not_an_image():
     with pytest.raises(ValueError, match=r"image: cannot decode image .*not a recognised image format"):
         images.describe(b"<html>404 Not Found</html>")
+
+
+def one_colour_png(width: int, height: int) -> bytes:
+    """A valid greyscale PNG, compressed row by row: a large image in a small file."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+class TestPixelLimit:
+    def test_a_pixel_bomb_fails_by_default_without_a_pillow_warning(self, recwarn):
+        bomb = one_colour_png(12000, 12000)
+        assert len(bomb) < 200_000
+        with pytest.raises(ValueError) as info:
+            images.describe(bomb, name="bomb.png")
+        message = str(info.value)
+        assert message.startswith(f"bomb.png: image refused ({len(bomb)} bytes, sha256 ")
+        assert "12000×12000 = 144,000,000 pixels, more than max_pixels=89,478,485" in message
+        assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+    def test_the_limit_is_an_option(self):
+        png = one_colour_png(2000, 1500)
+        assert images.describe(png).width == 2000
+        with pytest.raises(ValueError, match="2000×1500 = 3,000,000 pixels, more than max_pixels=1,000,000"):
+            images.describe(png, max_pixels=1_000_000)
+        assert images.describe(png, max_pixels=None).height == 1500
+
+
+def test_a_download_kept_in_a_file_is_read_from_it(tmp_path):
+    data = read("coffee.png")
+    path = tmp_path / "coffee.body"
+    path.write_bytes(data)
+    spooled = http.Response(url="http://x/coffee.png", final_url="http://x/coffee.png", status=200,
+                            content_type="image/png", body=b"", body_file=str(path), size=len(data))
+    assert images.describe(spooled) == images.describe(data)
+    path.write_bytes(data[:1000])
+    with pytest.raises(ValueError, match=r"^http://x/coffee.png: cannot decode image \(1000 bytes"):
+        images.describe(spooled)

@@ -103,3 +103,35 @@ def test_parse_record_of_one_object():
     assert json.parse_record('{"x": 1, "y": 0}', Point) == Point(x=1, y=0)
     with pytest.raises(ValueError, match=r"one, record 4: field 'y' of Point: Input should be greater than or equal"):
         json.parse_record({"x": 1, "y": -5}, Point, source="one", index=4)
+
+
+class TestHostileDocuments:
+    def test_a_huge_json_string_is_a_string_record_not_invalid_json(self):
+        document = b'"' + b"x" * (60 * 2**20) + b'"'
+        with pytest.raises(ValueError) as info:
+            json.parse_records(document, Point, source="catalog.json")
+        message = str(info.value)
+        assert message.startswith("catalog.json, record 0 at byte 0: Point: Input should be a valid dictionary")
+        assert "invalid JSON" not in message and len(message) < 300
+
+    def test_string_records_are_not_decoded_twice(self):
+        for document in (b'"{\\"x\\": 1, \\"y\\": 2}"', b'["{\\"x\\": 1, \\"y\\": 2}"]'):
+            with pytest.raises(ValueError, match=r"record 0 at byte \d+: Point: Input should be a valid dictionary"):
+                json.parse_records(document, Point)
+        with pytest.raises(ValueError, match="record 0: Point: Input should be a valid dictionary"):
+            json.parse_records(['{"x": 1, "y": 2}'], Point)  # already-parsed values are validated as they are
+        assert json.parse_record('{"x": 1, "y": 2}', Point) == Point(x=1, y=2)  # text given to parse_record is JSON
+
+    @pytest.mark.parametrize("parse", [json.loads, lambda d: list(json.iter_values(d)),
+                                       lambda d: json.parse_records(d, Point)])
+    def test_deep_nesting_is_a_value_error_naming_the_depth(self, parse):
+        deep = "[" * 100_000 + "]" * 100_000
+        pattern = r"invalid JSON at byte \d+: the value nests (100,000|99,999) levels deep"
+        with pytest.raises(ValueError, match=pattern) as info:
+            parse(deep)
+        assert not isinstance(info.value, RecursionError)
+
+    def test_deep_nesting_inside_a_record_names_its_byte(self):
+        document = '[{"x": 1, "y": 2}, {"x": ' + "[" * 50_000 + "]" * 50_000 + "}]"
+        with pytest.raises(ValueError, match=r"invalid JSON at byte 19: the value nests 50,001 levels deep"):
+            list(json.iter_values(document))

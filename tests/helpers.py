@@ -1,0 +1,73 @@
+"""Helpers shared by test files: what the ledger holds, run ids in output, processes ending.
+
+What the tests read from the ledger goes through these functions, so the ledger's tables are
+named in one place.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+from pipelines.idset import IdSet
+from pipelines.store import Store
+from pipelines.store.ledger import Part
+
+RUN_ID = r"\d{8}-\d{6}-[0-9a-f]+"
+
+
+def done_in_ledger(store: Path) -> Counter[str]:
+    """Items each stage has checkpointed in ``store``, over every run, according to the ledger."""
+    with Store(store) as s:
+        out: Counter[str] = Counter()
+        for row in s.ledger.query("SELECT o.stage, p.done FROM parts p JOIN objects o ON o.key = p.key"):
+            out[row["stage"]] += len(IdSet.from_json(row["done"]))
+        return out
+
+
+def stage_parts(store: Path, stage: str) -> list[Part]:
+    """Every checkpointed part of ``stage`` in ``store``, whatever its batch or run."""
+    with Store(store) as s:
+        rows = s.ledger.query("SELECT key FROM objects WHERE stage = ? ORDER BY key", (stage,))
+        return [part for row in rows for part in s.ledger.parts(row["key"])]
+
+
+def run_id_of(output: str) -> str:
+    """The run id in a command's output: its ``resume`` hint, or its first line."""
+    match = (re.search(rf"resume ({RUN_ID})", output)
+             or re.search(rf"\b(?:run|resuming) ({RUN_ID})", output))
+    assert match, output
+    return match.group(1)
+
+
+def wait_gone(pids: list[int], timeout: float = 60) -> list[int]:
+    """Those of ``pids`` still alive (not zombies) after up to ``timeout`` seconds (returns as soon
+    as all are gone: the long default is for a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if alive_not_zombie(p)]
+        time.sleep(0.05)
+    return alive
+
+
+def alive_not_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    script = textwrap.dedent(code) + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout.splitlines()[-1]))
