@@ -46,6 +46,12 @@ def make_project(where: Path) -> Path:
     return project
 
 
+def _entry_point_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(ep.value == "pipelines.pytest_plugin" for ep in entry_points(group="pytest11"))
+
+
 def test_plain_pytest_passes_in_a_project_with_only_dags_and_tests(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     installed = tmp_path / "site"  # the packages as installed: not this checkout's own dags/
@@ -58,8 +64,10 @@ def test_plain_pytest_passes_in_a_project_with_only_dags_and_tests(tmp_path: Pat
     base = [str(pytest_bin), "-q", "-p", "no:cacheprovider", "-p", "no:pipelines"]
     without = subprocess.run(base, cwd=project, env=env, capture_output=True, text=True)
     assert without.returncode != 0 and "No module named 'dags'" in without.stdout  # what the plugin fixes
-    plain = subprocess.run([*base[:-2], "-p", "pipelines.pytest_plugin"], cwd=project, env=env, capture_output=True,
-                           text=True)
+    # where the install has the entry point pytest loads the plugin by itself; naming it again would
+    # register it twice
+    plugin = [] if _entry_point_installed() else ["-p", "pipelines.pytest_plugin"]
+    plain = subprocess.run([*base[:-2], *plugin], cwd=project, env=env, capture_output=True, text=True)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "2 passed" in plain.stdout
     assert not (project / ".pipelines").exists()
@@ -163,3 +171,15 @@ class TestTableAnnotations:
             @pipeline.reduce(inputs=[square])
             def total(values: int) -> int:
                 return values
+
+
+def test_plain_pytest_finds_the_installed_plugin_by_itself(tmp_path: Path) -> None:
+    """Installed as a user installs it, the plugin loads through its entry point: no ``-p`` at all."""
+    if not _entry_point_installed():
+        pytest.skip("this environment's install predates the pytest11 entry point (reinstall to test it)")
+    project = make_project(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PIPELINES_STORE", "PYTHONPATH")}
+    plain = subprocess.run([str(Path(sys.executable).with_name("pytest")), "-q", "-p", "no:cacheprovider"],
+                           cwd=project, env=env, capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "2 passed" in plain.stdout
