@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import stat
@@ -183,7 +184,12 @@ def read_bytes(name: str | os.PathLike[str] | FileRef, *, root: str | os.PathLik
     ref, where = (name, name.path) if isinstance(name, FileRef) else (None, os.fspath(name))
     path = safe_path(root, where) if root is not None else Path(where)
     # O_NONBLOCK: opening a FIFO for reading would wait for a writer, for ever; it is refused below
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+        if exc.errno == errno.ENXIO and not stat.S_ISREG(mode := os.stat(path).st_mode):
+            raise ValueError(f"{where!r} is {_file_kind(mode)}, not a regular file; only regular files are read") from None
+        raise
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
