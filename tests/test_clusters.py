@@ -218,7 +218,13 @@ def test_every_executor_gives_the_same_tables(name: str, target: str, request: p
         assert all(s.computed_batches and not s.reused_items for s in result.stages.values()), result.stages
     sources = {"ingest": "catalog", "counted": "numbers"}[name]
     assert backends == {stage: "driver" if stage == sources else backend for stage in backends}
-    assert_same_tables(got, expected[name], target)
+    want = expected[name]
+    if name == "ingest" and "base_url" in params:
+        # the catalog's `local` digest names the driver's own data folder, and is None by design
+        # when the data comes from base_url: compare the rest
+        got = {**got, "catalog": got["catalog"].drop_columns(["local"])}
+        want = {**want, "catalog": want["catalog"].drop_columns(["local"])}
+    assert_same_tables(got, want, target)
 
 
 # -- resume on another backend ------------------------------------------------------------------------

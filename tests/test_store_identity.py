@@ -62,8 +62,11 @@ def flip(path: Path, offset: int) -> None:
 
 
 @pytest.fixture
-def finished(load, store: Path) -> pipelines.RunResult:
-    result = pipelines.run(load("durable"), {"n": N}, store=store)  # processes: nothing cached in this process
+def finished(store: Path, tmp_path: Path) -> pipelines.RunResult:
+    # a run of the command line, like the reruns the tests compare it with: an in-process run
+    # would take its code fingerprints from whatever this test process imported before
+    run_cli(store, tmp_path / "first-run.log", "--param", f"n={N}")
+    result = pipelines.load("latest", store=store)
     assert result.status is RunStatus.OK and result.table("total").to_pylist() == expected()
     return result
 
