@@ -148,7 +148,7 @@ def interleave(variants: list[Variant], repeat: int, log: Callable[[str], None] 
 
 
 def describe_error(exc: BaseException) -> str:
-    """``Type: message (at pipelines/runner.py:216 in origin)``: the deepest frame in the project."""
+    """``Type: message (at pipelines/_engine/runner.py:216 in origin)``: the deepest frame in the project."""
     import traceback
 
     text = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -305,7 +305,7 @@ def fresh_store(ctx: Context, prefix: str = "store-") -> Iterator[Path]:
 
 
 def load_pipeline(name: str) -> Any:
-    from pipelines.loader import load
+    from pipelines.define.loader import load
 
     return load(name, BENCH_DAGS)
 

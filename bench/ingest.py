@@ -73,7 +73,7 @@ def by_hand(scale: int) -> dict[str, int]:
 def run(ctx: Context) -> Report:
     scale = 4 if ctx.quick else 134
     report = Report(NAME)
-    from pipelines import loader
+    from pipelines.define import loader
 
     pipeline = loader.load("ingest", ROOT / "dags")
     items = len(json.loads((ROOT / "data" / "catalog.json").read_text())) * scale

@@ -22,7 +22,7 @@ class RecordingProcessExecutor(ProcessExecutor):
     name = NAME
 
     def __init__(self, max_workers: int | None = None, start_method: str | None = None,
-                 preload: tuple[str, ...] = ("pipelines.task",)) -> None:
+                 preload: tuple[str, ...] = ("pipelines._engine.task",)) -> None:
         super().__init__(max_workers=max_workers, start_method=start_method, preload=preload)
 
     def _submit(self, fn: Callable[[], Any], key: str) -> Future[Any]:

@@ -48,7 +48,7 @@ def count_lines(log: Path) -> int:
 
 def checkpointed(store: Path, stage: str, source: str) -> set[int]:
     """Items of ``stage`` the ledger holds as done, as positions in the source (ids are per batch)."""
-    from pipelines.idset import IdSet
+    from pipelines._engine.idset import IdSet
     from pipelines.store import Store
 
     with Store(store) as s:

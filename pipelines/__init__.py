@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from pipelines.errors import (
     ArityError,
     CheckpointError,
     ConversionError,
@@ -23,32 +23,32 @@ from .errors import (
     UnknownStageError,
     UsageError,
 )
-from .resources import uses
+from pipelines.define.resources import uses
 
 if TYPE_CHECKING:
-    from .model import Pipeline, Stage
-    from .hooks import RunObserver, StageStats
-    from .plan import RunOptions
-    from .result import RunResult, RunStatus
-    from .api import resume, run
-    from .past import load
-    from .store import Store
+    from pipelines.define.model import Pipeline, Stage
+    from pipelines.observe.hooks import RunObserver, StageStats
+    from pipelines._engine.plan import RunOptions
+    from pipelines.observe.result import RunResult, RunStatus
+    from pipelines.api import resume, run
+    from pipelines.store.past import load
+    from pipelines.store import Store
 
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the application decides what is shown
 
 _LAZY = {
-    "Pipeline": ("pipelines.model", "Pipeline"),
-    "Stage": ("pipelines.model", "Stage"),
+    "Pipeline": ("pipelines.define.model", "Pipeline"),
+    "Stage": ("pipelines.define.model", "Stage"),
     "run": ("pipelines.api", "run"),
     "resume": ("pipelines.api", "resume"),
-    "load": ("pipelines.past", "load"),
-    "RunResult": ("pipelines.result", "RunResult"),
-    "RunStatus": ("pipelines.result", "RunStatus"),
-    "RunOptions": ("pipelines.plan", "RunOptions"),
-    "RunObserver": ("pipelines.hooks", "RunObserver"),
-    "StageStats": ("pipelines.hooks", "StageStats"),
+    "load": ("pipelines.store.past", "load"),
+    "RunResult": ("pipelines.observe.result", "RunResult"),
+    "RunStatus": ("pipelines.observe.result", "RunStatus"),
+    "RunOptions": ("pipelines._engine.plan", "RunOptions"),
+    "RunObserver": ("pipelines.observe.hooks", "RunObserver"),
+    "StageStats": ("pipelines.observe.hooks", "StageStats"),
     "Store": ("pipelines.store", "Store"),
 }
 

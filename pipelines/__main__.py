@@ -2,7 +2,7 @@
 import signal
 from typing import NoReturn
 
-from pipelines.cli import main
+from pipelines.cli.commands import main
 
 
 def entry() -> NoReturn:

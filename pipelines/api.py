@@ -8,15 +8,15 @@ from typing import Any
 
 import executors
 
-from .errors import UsageError
-from .hooks import RunObserver
-from .loader import find_pipeline, load
-from .model import Pipeline
-from .past import find_run
-from .plan import RunOptions
-from .result import RunResult
-from .runner import Runner
-from .store import Store
+from pipelines.errors import UsageError
+from pipelines.observe.hooks import RunObserver
+from pipelines.define.loader import find_pipeline, load
+from pipelines.define.model import Pipeline
+from pipelines.store.past import find_run
+from pipelines._engine.plan import RunOptions
+from pipelines.observe.result import RunResult
+from pipelines._engine.runner import Runner
+from pipelines.store import Store
 
 
 def run(pipeline: Pipeline, params: Any = None, *, store: Store | str | None = None, executor: str | None = None,

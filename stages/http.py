@@ -1,7 +1,7 @@
 """HTTP stages. All IO-bound; one ``aiohttp.ClientSession`` per worker loop, never per item.
 
 ``download`` fetches one URL and raises for anything but a usable 2xx answer. The errors
-are shaped for the engine's retry policy (``pipelines.retry``): an ``HTTPStatusError``
+are shaped for the engine's retry policy (``pipelines.define.retry``): an ``HTTPStatusError``
 carries ``status`` (5xx, 408 and 429 are retried, other 4xx are not) and ``retry_after``
 from the ``Retry-After`` header; timeouts become ``TimeoutError`` and broken connections
 ``ConnectionError`` (both retried); a response refused on purpose (too big, wrong content
@@ -45,7 +45,7 @@ import aiohttp
 from yarl import URL
 
 from pipelines import uses
-from pipelines.rate import RateLimiter, parse_rate
+from pipelines.define.rate import RateLimiter, parse_rate
 
 from . import spool
 
@@ -318,7 +318,7 @@ def host_limiter(host: str, rate: float | str) -> RateLimiter:
         rate: requests per second, or a rate such as ``"5/s"``.
 
     Returns:
-        The ``pipelines.rate.RateLimiter`` to ``await limiter.acquire_async()`` on.
+        The ``pipelines.define.rate.RateLimiter`` to ``await limiter.acquire_async()`` on.
 
     Raises:
         ValueError: ``rate`` is not positive or cannot be read.

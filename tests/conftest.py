@@ -1,7 +1,7 @@
 """Shared fixtures: a fresh store per test, the test dags folder, a CLI runner, and one Ray.
 
 Test pipelines live in ``tests/dags/`` (one module per shape, like Hamilton's resources) and
-are loaded through ``pipelines.loader`` exactly as a user's would be.
+are loaded through ``pipelines.define.loader`` exactly as a user's would be.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def store(tmp_path: Path) -> Path:
 @pytest.fixture
 def load():
     """Load a pipeline from tests/dags by name."""
-    from pipelines import loader
+    from pipelines.define import loader
 
     def _load(name: str):
         return loader.load(name, TEST_DAGS)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from pipelines.idset import IdSet
+from pipelines._engine.idset import IdSet
 from pipelines.store import Store
 from pipelines.store.ledger import Part
 

@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 
-from pipelines.batching import MAX_TASK_ITEMS, TaskSizer
+from pipelines._engine.batching import MAX_TASK_ITEMS, TaskSizer
 
 PLENTY = 10**9  # items waiting: never the tail of a batch
 

@@ -132,7 +132,7 @@ class TestList:
     def test_imports_no_heavy_modules(self) -> None:
         code = textwrap.dedent(f"""
             import json, sys
-            from pipelines.cli import main
+            from pipelines.cli.commands import main
             assert main(["list", "--dags", {str(TEST_DAGS)!r}]) == 0
             print(json.dumps(sorted(sys.modules)))
         """)
@@ -140,7 +140,7 @@ class TestList:
         assert proc.returncode == 0, proc.stderr
         modules = json.loads(proc.stdout.splitlines()[-1])
         heavy = {"pyarrow", "pandas", "numpy", "distributed", "dask", "ray", "joblib", "pydantic", "aiohttp",
-                 "executors", "pipelines.store", "pipelines.runner", "pipelines.model"}
+                 "executors", "pipelines.store", "pipelines._engine.runner", "pipelines.define.model"}
         assert not [m for m in modules if m in heavy or m.split(".")[0] in heavy - {"pipelines"}]
         assert not [m for m in modules if m.startswith("dags")]  # no pipeline module was imported
 
@@ -149,7 +149,7 @@ class TestList:
                                str(TEST_DAGS)], capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0
         imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
-        assert "pipelines.loader" in imported
+        assert "pipelines.define.loader" in imported
         assert not imported & {"pyarrow", "pandas", "distributed", "ray", "executors"}
 
 

@@ -41,8 +41,9 @@ import pytest
 
 import executors
 import pipelines
-from pipelines import Pipeline, RunStatus, UsageError, loader
-from pipelines.outputs import read_stage
+from pipelines import Pipeline, RunStatus, UsageError
+from pipelines.define import loader
+from pipelines.store.outputs import read_stage
 from pipelines.store import Store
 from stages.serve import serve_directory
 

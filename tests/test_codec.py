@@ -1,4 +1,4 @@
-"""Python values to Arrow batch tables and back (``pipelines.codec``), driven by annotations."""
+"""Python values to Arrow batch tables and back (``pipelines.define.codec``), driven by annotations."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from pipelines import ConversionError
-from pipelines import codec
+from pipelines.define import codec
 
 
 def round_trip(values: list[Any], tp: Any, *, want: Any = None) -> tuple[pa.Table, list[Any]]:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 import pipelines
-from pipelines import loader
-from pipelines.hooks import StageStats
-from pipelines.report import progress_line
+from pipelines.define import loader
+from pipelines.observe.hooks import StageStats
+from pipelines.observe.report import progress_line
 from pipelines.store import Store
 from tests.conftest import ROOT, TEST_DAGS, cli
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import pipelines
-from pipelines.outputs import read_stage
+from pipelines.store.outputs import read_stage
 from pipelines.store import Store
 
 from .conftest import ROOT, TEST_DAGS

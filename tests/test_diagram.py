@@ -8,8 +8,9 @@ import pyarrow as pa
 import pydot
 import pytest
 
-from pipelines import Pipeline, diagram
-from pipelines.plan import RunOptions, plan
+from pipelines import Pipeline
+from pipelines.cli import diagram
+from pipelines._engine.plan import RunOptions, plan
 
 from .conftest import TEST_DAGS, cli
 

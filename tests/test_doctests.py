@@ -33,7 +33,7 @@ MODULES = _modules()
 
 
 def test_every_package_has_modules():
-    assert {"pipelines.model", "executors.base", "stages.aggregate"} <= set(MODULES)
+    assert {"pipelines.define.model", "executors.base", "stages.aggregate"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

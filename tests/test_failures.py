@@ -34,9 +34,10 @@ from aiohttp import web
 
 import executors
 import pipelines
-from pipelines import Pipeline, RunStatus, UsageError, retry
-from pipelines.idset import IdSet
-from pipelines.outputs import read_stage
+from pipelines import Pipeline, RunStatus, UsageError
+from pipelines.define import retry
+from pipelines._engine.idset import IdSet
+from pipelines.store.outputs import read_stage
 from pipelines.store import Store
 from stages import files, http
 from stages.serve import serve_app

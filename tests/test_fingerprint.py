@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import Pipeline
-from pipelines import fingerprint as fp
+from pipelines._engine import fingerprint as fp
 
 Load = Callable[..., types.ModuleType]
 

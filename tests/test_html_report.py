@@ -84,7 +84,7 @@ def test_chromium_renders_the_dag_every_stage_and_the_timeline(ingest_report: tu
 def test_a_screenshot_shows_the_stages_colours(ingest_report: tuple[Path, str, Path], tmp_path: Path) -> None:
     from PIL import Image
 
-    from pipelines.html_report import PALETTE
+    from pipelines.observe.html_report import PALETTE
 
     shot = tmp_path / "report.png"
     browse(ingest_report[0], tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,1800")

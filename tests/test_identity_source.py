@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines import chunking
+from pipelines._engine import chunking
 
 N = 100_000
 
@@ -25,7 +25,7 @@ def calls(log: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def shifting(tmp_path_factory):
     """One full run of the 100,000-item source; each test reruns it with one change."""
-    from pipelines import loader
+    from pipelines.define import loader
 
     from .conftest import TEST_DAGS
 
@@ -218,7 +218,7 @@ class TestSideEffects:
         assert not (out / "b.txt").exists()
 
     def test_the_reason_names_the_missing_output(self, tmp_path: Path) -> None:
-        from pipelines import effects
+        from pipelines.define import effects
 
         pipeline, out, run = self.make(tmp_path, outputs=str(tmp_path / "out" / "a.txt"))
         assert effects.why_recompute(pipeline["write"], None, resumed=False) == f"output {out / 'a.txt'} missing"
@@ -291,7 +291,7 @@ class TestParamsFingerprints:
         return pipeline, run
 
     def test_reads_are_found_in_the_stage_and_its_helpers(self, tmp_path: Path) -> None:
-        from pipelines import fingerprint as fp
+        from pipelines._engine import fingerprint as fp
 
         pipeline, _ = self.make(tmp_path)
         fields = pipeline.params_model.model_fields
@@ -308,7 +308,7 @@ class TestParamsFingerprints:
         assert run(verbose=True, scale=2, folder="b") == {"direct": 3, "helped": 3, "opaque": 3}
 
     def test_show_names_the_fallback(self, tmp_path: Path) -> None:
-        from pipelines import diagram
+        from pipelines.cli import diagram
 
         pipeline, _ = self.make(tmp_path)
         assert not any(o.startswith("params=") for o in diagram.options(pipeline["helped"]))
@@ -402,7 +402,7 @@ class TestIngestLocalData:
         import os
         import shutil
 
-        from pipelines import loader
+        from pipelines.define import loader
 
         from .conftest import ROOT
 

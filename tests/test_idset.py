@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from pipelines.idset import IdSet
+from pipelines._engine.idset import IdSet
 
 
 def is_canonical(s: IdSet) -> bool:

@@ -33,12 +33,12 @@ def test_every_frame_of_the_chain_from_the_users_code(deep: tuple[Path, str]) ->
     for text in order:
         at.append(first.index(text, at[-1]))
     assert 'return {}[f"key-{x}"]' in first and "raise ValueError" in first
-    assert "pipelines/task.py" not in first and "2 frames of pipelines or libraries; --debug shows them" in first
+    assert "pipelines/_engine/task.py" not in first and "2 frames of pipelines or libraries; --debug shows them" in first
 
 
 def test_debug_shows_the_engine_frames_too(deep: tuple[Path, str]) -> None:
     out = inspect(deep, "--debug")
-    assert "pipelines/task.py" in out and "--debug shows" not in out
+    assert "pipelines/_engine/task.py" in out and "--debug shows" not in out
 
 
 def test_rows_says_how_many_items_to_show(deep: tuple[Path, str]) -> None:

@@ -14,12 +14,12 @@ import pyarrow as pa
 import pytest
 
 from pipelines import Pipeline
-from pipelines import fingerprint as fp
-from pipelines.batching import TaskSizer
-from pipelines.hooks import RunObserver
-from pipelines.idset import IdSet
-from pipelines.keys import Keys
-from pipelines.state import StageState
+from pipelines._engine import fingerprint as fp
+from pipelines._engine.batching import TaskSizer
+from pipelines.observe.hooks import RunObserver
+from pipelines._engine.idset import IdSet
+from pipelines._engine.keys import Keys
+from pipelines._engine.state import StageState
 from pipelines.store.ledger import Ledger
 
 FOUR = IdSet.span(0, 4)

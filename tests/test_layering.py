@@ -16,10 +16,10 @@ HEAVY = ["distributed", "dask", "ray", "joblib"]
 
 
 def test_model_imports_no_executors_store_or_runner() -> None:
-    modules = modules_after("import pipelines.model")
+    modules = modules_after("import pipelines.define.model")
     assert "executors" not in modules
-    assert not modules & {"pipelines.store", "pipelines.store.ledger", "pipelines.store.arrow", "pipelines.runner",
-                          "pipelines.task", "sqlite3"}
+    assert not modules & {"pipelines.store", "pipelines.store.ledger", "pipelines.store.arrow", "pipelines._engine.runner",
+                          "pipelines._engine.task", "sqlite3"}
     assert not modules & set(HEAVY)
 
 
@@ -42,17 +42,17 @@ def test_defining_a_pipeline_imports_no_backend() -> None:
     """)
     assert not modules & set(BACKENDS)  # the registry checks the name without importing the backend
     assert not modules & set(HEAVY)
-    assert not modules & {"pipelines.store", "pipelines.runner"}
+    assert not modules & {"pipelines.store", "pipelines._engine.runner"}
 
 
 def test_plan_imports_no_backend_or_store() -> None:
-    modules = modules_after("import pipelines.plan")
+    modules = modules_after("import pipelines._engine.plan")
     assert not modules & set(BACKENDS)
-    assert not modules & {"pipelines.store", "pipelines.runner", "executors"}
+    assert not modules & {"pipelines.store", "pipelines._engine.runner", "executors"}
 
 
 @pytest.mark.parametrize("statement", ["import pipelines", "import pipelines.errors",
-                                       "import pipelines.cli; pipelines.cli.build_parser()"])
+                                       "import pipelines.cli.commands; pipelines.cli.commands.build_parser()"])
 def test_light_imports_skip_pyarrow(statement: str) -> None:
     modules = modules_after(statement)
     assert not modules & {"pyarrow", "pandas", "numpy", "pydantic", *HEAVY}, sorted(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import LoadError, Pipeline
-from pipelines.loader import find_pipeline
-from pipelines.report import _short
+from pipelines.define.loader import find_pipeline
+from pipelines.observe.report import _short
 from tests.conftest import TEST_DAGS, cli
 from tests.executors.helpers import RAY_ENV, skip_unless_only_loopback
 

@@ -1,7 +1,7 @@
 """Pipeline definitions: every definition error names its stage; valid shapes build as declared.
 
 Broken dags modules live in ``tests/dags_broken/`` (one module per error) and are imported
-through ``pipelines.loader`` exactly as the CLI imports a user's module.
+through ``pipelines.define.loader`` exactly as the CLI imports a user's module.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pipelines import (
     Stage,
     UnknownStageError,
 )
-from pipelines import loader
+from pipelines.define import loader
 
 BROKEN = Path(__file__).resolve().parent / "dags_broken"
 

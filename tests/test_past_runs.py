@@ -25,7 +25,7 @@ from tests.conftest import ROOT, TEST_DAGS, cli
 @pytest.fixture(scope="module")
 def reused(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pipelines.RunResult, pipelines.RunResult]:
     """Two runs of ``diamond``: the second reuses everything."""
-    from pipelines import loader
+    from pipelines.define import loader
 
     store = tmp_path_factory.mktemp("store")
     first = pipelines.run(loader.load("diamond", TEST_DAGS), {"n": 300}, store=store, executor="threads")

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
-from pipelines.model import Pipeline
-from pipelines.plan import PROCESS_PRELOAD, ExecutorSpec, Plan, RunOptions, StagePlan, plan
+from pipelines.define.model import Pipeline
+from pipelines._engine.plan import PROCESS_PRELOAD, ExecutorSpec, Plan, RunOptions, StagePlan, plan
 
 
 def mixed() -> Pipeline:

@@ -80,8 +80,8 @@ def test_every_executors_name_resolves() -> None:
 
 
 def test_lazy_names_are_the_engine_objects() -> None:
-    from pipelines.model import Pipeline, Stage
-    from pipelines.plan import RunOptions
+    from pipelines.define.model import Pipeline, Stage
+    from pipelines._engine.plan import RunOptions
     from pipelines.api import resume, run
     from pipelines.store import Store
 

@@ -14,8 +14,8 @@ import types
 
 import pytest
 
-from pipelines import rate
-from pipelines.rate import RateLimiter, parse_rate
+from pipelines.define import rate
+from pipelines.define.rate import RateLimiter, parse_rate
 
 
 @pytest.mark.parametrize(("text", "per_second"), [

@@ -16,8 +16,8 @@ import pytest
 from rich.console import Console
 
 import pipelines
-from pipelines.hooks import Observers, StageStats
-from pipelines.report import ProgressLines, progress_line, summary_table
+from pipelines.observe.hooks import Observers, StageStats
+from pipelines.observe.report import ProgressLines, progress_line, summary_table
 from tests.conftest import ROOT, TEST_DAGS, cli
 
 N, DELAY, TALLY_DELAY = 100, 0.02, 0.3  # slowed: two maps of N items (DELAY s each) and a reduce
@@ -160,7 +160,7 @@ class Collect(pipelines.RunObserver):
 @pytest.fixture(scope="module")
 def observed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[pipelines.RunResult, list[StageStats]]:
     """An in-process run of slowed on threads, and every StageStats its observer got."""
-    from pipelines import loader
+    from pipelines.define import loader
 
     collect = Collect()
     result = pipelines.run(loader.load("slowed", TEST_DAGS), {"n": N, "delay": DELAY, "tally_delay": 0.1},
@@ -203,8 +203,8 @@ def test_totals_follow_the_chain_as_stages_finish() -> None:
     """source -> flat-map -> map -> map -> batch -> reduce: each total appears as soon as it can be known."""
     from types import SimpleNamespace
 
-    from pipelines.batching import TaskSizer
-    from pipelines.state import StageState, expected_totals
+    from pipelines._engine.batching import TaskSizer
+    from pipelines._engine.state import StageState, expected_totals
 
     shape = {"src": ("source", ()), "fm": ("flat", ("src",)), "m": ("item", ("fm",)), "m2": ("item", ("m",)),
              "b": ("batch", ("m2",)), "r": ("all", ("b",))}
@@ -239,7 +239,7 @@ class TestLogging:
 
     def test_other_libraries_info_stays_out_but_their_warnings_show(self, capsys: pytest.CaptureFixture[str]) -> None:
         """The CLI's handler sits on the root logger: distributed's INFO chatter must not reach the user."""
-        from pipelines.cli import _logs_shown
+        from pipelines.cli.commands import _logs_shown
 
         other = logging.getLogger("otherlib.scheduler")
         other.setLevel(logging.INFO)  # as distributed sets its loggers
@@ -247,7 +247,7 @@ class TestLogging:
             with _logs_shown(verbose=1):
                 other.info("Remove client 1234")
                 other.warning("a worker was lost")
-                logging.getLogger("pipelines.runner").info("our own record")
+                logging.getLogger("pipelines._engine.runner").info("our own record")
         finally:
             other.setLevel(logging.NOTSET)
         out = capsys.readouterr()
@@ -272,7 +272,7 @@ class TestLogging:
         with caplog.at_level(logging.WARNING, logger="pipelines"):
             fan.stage_progress(stats("a", done=1, total=2, wall=1.0))
             fan.stage_progress(stats("a", done=2, total=2, wall=1.0))
-        warnings = [r for r in caplog.records if r.name == "pipelines.hooks" and r.levelno == logging.WARNING]
+        warnings = [r for r in caplog.records if r.name == "pipelines.observe.hooks" and r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "failed in stage_progress" in warnings[0].getMessage()
         assert "bar broke" in warnings[0].getMessage()
         assert len(good.seen) == 2  # the others go on
@@ -287,12 +287,12 @@ class TestLogging:
         with caplog.at_level(logging.INFO, logger="pipelines"):
             Observers([Listen()]).message("checkpoint is truncated", level="warning")
             Observers([Listen()]).message("just so you know")
-        assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pipelines.hooks"] == [
+        assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pipelines.observe.hooks"] == [
             (logging.WARNING, "checkpoint is truncated"), (logging.INFO, "just so you know")]
         assert got == [("checkpoint is truncated", "warning"), ("just so you know", "info")]
 
 
-ALLOWED_TO_PRINT = {"pipelines/cli.py", "pipelines/report.py", "pipelines/views.py", "pipelines/upkeep.py",
+ALLOWED_TO_PRINT = {"pipelines/cli/commands.py", "pipelines/observe/report.py", "pipelines/cli/views.py", "pipelines/cli/upkeep.py",
                     "executors/dask_tls.py"}  # command-line code: it talks to a person
 
 

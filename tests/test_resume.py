@@ -37,7 +37,7 @@ def calls(log: Path, start: int = 0) -> Counter[str]:
 
 
 def final_total(store: Path, run_id: str) -> dict[str, int]:
-    from pipelines.outputs import read_stage
+    from pipelines.store.outputs import read_stage
 
     with Store(store) as s:
         return read_stage(s, run_id, "total").to_pylist()[0]
@@ -281,7 +281,7 @@ class TestKillIngest:
         run_id = run_id_of(resumed.stdout)
         assert len(hits) - downloaded_before == total - done.get("download", 0), "downloads redone or skipped"
         with Store(store) as s, Store(reference) as ref:
-            from pipelines.outputs import read_stage
+            from pipelines.store.outputs import read_stage
 
             ref_id = ref.ledger.latest_run()["id"]
             for stage in ("describe", "by_category", "report"):

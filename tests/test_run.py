@@ -14,7 +14,7 @@ import pytest
 
 import pipelines
 from pipelines import Pipeline, RunStatus
-from pipelines.outputs import read_parts
+from pipelines.store.outputs import read_parts
 
 from .conftest import TEST_DAGS
 from .helpers import stage_parts
@@ -24,7 +24,7 @@ LOCAL_EXECUTORS = ["inline", "threads", "processes", "asyncio"]
 
 @pytest.fixture(scope="module")
 def diamond_baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pa.Table]:
-    from pipelines import loader
+    from pipelines.define import loader
 
     result = pipelines.run(loader.load("diamond", TEST_DAGS), {"n": 1500}, store=tmp_path_factory.mktemp("base"),
                            executor="inline")

@@ -71,7 +71,7 @@ class TestRetention:
         # the latest run stays readable, through inspect and as a table, and is reused whole
         assert f"{N:,} rows" in cli("inspect", ids[2], "second", "--store", str(store), check=0).stdout
         import pipelines
-        from pipelines.outputs import read_stage
+        from pipelines.store.outputs import read_stage
 
         with Store(store) as s:
             assert read_stage(s, ids[2], "total").to_pylist() == [
@@ -176,7 +176,7 @@ class TestRunningRuns:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         assert proc.returncode == 0, output
-        from pipelines.outputs import read_stage
+        from pipelines.store.outputs import read_stage
 
         with Store(store) as s:
             assert read_stage(s, running, "total").to_pylist() == [

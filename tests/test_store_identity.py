@@ -19,7 +19,7 @@ import pytest
 
 import pipelines
 from pipelines import CheckpointError, RunStatus
-from pipelines.idset import IdSet
+from pipelines._engine.idset import IdSet
 from pipelines.store import Store
 from pipelines.store import arrow as batch_files
 
@@ -234,7 +234,7 @@ class TestLostLedger:
         assert redo["second"] == N - on_disk["second"]  # exactly what no whole file held
         with Store(store) as s:
             latest = s.ledger.latest_run()["id"]
-        from pipelines.outputs import read_stage
+        from pipelines.store.outputs import read_stage
 
         with Store(store) as s:
             assert read_stage(s, latest, "total").to_pylist() == expected()

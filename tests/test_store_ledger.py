@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import RunLockedError, UsageError
-from pipelines.idset import IdSet
+from pipelines._engine.idset import IdSet
 from pipelines.store import Store
 from pipelines.store.arrow import FileInfo
 from pipelines.store.ledger import ItemError, Ledger, Part

@@ -122,7 +122,7 @@ def test_unknown_upstream_fails_when_the_pipeline_is_loaded(tmp_path: Path) -> N
     '''))
     proc = cli("show", "typo", "--dags", str(tmp_path), check=2)
     assert "stage 'double': unknown input stage 'numbrs'" in proc.stderr and "numbers" in proc.stderr
-    from pipelines import loader
+    from pipelines.define import loader
 
     with pytest.raises(UnknownStageError, match="did you mean 'numbers'"):
         loader.load("typo", tmp_path)

@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import RunLockedError, UsageError
-from . import arrow as batch_files
-from . import listing
-from .ledger import Ledger
+from pipelines.errors import RunLockedError, UsageError
+from pipelines.store import arrow as batch_files
+from pipelines.store import listing
+from pipelines.store.ledger import Ledger
 
 if TYPE_CHECKING:
-    from .repair import RepairReport
+    from pipelines.store.repair import RepairReport
 
 logger = logging.getLogger(__name__)
 LEDGER = "ledger.sqlite"
@@ -104,7 +104,7 @@ class Store:
                     old.replace(aside.with_name(aside.name + suffix))
             ledger, lost = Ledger(path, data_root=self.data_root), True
         if lost and listing.has_runs(self.data_root):
-            from .repair import rebuild
+            from pipelines.store.repair import rebuild
 
             self.repaired = rebuild(ledger, self.data_root)
             logger.warning("the store %s had no ledger; rebuilt it from its files: %s", self.data_root,

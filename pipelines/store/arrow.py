@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
-from ..errors import CheckpointError
-from . import recent
+from pipelines.errors import CheckpointError
+from pipelines.store import recent
 
 # Durability: a written part survives any crash of the process (kill -9, OOM) without fsync;
 # what fsync adds is surviving a power cut. Off by default, as for the ledger (SQLite WAL with

@@ -29,13 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import UsageError
-from . import arrow as batch_files
-from . import listing
-from .repair import RESERVED
+from pipelines.errors import UsageError
+from pipelines.store import arrow as batch_files
+from pipelines.store import listing
+from pipelines.store.repair import RESERVED
 
 if TYPE_CHECKING:
-    from . import Store
+    from pipelines.store import Store
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..idset import IdSet
-from .arrow import FileInfo
+from pipelines._engine.idset import IdSet
+from pipelines.store.arrow import FileInfo
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -180,7 +180,7 @@ class Ledger:
         try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
-            from .arrow import FSYNC
+            from pipelines.store.arrow import FSYNC
 
             self._db.execute(f"PRAGMA synchronous={'FULL' if FSYNC else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=OFF")
@@ -193,7 +193,7 @@ class Ledger:
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            from ..errors import UsageError
+            from pipelines.errors import UsageError
 
             raise UsageError(f"the ledger {self.path} has schema version {version}, newer than this pipelines "
                              f"({SCHEMA_VERSION}): upgrade pipelines to use this store")
@@ -223,7 +223,7 @@ class Ledger:
         """A stored part path made whole again (a local path or a URL)."""
         if self.data_root is None or stored.startswith("/") or "://" in stored:
             return stored
-        from .arrow import join
+        from pipelines.store.arrow import join
 
         return join(self.data_root, *stored.split("/"))
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import arrow as batch_files
+from pipelines.store import arrow as batch_files
 
 
 @dataclass(frozen=True, slots=True)

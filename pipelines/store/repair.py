@@ -24,13 +24,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointError
-from ..idset import IdSet
-from . import arrow as batch_files
-from . import listing
+from pipelines.errors import CheckpointError
+from pipelines._engine.idset import IdSet
+from pipelines.store import arrow as batch_files
+from pipelines.store import listing
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
+    from pipelines.store.ledger import Ledger
 
 logger = logging.getLogger(__name__)
 RESERVED = ("outputs", "dead_letter")  # run folders that hold no parts

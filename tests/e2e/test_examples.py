@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipelines
-from pipelines import RunStatus, loader
+from pipelines import RunStatus
+from pipelines.define import loader
 
 from ..conftest import ROOT, cli
 from ..executors.helpers import RAY_ENV, skip_unless_only_loopback

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 import pipelines
-from pipelines import RunStatus, loader
+from pipelines import RunStatus
+from pipelines.define import loader
 from stages.serve import serve_directory
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import Pipeline
-from pipelines.cli import max_local_workers
+from pipelines.cli.commands import max_local_workers
 from pipelines.errors import DefinitionError
 from stages import files
 from tests.conftest import ROOT, cli

@@ -14,9 +14,10 @@ import pytest
 from pydantic import BaseModel
 
 import pipelines
-from pipelines import Pipeline, retry
-from pipelines.resources import resources_of
-from pipelines.retry import is_transient
+from pipelines import Pipeline
+from pipelines.define import retry
+from pipelines.define.resources import resources_of
+from pipelines.define.retry import is_transient
 from stages import http, serve
 
 

@@ -1,0 +1,612 @@
+"""The driver: one scheduling loop that streams batches through the DAG.
+
+Model (cf. dask's ``local.py``): the source thread cuts items into batches and checkpoints
+them; each finished task reports which item ids of which batch it computed; those ids
+become *available* to the stage's consumers at once, so a downstream map starts on batch 0
+while its upstream still works on it — streaming at the grain of tasks. Consumers that
+renumber rows (flat-maps, batch and reduce stages) wait for whole batches, reduce stages for
+whole inputs.
+
+Each turn of the loop:
+    1. schedule the stages an event touched ("dirty"), downstream first (drain before
+       filling); a stage submits tasks while it and its executor have room (about two tasks
+       per worker); a source reads ahead only while few of its batches are open (backpressure);
+    2. wait for the first future to finish (any mix of backends);
+    3. record it in the ledger and offer its ids downstream.
+
+Keys make reuse exact (see ``keys.py``): whatever the ledger holds under a batch's key, from
+an earlier run or an earlier attempt of this run, is reused item by item; only the rest is
+computed. Failures are handled in ``recovery.py``, executors in ``workers.py``.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any
+
+from executors import WorkerLostError
+
+from pipelines._engine import fingerprint as fp
+from pipelines.define import effects
+from pipelines._engine import interrupts
+from pipelines.define import resources
+from pipelines._engine.batching import TaskSizer
+from pipelines.errors import StageFailed, UsageError
+from pipelines.observe.hooks import Observers, RunObserver
+from pipelines._engine.idset import IdSet
+from pipelines._engine.keys import Keys, change_reason
+from pipelines.define.model import Pipeline
+from pipelines.store.outputs import distinct_parts
+from pipelines._engine.plan import Plan, RunOptions, plan
+from pipelines._engine.feed import SourceFeed, lifespan
+from pipelines._engine.graph import RunGraph
+from pipelines._engine.recovery import Recovery, Running
+from pipelines.observe.progress import Progress
+from pipelines.observe.result import RunResult, RunStatus
+from pipelines._engine.state import StageState, describe
+from pipelines.store import Store
+from pipelines.store.ledger import Part, TaskTiming
+from pipelines._engine.task import BatchTask, InputPart, InputSpec, TaskResult, TaskStop
+from pipelines._engine.workers import Workers
+
+INTERRUPT_GRACE_SECONDS = 5.0  # running tasks may finish this long after Ctrl-C
+STOP_GRACE_SECONDS = 2.0  # then tasks asked to stop may take this long to report what they finished
+logger = logging.getLogger(__name__)
+
+
+class Runner:
+    """Runs one pipeline once (a new run, or a resume of an earlier one).
+
+    It owns the scheduling loop and the run's state (``states``: which ids are where), and
+    works with collaborators that each have one job: ``graph`` (the run's shape, pure),
+    ``feed`` (sources), ``keys`` (batch keys and reuse), ``recovery`` (failures) and
+    ``workers`` (executors). They change the state only through the ``Flow`` methods below.
+
+    Example:
+        >>> result = Runner(pipeline, params={"limit": 10}).run()       # doctest: +SKIP
+        >>> result.table("by_category").to_pandas()                     # doctest: +SKIP
+    """
+
+    def __init__(self, pipeline: Pipeline, *, params: Any = None, options: RunOptions = RunOptions(),
+                 store: Store | str | None = None, observers: Iterable[RunObserver] = (),
+                 resume: str | None = None, dags_dir: str | None = None) -> None:
+        self.pipeline = pipeline.validate()
+        self.params = pipeline.parse_params(params)
+        self.params_json = self.params.model_dump_json() if self.params is not None else None
+        self.options = options
+        self.plan: Plan = plan(pipeline, options)
+        if options.address and not any(sp.backend in ("dask", "ray") for sp in self.plan.stages.values()):
+            raise UsageError(f"--address {options.address} is for a Dask or Ray cluster, but no stage runs on "
+                             f"one: add --executor dask (or ray)")
+        self._own_store = not isinstance(store, Store)
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.observer = Observers(list(observers))
+        self.resumed = resume is not None
+        self.run_id = resume or self.store.unused_run_id()
+        self.dags_dir = dags_dir
+        self.graph = RunGraph(self.pipeline, self.plan)
+        self.order = self.graph.order
+        self.stages = self.graph.stages
+        self.consumers = self.graph.consumers
+        self._final_stages = 0
+        self.side_effects = effects.not_reusable(self.stages, self.params, resumed=self.resumed)
+        self.fresh = self._expand_fresh(options.fresh) | set(self.side_effects)
+        self.states: dict[str, StageState] = {}
+        self.fingerprints: dict[str, str] = {}
+        self.reasons: dict[str, str] = {}
+        self.failure: StageFailed | None = None
+        self.stopping = False
+        self.interrupted = False
+        self.keys = Keys(self.stages, self.states, self.fingerprints, self.store.ledger, self.observer, self.fresh)
+        self.workers = Workers(self.pipeline, self.plan, self.observer)
+        self.feed = SourceFeed(self.graph, self.plan, self.states, self.store, self.run_id, params=self.params,
+                               resumed=self.resumed, fresh=self.fresh, observer=self.observer, workers=self.workers,
+                               fingerprints=self.fingerprints, flow=self)
+        self._running: dict[Future[Any], Running] = {}
+        self.recovery = Recovery(self.graph, self.plan, self.states, self.store, self.run_id, observer=self.observer,
+                                 workers=self.workers, running=self._running, feed=self.feed, flow=self)
+        self._dirty: set[str] = set(self.order)
+        self._waiting: dict[str, set[str]] = {}  # slot -> stages that found it full
+        self._item_cap: dict[str, int] = {}
+        self.progress = Progress(self.graph, self.plan, self.states, self.observer, self.reasons)
+
+    # == entry ==================================================================================
+    def run(self) -> RunResult:
+        started = time.time()
+        self.store.lock(self.run_id)
+        try:
+            with lifespan(self.pipeline, self.params):
+                try:
+                    # before the run is recorded: a bad address, an unreachable store or a stage
+                    # that cannot travel to its workers leaves no run behind
+                    self.workers.start_all(list(self.plan.executors), self.store, self.run_id)
+                    self._open_run()
+                    self.observer.run_started(self.run_id, self.pipeline.name, self.plan, resumed=self.resumed)
+                    self._loop()
+                except KeyboardInterrupt:
+                    if not self.states:
+                        raise
+                    self._interrupt()
+                finally:
+                    stop = self.interrupted or self.failure is not None
+                    if not self.workers.hard_stop:
+                        resources.close_all()  # while the executors' loops still run
+                    self.workers.shutdown(cancel=stop, wait=not self.interrupted)
+            return self._close(started)
+        finally:
+            self.workers.shutdown(cancel=True, wait=False)
+            self.feed.close()
+            self.store.unlock(self.run_id)
+            if not self.states and not self.resumed:  # refused before it was recorded: leave nothing
+                shutil.rmtree(self.store.run_dir(self.run_id), ignore_errors=True)
+            if self._own_store:
+                self.store.close()
+
+    # == setup ==================================================================================
+    def _expand_fresh(self, fresh: bool | frozenset[str]) -> set[str]:
+        """The stages to recompute: those named, and what depends on them."""
+        if fresh is True:
+            return set(self.order)
+        if not fresh:
+            return set()
+        for name in fresh:
+            self.pipeline[name]  # raises with "did you mean" for unknown names
+        return self.graph.with_dependents(set(fresh))
+
+    def _open_run(self) -> None:
+        ledger = self.store.ledger
+        pinned: dict[str, Any] = {}
+        if self.resumed:
+            if ledger.run(self.run_id) is None:
+                raise UsageError(f"no run {self.run_id!r} in store {self.store.data_root}")
+            pinned = ledger.stages(self.run_id)
+            ledger.reopen_run(self.run_id)
+        else:
+            ledger.create_run(self.run_id, pipeline=self.pipeline.name, module=self.pipeline.module,
+                              dags_dir=self.dags_dir, params=self.params_json, options=self.options.describe())
+        previous = {} if self.resumed else ledger.previous_stages(self.pipeline.name, self.run_id)
+        rows: dict[str, dict[str, Any]] = {}
+        for name in self.order:
+            sp = self.plan.stages[name]
+            parts = fp.stage_parts(self.stages[name], self.params_json)
+            current = fp.stage_fingerprint(parts)
+            old = pinned.get(name)
+            if old is not None and old["fingerprint"] and old["fingerprint"] != current:
+                self.observer.message(
+                    f"stage {name!r} changed since this run started; the resume keeps its finished items "
+                    f"(use `run --fresh {name}` to recompute them all)", level="warning")
+                current = old["fingerprint"]
+            self.fingerprints[name] = current
+            self.reasons[name] = self.side_effects.get(name) or change_reason(
+                parts, previous.get(name), fresh=name in self.fresh, resumed=self.resumed)
+            workers = self.workers.workers(sp.slot) if sp.slot else 1
+            sizer = TaskSizer(fixed=sp.task_size, target=sp.target_seconds, start=sp.start_size, workers=workers)
+            if sp.max_size:
+                sizer.maximum = sp.max_size
+            self.states[name] = StageState(name, sizer)
+            if sp.max_items is not None and self.stages[name].is_async and sp.slot is not None \
+                    and self.plan.executors[sp.slot].backend not in ("threads", "asyncio", "inline"):
+                self._item_cap[name] = sp.max_items * workers  # each worker loop has its own budget
+            rows[name] = {"fingerprint": current, "code_fp": parts["code"], "config_fp": parts["config"],
+                          "params_fp": parts["params"], "executor": sp.backend, "status": "running"}
+        ledger.save_stages(self.run_id, rows)
+        self._log_plan()
+        for name in self.graph.streams:
+            self.feed.open(name, pinned.get(name))
+
+    def _log_plan(self) -> None:
+        """Say where each stage runs (INFO: the executors; DEBUG: stage by stage)."""
+        slots = "; ".join(f"{slot} with {self.workers.workers(slot)} worker(s) for {', '.join(names)}"
+                          for slot, names in self.graph.on_slot.items() if names)
+        logger.info("%s %s of pipeline %r: %d stages; executors: %s", "resuming" if self.resumed else "run",
+                    self.run_id, self.pipeline.name, len(self.order), slots or "none")
+        for name, sp in self.plan.stages.items():
+            logger.debug("stage %r on %s: up to %d task(s) in flight, %s", name, sp.slot or "the driver", sp.max_tasks,
+                         f"recompute: {self.reasons[name]}" if self.reasons.get(name) else "reuse what is stored")
+
+    # == keys and reuse =========================================================================
+    def _ensure_key(self, name: str, k: int) -> bool:
+        """Give batch ``k`` its key and adopt what the ledger holds under it; False: not yet."""
+        b = self.states[name].batch(k)
+        if b.key is not None:
+            return True
+        key = self.keys.key_for(name, k)
+        if key is None:
+            return False
+        b.key = key
+        reused = self.keys.reuse(name, k, b)
+        if reused:  # a batch or reduce stage counts one item per batch, computed or reused
+            self.states[name].items_reused += len(reused) if self.stages[name].itemwise else 1
+            if self.stages[name].itemwise:
+                self.publish(name, k, reused)
+        return True
+
+    # == streaming ids downstream ===============================================================
+    def publish(self, name: str, k: int, ids: IdSet) -> None:
+        """Offer newly done ids of ``name``'s batch ``k`` to consumers that take them one by one."""
+        if not ids or not self.stages[name].keeps_item_ids:
+            return
+        for c in self.consumers[name]:
+            if self.stages[c].itemwise:
+                cb = self.states[c].batch(k)
+                cb.available = cb.available | ids
+                self._dirty.add(c)
+
+    def finalize_batch(self, name: str, k: int) -> None:
+        st = self.states[name]
+        b = st.batch(k)
+        if b.final or not b.settled():
+            return
+        stage = self.stages[name]
+        if not stage.itemwise and stage.granularity != "source" and not (b.done or b.failed or b.parts):
+            return  # a table stage that has not run yet
+        b.final = True
+        st.rows += b.rows
+        if b.key is not None:
+            status = "failed" if b.failed and not b.done else ("partial" if b.failed else "done")
+            self.store.ledger.set_batch(self.run_id, name, k, b.key, status, b.rows, len(b.failed))
+        for c in self.consumers[name]:
+            cstage = self.stages[c]
+            if cstage.granularity == "all":
+                continue
+            cb = self.states[c].batch(k)
+            if cstage.itemwise and not stage.keeps_item_ids:
+                cb.available = cb.available | IdSet.span(0, b.rows)
+            cb.ready = cstage.granularity == "batch"
+            cb.upstream_final = True
+            self._dirty.add(c)
+        self.feed.batch_final(name, k)
+        self.check_stage_final(name)
+
+    def check_stage_final(self, first: str) -> None:
+        """Mark ``first`` final if it is done; then the stages waiting on it (a worklist, no recursion)."""
+        todo = [first]
+        while todo:
+            name = todo.pop()
+            st = self.states[name]
+            stage = self.stages[name]
+            if st.final:
+                continue
+            if stage.granularity != "source":
+                st.upstream_final = all(self.states[u].final for u in stage.inputs)
+            if not st.upstream_final or any(not b.final for b in st.batches.values()):
+                continue
+            if stage.granularity == "all" and 0 not in st.batches:
+                b = st.batch(0)  # the reduce's one batch: it may run now
+                b.ready = b.upstream_final = True
+                self._dirty.add(name)
+                continue
+            st.final = True
+            st.ended = time.time()
+            self._final_stages += 1
+            processed = st.items_done + st.items_reused + st.items_failed
+            logger.info("stage %r finished: %s item%s, %s reused, %s failed; %.2f s wall, %.2f s busy",
+                        name, f"{processed:,}", "" if processed == 1 else "s", f"{st.items_reused:,}",
+                        f"{st.items_failed:,}", st.wall_seconds(), st.seconds)
+            slot = self.plan.stages[name].slot
+            if slot is not None and slot.startswith("threads:") and all(self.states[n].final for n in self.graph.on_slot[slot]):
+                self.workers.release(slot)  # a finished stage's own thread pool: its threads end now
+            self._save_stage(name, ("failed" if stage.on_error == "fail" else "partial") if st.items_failed
+                             else "done")
+            for c in self.consumers[name] + self.graph.side_users[name]:
+                self._dirty.add(c)
+                todo.append(c)
+
+    # == scheduling =============================================================================
+    def mark_dirty(self, name: str) -> None:
+        self._dirty.add(name)
+
+    def mark_slot(self, slot: str | None) -> None:
+        if slot is not None:
+            self._dirty.update(self.graph.on_slot.get(slot, ()))
+
+    def fail(self, failure: StageFailed) -> None:
+        if self.failure is None:
+            self.failure = failure
+        self.stopping = True
+
+    def _schedule(self) -> None:
+        """Visit the stages events touched, downstream first, until none is left."""
+        while self._dirty and not self.stopping:
+            batch = sorted(self._dirty, key=self.graph.rank.__getitem__, reverse=True)
+            self._dirty.clear()
+            for name in batch:
+                if self.stages[name].granularity == "source":
+                    self.feed.schedule(name)
+                elif not self.states[name].final:
+                    (self._schedule_items if self.stages[name].itemwise else self._schedule_table)(name)
+
+    def _room(self, name: str, items: int = 0) -> bool:
+        sp = self.plan.stages[name]
+        st = self.states[name]
+        if st.in_flight >= sp.max_tasks:
+            return False
+        cap = self._item_cap.get(name, sp.max_items)
+        if cap is not None and st.items_in_flight and st.items_in_flight + items > cap:
+            return False
+        assert sp.slot is not None  # only sources run on the driver, and they are not scheduled here
+        if self.workers.has_room(sp.slot):
+            return True
+        self._waiting.setdefault(sp.slot, set()).add(name)  # marked again when the slot frees up
+        return False
+
+    def _schedule_items(self, name: str) -> None:
+        st = self.states[name]
+        for k in sorted(st.batches):
+            b = st.batches[k]
+            if b.final or not self._ensure_key(name, k):
+                continue
+            if self.recovery.quarantined(name):
+                if b.suspects and self.recovery.slot_idle(name):
+                    self._submit_items(name, k, self.recovery.pop_suspect(name, b), solo=True)
+                continue
+            size = 0
+            while pending := b.pending:
+                size = size or st.sizer.size(len(pending), final=b.upstream_final)  # once a pass: no halving
+                if len(pending) < size and not b.upstream_final and st.in_flight:
+                    break  # wait for more ids rather than send a tiny task
+                if not self._room(name, min(size, len(pending))):
+                    return
+                self._submit_items(name, k, pending.take(size)[0], solo=False)
+            self.finalize_batch(name, k)
+
+    def _schedule_table(self, name: str) -> None:
+        st = self.states[name]
+        for k in sorted(st.batches):
+            b = st.batches[k]
+            if b.final or not b.ready or b.in_flight or not self._ensure_key(name, k):
+                continue
+            if b.done or b.parts:  # reused
+                self.finalize_batch(name, k)
+            elif self.recovery.quarantined(name):
+                if b.suspects and self.recovery.slot_idle(name):
+                    self._submit(name, k, self.recovery.pop_suspect(name, b), self._table_inputs(name, k), solo=True)
+            elif not b.suspects and not b.failed and self._room(name):
+                self._submit(name, k, IdSet.span(0, 1), self._table_inputs(name, k), solo=False)
+
+    def _parts_of(self, name: str, batches: Iterable[int] | None = None) -> tuple[InputPart, ...]:
+        """The stage's part files in item order: by batch, then by first id (no sort when read)."""
+        st = self.states[name]
+        ks = sorted(st.batches) if batches is None else batches
+        return tuple(InputPart(p.path, batch=k) for k in ks for p in _in_order(st.batches[k].parts))
+
+    def _table_inputs(self, name: str, k: int) -> tuple[InputSpec, ...]:
+        stage = self.stages[name]
+        if stage.granularity == "all":
+            return tuple(InputSpec(u, self._parts_of(u), False) for u in stage.inputs)
+        u = stage.inputs[0]
+        return (InputSpec(u, self._parts_of(u, [k]), self.stages[u].keeps_item_ids),)
+
+    def _submit_items(self, name: str, k: int, ids: IdSet, *, solo: bool) -> None:
+        u = self.stages[name].inputs[0]
+        keeps = self.stages[u].keeps_item_ids
+        parts = [p for p in _in_order(self.states[u].batches[k].parts) if not keeps or p.done & ids]
+        self._submit(name, k, ids, (InputSpec(u, tuple(InputPart(p.path, batch=k) for p in parts), keeps, ids),),
+                     solo=solo)
+
+    def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
+        stage = self.stages[name]
+        sp = self.plan.stages[name]
+        st = self.states[name]
+        b = st.batch(k)
+        assert b.key is not None and sp.slot is not None
+        part, b.next_part = b.next_part, b.next_part + 1
+        executor = self.workers.get(sp.slot)
+        caps = executor.capabilities
+        task = BatchTask(
+            handle=self.workers.handle, stage=name, batch=k, part=part, inputs=inputs,  # type: ignore[arg-type]
+            output_path=self.store.part_path(self.run_id, name, k, b.key, part),
+            params_json=self.params_json, side={s: self._parts_of(s) for s in stage.side},
+            rate_share=1.0 if caps.in_process else 1.0 / max(1, caps.max_workers),
+            pipeline=self.pipeline if caps.in_process else None, object_key=b.key,
+            stop=TaskStop() if caps.in_process and stage.is_async else None,
+        )
+        future = executor.submit(task, key=task.key)
+        now = time.monotonic()
+        deadline = self.recovery.deadline(stage, len(ids), solo, now) if hasattr(executor, "kill_workers") else None
+        self._running[future] = Running(name, k, ids, sp.slot, solo, now, deadline, task)
+        if solo:
+            self.recovery.solo_started(sp.slot)
+        b.scheduled = b.scheduled | ids
+        b.in_flight += 1
+        st.in_flight += 1
+        st.items_in_flight += len(ids)
+        self.workers.in_flight[sp.slot] += 1
+        if st.started is None:
+            st.started = time.time()
+
+    # == the loop ===============================================================================
+    def _loop(self) -> None:
+        while True:
+            with interrupts.deferred(), self.store.ledger.batch():  # one transaction a turn, not three a task
+                self._schedule()
+            if self._finished():
+                return
+            futures = set(self._running) | set(self.feed.futures)
+            if not futures:
+                if self.stopping:
+                    return
+                raise RuntimeError(f"pipelines bug: nothing to wait for, but stages are not final: {describe(self.states)}")
+            done, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
+            try:
+                with interrupts.deferred(), self.store.ledger.batch():  # Ctrl-C waits for the commit
+                    for future in done:
+                        self._complete(future)
+            except (sqlite3.Error, OSError) as exc:  # the ledger's disk is full: stop cleanly
+                self.fail(StageFailed(self.order[0], f"the ledger could not be written: {exc}",
+                                       error_type=type(exc).__name__))
+            self.recovery.watchdog()
+            self.progress.tick()
+
+    def _finished(self) -> bool:
+        if self.stopping:
+            return not self._running
+        return self._final_stages == len(self.order)
+
+    def _complete(self, future: Future[Any]) -> None:
+        if self.feed.complete(future):
+            return
+        running = self._running.pop(future)
+        name, k = running.stage, running.batch
+        st = self.states[name]
+        b = st.batch(k)
+        b.in_flight -= 1
+        b.scheduled = b.scheduled - running.ids
+        st.in_flight -= 1
+        st.items_in_flight -= len(running.ids)
+        self.workers.in_flight[running.slot] -= 1
+        self._dirty.add(name)
+        self._dirty.update(self._waiting.pop(running.slot, ()))
+        if running.solo:
+            self.recovery.solo_finished(running.slot)
+        overdue, collateral = self.recovery.lost_kind(future)
+        if future.cancelled():  # never started (Ctrl-C): its ids are simply pending again
+            return
+        try:
+            result: TaskResult = future.result()
+        except WorkerLostError as exc:
+            if not collateral:  # a collateral task's ids are simply pending again
+                self.recovery.worker_lost(name, k, running, exc, overdue)
+            return
+        except Exception as exc:  # noqa: BLE001 - the task itself broke (input unreadable, disk full...)
+            self.recovery.task_broken(name, k, running, exc)
+            return
+        self._record(name, k, result)
+
+    def _record(self, name: str, k: int, result: TaskResult) -> None:
+        st = self.states[name]
+        b = st.batch(k)
+        assert b.key is not None
+        errors = self.recovery.positioned(name, k, result.errors)
+        timing = TaskTiming(result.worker, result.started, result.ended, result.items, len(errors)) \
+            if result.started else None
+        self.store.ledger.record_part(run_id=self.run_id, stage=name, batch=k, key=b.key,
+                                      fingerprint=self.fingerprints[name], info=result.file, done=result.done,
+                                      errors=errors, task=timing)
+        st.sizer.observe(result.items, result.seconds)
+        st.seconds += result.seconds
+        if result.file is not None:
+            info = result.file
+            b.parts.append(Part(b.key, info.path, result.done, info.rows, info.bytes, info.checksum,
+                                result.done.first() if result.done else -1))
+            b.rows += info.rows
+            b.computed_parts += 1
+        if self.stages[name].itemwise:
+            b.done = b.done | result.done
+            st.items_done += len(result.done)
+        else:
+            b.done = result.done if result.file is not None else IdSet()
+            st.items_done += 1 if result.file is not None else 0
+        if errors:
+            self.recovery.failed_items(name, k, errors)
+        self.publish(name, k, result.done)
+        self.finalize_batch(name, k)
+
+    def _interrupt(self) -> None:
+        """First Ctrl-C: stop scheduling; running tasks get a grace period, then those that can are
+        asked to stop and report the items they finished. Whatever finishes is recorded."""
+        self.interrupted = True
+        self.stopping = True
+        self.observer.message("interrupted: finishing running tasks (Ctrl-C again to stop at once)", level="warning")
+        self.feed.cancel()
+        stoppable = {f: r.task.stop for f, r in self._running.items() if r.task is not None and r.task.stop}
+        try:
+            # tasks not started are pending again (a task that can stop is never cancelled: on an
+            # event loop "cancel" would drop its finished items with the rest)
+            self._record_done([f for f in list(self._running) if f not in stoppable and f.cancel()])
+            self._drain(time.monotonic() + INTERRUPT_GRACE_SECONDS)
+            if any(f in self._running for f in stoppable):
+                for stop in stoppable.values():
+                    stop.request()
+                self._drain(time.monotonic() + STOP_GRACE_SECONDS)
+        except KeyboardInterrupt:  # the second Ctrl-C: stop now, keep what is recorded
+            self.workers.hard_stop = True
+            self.observer.message("stopping now", level="warning")
+
+    def _drain(self, deadline: float) -> None:
+        while self._running and time.monotonic() < deadline:
+            done, _ = wait(set(self._running), timeout=max(0.0, deadline - time.monotonic()),
+                           return_when=FIRST_COMPLETED)
+            self._record_done(done)
+
+    def _record_done(self, futures: Iterable[Future[Any]]) -> None:
+        with interrupts.deferred(), self.store.ledger.batch():  # a second Ctrl-C waits for the commit
+            for future in futures:
+                self._complete(future)
+
+    # == finishing ==============================================================================
+    def _save_stage(self, name: str, status: str) -> None:
+        st = self.states[name]
+        self.store.ledger.save_stage(
+            self.run_id, name, status=status, batches=len(st.batches), reused=st.reused_batches,
+            computed=st.computed_batches, items=st.items_done + st.items_reused + st.items_failed,
+            failed=st.items_failed, reason=self._stage_reason(name), seconds=st.seconds,
+            source_complete=int(self.stages[name].granularity == "source" and st.final))
+
+    def _stage_reason(self, name: str) -> str:
+        if not self.states[name].computed_batches or self.stages[name].granularity == "source":
+            return ""
+        return self.reasons.get(name) or ("unfinished" if self.resumed else "inputs changed")
+
+    def _close(self, started: float) -> RunResult:
+        try:
+            failures = self._record_end()
+        except (sqlite3.Error, OSError) as exc:  # a full disk: the result still says what happened
+            self.observer.message(f"could not record the end of the run: {exc}", level="warning")
+            self.fail(StageFailed(self.order[0], f"the ledger could not be written: {exc}",
+                                   error_type=type(exc).__name__))
+            failures = []
+        status = self._status(failures)
+        result = RunResult(
+            run_id=self.run_id, pipeline=self.pipeline.name, status=status,
+            stages={n: self.progress.summary(n, self._stage_reason(n)) for n in self.order}, failures=failures,
+            error=self.failure, seconds=self._duration(started), store_root=self.store.data_root, resumed=self.resumed,
+            clusters=tuple(self.workers.kept),
+            leaves=self.graph.leaves())
+        self.progress.tick(force=True)
+        logger.info("run %s %s in %.1f s", self.run_id, status.value, result.seconds)
+        self.observer.run_finished(result)
+        return result
+
+    def _duration(self, started: float) -> float:
+        """The run's duration as the ledger records it (``runs`` shows the same): from its start
+        to its end; for a resumed run, from the start of its first attempt."""
+        try:
+            row = self.store.ledger.run(self.run_id)
+        except sqlite3.Error:
+            row = None
+        if row is not None and row["started"] and row["ended"]:
+            return row["ended"] - row["started"]
+        return time.time() - started
+
+    def _status(self, failures: list[Any]) -> RunStatus:
+        if self.interrupted:
+            return RunStatus.INTERRUPTED
+        if self.failure is not None or self._final_stages < len(self.order):
+            return RunStatus.FAILED
+        return RunStatus.PARTIAL if failures else RunStatus.OK
+
+    def _record_end(self) -> list[Any]:
+        """Write the run's end to the ledger (and the dead-letter tables); return its open errors."""
+        for name in self.order:
+            if not self.states[name].final:
+                self._save_stage(name, "interrupted" if self.interrupted else "incomplete")
+        failures = self.store.ledger.open_errors(self.run_id)
+        items = sum(self.states[n].items_done + self.states[n].items_reused for n in self.graph.streams)
+        self.store.ledger.finish_run(self.run_id, status=self._status(failures).value, items=items,
+                                     failed=len(failures), message=str(self.failure) if self.failure else None)
+        collecting = [n for n in self.order if self.stages[n].on_error == "collect"]
+        if collecting:
+            from pipelines.store.deadletter import write_dead_letters
+
+            write_dead_letters(self.store, self.run_id, collecting)
+        return failures
+
+
+
+def _in_order(parts: list[Part]) -> list[Part]:
+    return sorted(distinct_parts(parts), key=lambda p: p.first)

@@ -1,0 +1,1 @@
+"""The command line: ``python -m pipelines`` and its read-only views."""

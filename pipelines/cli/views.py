@@ -1,0 +1,172 @@
+"""Read-only commands: ``show`` a pipeline, list ``runs``, ``inspect`` a run's stages, ``export`` one."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import difflib
+import os
+import sys
+import textwrap
+from typing import Any
+
+from rich.markup import escape
+from rich.text import Text
+
+from pipelines.errors import UsageError
+from pipelines.store.past import find_run, run_items, run_status
+from pipelines.observe.report import console, plural, print_table
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from pipelines.cli import diagram
+    from pipelines.define import loader
+    from pipelines._engine.plan import RunOptions, plan
+
+    if args.executor:
+        import executors
+
+        executors.check_name(args.executor)  # UnknownExecutorError, with "did you mean"
+    pipeline = loader.load(args.name, args.dags)
+    the_plan = plan(pipeline, RunOptions(executor=args.executor))
+    if args.format in ("mermaid", "dot"):  # plain text for files and docs: no colours, no wrapping
+        sys.stdout.write(getattr(diagram, args.format)(pipeline, the_plan))
+        return 0
+    out = console()
+    out.print(f"[bold]{pipeline.name}[/bold] ({escape(pipeline.module)})")
+    if pipeline.description:  # the tree is a glance: the summary line; the table gives everything
+        text = pipeline.description if args.format == "table" else pipeline.description_line()
+        out.print(textwrap.indent(text, "  "), markup=False)
+    if pipeline.params_model is not None:
+        fields = pipeline.params_model.model_fields
+        out.print(f"params: {', '.join(f'{n}={f.default!r}' for n, f in fields.items())}", markup=False)
+        for n, f in fields.items():  # what each one means, where the model says
+            if f.description:
+                out.print(f"  {n}: {f.description}", markup=False)
+    if args.format == "tree":
+        out.print(diagram.tree(pipeline, the_plan))
+        return 0
+    rows = []
+    for name in the_plan.order:
+        stage = pipeline.stages[name]
+        options = diagram.options(stage)
+        if stage.side:
+            options.append(f"side={','.join(stage.side)}")
+        rows.append({"stage": name, "granularity": diagram.GRANULARITY[stage.granularity], "kind": diagram.kind(stage),
+                     "executor": the_plan.stages[name].backend, "inputs": ", ".join(stage.inputs),
+                     "options": " ".join(options), "doc": stage.doc})
+    print_table(rows, ["stage", "granularity", "kind", "executor", "inputs", "options", "doc"], out=out)
+    return 0
+
+
+def _store(args: argparse.Namespace):
+    from pipelines.store import Store
+
+    return Store(args.store)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with _store(args) as store:
+        rows = []
+        for r in store.ledger.runs(args.limit):
+            started = dt.datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M:%S") if r["started"] else ""
+            duration = f"{r['ended'] - r['started']:.1f}s" if r["ended"] and r["started"] else ""
+            rows.append({"run": r["id"], "pipeline": r["pipeline"], "status": run_status(store, r),
+                         "started": started, "duration": duration, "items": f"{run_items(store, r):,}",
+                         "failed": f"{r['failed'] or 0:,}"})
+        if not rows:
+            console().print(f"no runs in {store.root}", markup=False)
+            return 0
+        print_table(rows, ["run", "pipeline", "status", "started", "duration", "items", "failed"])
+        from pipelines.cli.upkeep import size_line
+
+        console().print(size_line(store), markup=False)
+    return 0
+
+
+def stages_in_order(store, run_id: str) -> dict[str, Any]:
+    """A run's ledger rows by stage, in pipeline order.
+
+    The runner records every stage at the start of a run in topological order, so the
+    order of insertion (SQLite's ``rowid``) is the pipeline's order; an upsert keeps it.
+    """
+    rows = store.ledger.query("SELECT * FROM run_stages WHERE run_id=? ORDER BY rowid", (run_id,))
+    return {r["stage"]: r for r in rows}
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipelines.store.outputs import read_stage
+
+    with _store(args) as store:
+        row = find_run(store, args.run_id, getattr(args, "pipeline", None))
+        run_id = row["id"]
+        stages = stages_in_order(store, run_id)
+        out = console()
+        out.print(f"[bold]{run_id}[/bold] · {row['pipeline']} · {run_status(store, row)} · files under "
+                  f"{escape(os.path.relpath(store.run_dir(run_id)))}")
+        if args.stage is None:
+            rows = [{"stage": s["stage"], "status": s["status"], "executor": s["executor"], "batches": s["batches"],
+                     "reused": s["reused"], "items": s["items"], "failed": s["failed"], "reason": s["reason"]}
+                    for s in stages.values()]
+            print_table(rows, ["stage", "status", "executor", "batches", "reused", "items", "failed", "reason"], out=out)
+            errors = store.ledger.open_errors(run_id)
+            if errors:
+                out.print(f"{plural(len(errors), 'failed item')}; `inspect {run_id} STAGE` shows them", markup=False)
+            return 0
+        if args.stage not in stages:
+            close = difflib.get_close_matches(args.stage, list(stages), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"run {run_id} has no stage {args.stage!r}{hint}; stages: {', '.join(stages)}")
+        table = read_stage(store, run_id, args.stage)
+        out.print(f"stage [cyan]{args.stage}[/cyan]: {table.num_rows:,} rows")
+        out.print("schema:")  # the engine's own metadata (how values were encoded) is not the user's business
+        out.print(textwrap.indent(table.schema.to_string(show_field_metadata=False, show_schema_metadata=False), "  "),
+                  markup=False)
+        if table.num_rows and args.rows:
+            print_table(table.slice(0, args.rows).to_pylist(), table.column_names, title=f"first {args.rows} rows",
+                        out=out)
+        _print_errors(out, store, run_id, args.stage, shown=max(args.rows, 1), everything=args.debug)
+    return 0
+
+
+def _print_errors(out, store, run_id: str, stage: str, *, shown: int, everything: bool) -> None:
+    """Each failed item (the first ``shown``): where, why, its input and its whole traceback."""
+    from pipelines.store.deadletter import dead_letter_path
+    from pipelines.observe.report import plural
+    from pipelines.observe.tracebacks import readable
+
+    errors = store.ledger.open_errors(run_id, stage)
+    if not errors:
+        return
+    more = f"; the first {shown} (--rows N for more)" if len(errors) > shown else ""
+    out.print(Text(f"{plural(len(errors), 'failed item')}{more}:", style="red"))
+    for e in errors[:shown]:
+        where = e.where
+        out.print(f"{where}: {e.error_type}: {e.message} (attempts: {e.attempts})", markup=False)
+        if e.input:
+            out.print(f"    input: {e.input[:200]}", markup=False)
+        if e.traceback.strip():
+            out.print(textwrap.indent(readable(e.traceback, everything=everything), "    "), markup=False)
+    path = dead_letter_path(store, run_id, stage)
+    if os.path.exists(path):
+        out.print(f"dead-letter table: {os.path.relpath(path)}", markup=False)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipelines.cli.export import write
+    from pipelines.store.outputs import read_stage
+
+    with _store(args) as store:
+        row = find_run(store, args.run_id, args.pipeline)
+        table = read_stage(store, row["id"], args.stage)
+    path = write(table, args.output)
+    console().print(f"{args.stage} of run {row['id']}: {plural(table.num_rows, 'row')} → {path}", markup=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.observe.html_report import write_report
+
+    with _store(args) as store:
+        path, result = write_report(store, args.run_id, args.output, pipeline=args.pipeline)
+    console().print(f"report of run {result.run_id} ({result.pipeline}) → {path}", markup=False)
+    return 0

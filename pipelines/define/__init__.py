@@ -1,0 +1,1 @@
+"""Defining pipelines: stages and DAG (model), parameters, value codecs, retries, rates, resources, effects, finding pipelines in dags modules."""

@@ -1,0 +1,1 @@
+"""Watching a run: observer hooks, what a person sees, and what a run returns."""

@@ -1,0 +1,87 @@
+"""Reading a run's outputs back: a stage's batches in order, as one table."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.define import codec
+from pipelines.errors import UsageError
+from pipelines.store import arrow as batch_files
+from pipelines.store.ledger import Part
+
+if TYPE_CHECKING:
+    from pipelines.store import Store
+
+
+def distinct_parts(parts: list[Part]) -> list[Part]:
+    """Parts whose ids do not overlap, first come first kept (guards against double writes)."""
+    from pipelines._engine.idset import IdSet
+
+    seen = IdSet()
+    out = []
+    for part in parts:
+        if part.done and (part.done & seen):
+            continue
+        seen = seen | part.done
+        out.append(part)
+    return out
+
+
+def read_parts(parts: list[Part]) -> pa.Table:
+    """One batch's parts as a table sorted by item id (engine columns kept).
+
+    Every file is verified against its size and checksum in the ledger first: a damaged
+    part raises ``CheckpointError`` naming it, and is never returned as data.
+    """
+    ordered = sorted(distinct_parts(parts), key=lambda p: p.first)  # in id order: no copying sort
+    tables = [batch_files.read_table(p.path, expect=p.info) for p in ordered]
+    if not tables:
+        return pa.table({})
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    if len(tables) > 1 and codec.ITEM_COLUMN in table.column_names:
+        ids = table.column(codec.ITEM_COLUMN).to_numpy()
+        if not bool(np.all(ids[1:] >= ids[:-1])):
+            table = table.take(pa.array(np.argsort(ids, kind="stable")))
+    return table
+
+
+def stage_batches(store: Store, run_id: str, stage: str) -> list[tuple[int, list[Part]]]:
+    rows = store.ledger.run_batches(run_id, stage)
+    if not rows:
+        known = store.ledger.stages(run_id)
+        if stage not in known:
+            listed = f"; stages: {', '.join(known)}" if known else ""
+            raise UsageError(f"run {run_id} has no stage {stage!r}{listed}")
+    return [(r["batch"], store.ledger.parts(r["key"])) for r in rows]
+
+
+def read_stage(store: Store, run_id: str, stage: str, *, with_engine_columns: bool = False) -> pa.Table:
+    """Every batch of a stage in batch order, parts sorted by item id."""
+    tables = [read_parts(parts) for _, parts in stage_batches(store, run_id, stage) if parts]
+    tables = [t for t in tables if t.num_columns]
+    if not tables:
+        return pa.table({})
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return table if with_engine_columns else codec.data_columns(table)
+
+
+def export_parquet(store: Store, run_id: str, stage: str, directory: str | Path) -> str:
+    """Write a stage's output as ``<directory>/<stage>.parquet`` (a local folder or a URL)."""
+    import pyarrow.parquet as pq
+
+    table = read_stage(store, run_id, stage)
+    if batch_files.is_url(str(directory)):
+        path = batch_files.join(str(directory), f"{stage}.parquet")
+        fs, inner = batch_files.filesystem(path)
+        pq.write_table(table, inner, filesystem=fs)
+        return path
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{stage}.parquet"
+    tmp = target.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(target)
+    return str(target)
