@@ -10,6 +10,7 @@ Each workload runs in its own child process (so one workload's memory, pools and
 cannot disturb the next); inside it, anchors and pipelines alternate round by round.
 Exit status: 0 when every workload ran — goals missed or not; 1 when a workload crashed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,22 +29,39 @@ from typing import Any
 
 from .harness import ROOT, Context, Report, Row, fmt_value, process_tree, warm_up
 
-WORKLOADS = ["tiny_map", "cpu_scaling", "async_io", "ingest", "checkpoint", "many_stages", "memory", "startup",
-             "resume", "clusters"]
+WORKLOADS = [
+    "tiny_map",
+    "cpu_scaling",
+    "async_io",
+    "ingest",
+    "checkpoint",
+    "many_stages",
+    "memory",
+    "startup",
+    "resume",
+    "clusters",
+]
 OPTIONAL = {"clusters"}  # only with --clusters
 DEFAULT_REPEAT = 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="every workload small and once (smoke test)")
-    parser.add_argument("--repeat", type=int, default=None, help=f"rounds per workload (default {DEFAULT_REPEAT}; "
-                                                                 "--quick: 1)")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help=f"rounds per workload (default {DEFAULT_REPEAT}; --quick: 1)"
+    )
     parser.add_argument("--only", default=None, help="comma-separated workloads: " + ", ".join(WORKLOADS))
     parser.add_argument("--json", dest="json_path", default=None, help="write every figure to this JSON file")
-    parser.add_argument("--clusters", action="store_true",
-                        help="also run Dask LocalCluster and Ray (Ray inside `unshare -n`, loopback only)")
+    parser.add_argument(
+        "--clusters",
+        action="store_true",
+        help="also run Dask LocalCluster and Ray (Ray inside `unshare -n`, loopback only)",
+    )
     parser.add_argument("--tmp", default=None, help="folder for stores and generated data (default: system temp)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: run one workload here
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -72,6 +90,7 @@ def cache_dir() -> Path:
 
 # -- one workload, in a child process ------------------------------------------------------------
 
+
 def run_child(args: argparse.Namespace) -> int:
     name = args.child
     module = importlib.import_module(f"bench.{name}")
@@ -93,14 +112,28 @@ def run_workload(name: str, args: argparse.Namespace, tmp_root: Path) -> tuple[d
     """Run one workload in a child process; return its report (JSON) or why it crashed."""
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp_root))
     result = work / "result.json"
-    cmd = [sys.executable, "-m", "bench", "--child", name, "--result", str(result), "--tmp", str(work),
-           "--repeat", str(args.repeat)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--child",
+        name,
+        "--result",
+        str(result),
+        "--tmp",
+        str(work),
+        "--repeat",
+        str(args.repeat),
+    ]
     if args.quick:
         cmd.append("--quick")
     if args.clusters:
         cmd.append("--clusters")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("PIPELINES_STORE", None)
     try:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
@@ -171,8 +204,12 @@ class MachineLoad:
     def summary(self) -> dict[str, float]:
         cores = os.cpu_count() or 1
         other = max(0.0, self.busy - self.own)
-        return {"wall": self.wall, "machine_busy_s": self.busy, "bench_cpu_s": self.own,
-                "other_share": other / (self.wall * cores) if self.wall else 0.0}
+        return {
+            "wall": self.wall,
+            "machine_busy_s": self.busy,
+            "bench_cpu_s": self.own,
+            "other_share": other / (self.wall * cores) if self.wall else 0.0,
+        }
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -183,11 +220,25 @@ HEADERS = ["workload", "best anchor", "anchor", "pipelines", "ratio (≥1: pipel
 def row_cells(row: Row) -> list[str]:
     ratio = row.ratio
     if row.error:
-        return [row.workload, row.anchor or "—", fmt_value(row.anchor_value, row.unit),
-                fmt_value(row.pipelines_value, row.unit), "—", row.goal, "✗ ERROR"]
+        return [
+            row.workload,
+            row.anchor or "—",
+            fmt_value(row.anchor_value, row.unit),
+            fmt_value(row.pipelines_value, row.unit),
+            "—",
+            row.goal,
+            "✗ ERROR",
+        ]
     ok = "—" if row.ok is None else ("✓" if row.ok else "✗")
-    return [row.workload, row.anchor or "—", fmt_value(row.anchor_value, row.unit),
-            fmt_value(row.pipelines_value, row.unit), fmt_ratio(ratio), row.goal, ok]
+    return [
+        row.workload,
+        row.anchor or "—",
+        fmt_value(row.anchor_value, row.unit),
+        fmt_value(row.pipelines_value, row.unit),
+        fmt_ratio(ratio),
+        row.goal,
+        ok,
+    ]
 
 
 def fmt_ratio(ratio: float | None) -> str:
@@ -228,16 +279,31 @@ def environment() -> dict[str, Any]:
             return None
 
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "pipelines", "executors", "stages", "dags"],
-                                    cwd=ROOT, capture_output=True, text=True).stdout.strip())
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "pipelines", "executors", "stages", "dags"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
     except OSError:
         rev, dirty = None, None
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
-            "load_average": os.getloadavg(),
-            "platform": platform.platform(), "git": rev, "engine_dirty": dirty,
-            "versions": {m: version(m) for m in ("pyarrow", "pandas", "dask", "distributed", "ray", "joblib",
-                                                  "aiohttp", "psutil")}}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "load_average": os.getloadavg(),
+        "platform": platform.platform(),
+        "git": rev,
+        "engine_dirty": dirty,
+        "versions": {
+            m: version(m) for m in ("pyarrow", "pandas", "dask", "distributed", "ray", "joblib", "aiohttp", "psutil")
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"   {name}: {time.perf_counter() - t0:.1f} s; other processes used {other:.0%} of the machine")
             if other > 0.05:
                 report.setdefault("notes", []).append(
-                    f"NOISE: other processes used about {other:.0%} of the machine's CPU while this workload ran")
+                    f"NOISE: other processes used about {other:.0%} of the machine's CPU while this workload ran"
+                )
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     total = time.perf_counter() - started
@@ -275,11 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     mode = "quick (small sizes, 1 round)" if args.quick else f"{args.repeat} rounds, medians"
     print()
-    print(f"pipelines benchmark — {mode}; {env['cpus']} CPUs, Python {env['python']}, git {env['git'] or 'unknown'}"
-          f"{' (engine has uncommitted changes)' if env['engine_dirty'] else ''}")
+    print(
+        f"pipelines benchmark — {mode}; {env['cpus']} CPUs, Python {env['python']}, git {env['git'] or 'unknown'}"
+        f"{' (engine has uncommitted changes)' if env['engine_dirty'] else ''}"
+    )
     print(render(rows))
-    print("ratio = anchor ÷ pipelines (time: pipelines' speed-up; MB: its memory saving); ≥ 1 means pipelines "
-          "is better. Figures are medians of one run on one machine: compare ratios, not absolute values.")
+    print(
+        "ratio = anchor ÷ pipelines (time: pipelines' speed-up; MB: its memory saving); ≥ 1 means pipelines "
+        "is better. Figures are medians of one run on one machine: compare ratios, not absolute values."
+    )
     for report in reports:
         notes = report.get("notes") or []
         errors = [f"{r['workload']}: {r['error']}" for r in report.get("rows", []) if r.get("error")]
@@ -293,9 +364,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  - {text}")
     print(f"\ntotal {total:.0f} s", flush=True)
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"mode": mode, "quick": args.quick, "repeat": args.repeat,
-                                                    "environment": env, "seconds": total, "workloads": reports},
-                                                   indent=2, default=str))
+        Path(args.json_path).write_text(
+            json.dumps(
+                {
+                    "mode": mode,
+                    "quick": args.quick,
+                    "repeat": args.repeat,
+                    "environment": env,
+                    "seconds": total,
+                    "workloads": reports,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         print(f"figures written to {args.json_path}")
     return 1 if crashed else 0
 

@@ -5,6 +5,7 @@ semaphore of 64; 64 threads with ``urllib``. Pipelines: ``bench/dags/fetch.py`` 
 library's ``stages.http.download`` at ``concurrency=64`` — with every response (status,
 headers' content type, body) checkpointed to Arrow.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,6 +35,7 @@ def run(ctx: Context) -> Report:
             async def main() -> list[bytes]:
                 semaphore = asyncio.Semaphore(CONCURRENCY)
                 async with aiohttp.ClientSession() as session:
+
                     async def one(url: str) -> bytes:
                         async with semaphore:
                             async with session.get(url) as response:
@@ -64,14 +66,25 @@ def run(ctx: Context) -> Report:
                 summary = result.stages["download"]
                 return {"tasks": summary.batches, "rows": summary.rows}
 
-        variants = [Variant("asyncio+aiohttp (64)", raw_aiohttp), Variant("threads+urllib (64)", threads_urllib),
-                    Variant("pipelines", with_pipelines, role="pipelines")]
+        variants = [
+            Variant("asyncio+aiohttp (64)", raw_aiohttp),
+            Variant("threads+urllib (64)", threads_urllib),
+            Variant("pipelines", with_pipelines, role="pipelines"),
+        ]
         samples = interleave(variants, ctx.repeat, ctx.log)
     report.samples = samples
     p = samples["pipelines"]
     raw = samples["asyncio+aiohttp (64)"]
-    row = Row(f"{TITLE} ({n:,} × 50 KB, 20 ms, 64 in flight)", raw.name, raw.median, p.median, "s",
-              "speed ≥ 0.95× aiohttp", None, error=p.error)
+    row = Row(
+        f"{TITLE} ({n:,} × 50 KB, 20 ms, 64 in flight)",
+        raw.name,
+        raw.median,
+        p.median,
+        "s",
+        "speed ≥ 0.95× aiohttp",
+        None,
+        error=p.error,
+    )
     row.ok = row.ratio is not None and row.ratio >= 0.95
     report.rows.append(row)
     ideal = n / CONCURRENCY * LATENCY

@@ -11,6 +11,7 @@
    with an 8-byte output gives the same cost in wall time. A batch stage downstream reports
    the bytes in Arrow's memory pool while it holds its input: near zero when memory-mapped.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,9 @@ def make_table(target_bytes: int) -> pa.Table:
     offsets = np.arange(0, chars * rows + 1, chars, dtype=np.int64)
     data = rng.integers(97, 123, chars * rows, dtype=np.uint8)
     text = pa.LargeStringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(data))
-    return pa.table({"id": np.arange(rows, dtype=np.int64), "x": rng.random(rows), "y": rng.standard_normal(rows),
-                     "name": text})
+    return pa.table(
+        {"id": np.arange(rows, dtype=np.int64), "x": rng.random(rows), "y": rng.standard_normal(rows), "name": text}
+    )
 
 
 def _fsync(path: Path) -> None:
@@ -105,33 +107,64 @@ def direct(ctx: Context, report: Report) -> None:
         assert read.num_rows == table.num_rows
         return {}
 
-    writes = interleave([Variant("Arrow IPC write+fsync", ipc_write), Variant("Parquet snappy write+fsync", parquet_write),
-                         Variant("engine write_table", engine_write, role="pipelines")], ctx.repeat, ctx.log)
-    reads = interleave([Variant("Arrow IPC read (mmap)", ipc_read), Variant("Parquet read", parquet_read),
-                        Variant("engine read_table (mmap)", engine_read, role="pipelines"),
-                        Variant("engine read_table + CRC check", engine_read_verified, role="info")],
-                       ctx.repeat, ctx.log)
+    writes = interleave(
+        [
+            Variant("Arrow IPC write+fsync", ipc_write),
+            Variant("Parquet snappy write+fsync", parquet_write),
+            Variant("engine write_table", engine_write, role="pipelines"),
+        ],
+        ctx.repeat,
+        ctx.log,
+    )
+    reads = interleave(
+        [
+            Variant("Arrow IPC read (mmap)", ipc_read),
+            Variant("Parquet read", parquet_read),
+            Variant("engine read_table (mmap)", engine_read, role="pipelines"),
+            Variant("engine read_table + CRC check", engine_read_verified, role="info"),
+        ],
+        ctx.repeat,
+        ctx.log,
+    )
     report.samples.update(writes)
     report.samples.update(reads)
     sizes = {"Arrow IPC": ipc_path.stat().st_size / MB, "Parquet snappy": pq_path.stat().st_size / MB}
     report.extra["direct"] = {"table_mb": mb, "rows": table.num_rows, "file_mb": sizes}
 
     w_anchor, w_engine = best(writes), writes["engine write_table"]
-    row = Row(f"{TITLE}: write a {mb:.0f} MB table", w_anchor.name if w_anchor else None,
-              w_anchor.median if w_anchor else None, w_engine.median, "s", "(reference)", None, error=w_engine.error)
+    row = Row(
+        f"{TITLE}: write a {mb:.0f} MB table",
+        w_anchor.name if w_anchor else None,
+        w_anchor.median if w_anchor else None,
+        w_engine.median,
+        "s",
+        "(reference)",
+        None,
+        error=w_engine.error,
+    )
     report.rows.append(row)
     r_anchor, r_engine = reads["Arrow IPC read (mmap)"], reads["engine read_table (mmap)"]
     pool = r_engine.extra_median("pool_mb")
-    row = Row(f"{TITLE}: read it back + sum a column", r_anchor.name, r_anchor.median, r_engine.median, "s",
-              "memory-mapped (pool +0 MB)", None, error=r_engine.error)
+    row = Row(
+        f"{TITLE}: read it back + sum a column",
+        r_anchor.name,
+        r_anchor.median,
+        r_engine.median,
+        "s",
+        "memory-mapped (pool +0 MB)",
+        None,
+        error=r_engine.error,
+    )
     row.ok = pool is not None and pool < 0.01 * mb
     report.rows.append(row)
     for name, s in {**writes, **reads}.items():
         if s.median is not None:
             report.notes.append(f"{name}: {s.median * 1000:.0f} ms ({mb / s.median:,.0f} MB/s)")
-    report.notes.append(f"files: Arrow IPC {sizes['Arrow IPC']:.0f} MB, Parquet snappy {sizes['Parquet snappy']:.0f} MB; "
-                        f"engine read_table opened in {r_engine.extra_median('open_seconds') * 1000:.2f} ms, "
-                        f"Arrow pool +{pool:.1f} MB")
+    report.notes.append(
+        f"files: Arrow IPC {sizes['Arrow IPC']:.0f} MB, Parquet snappy {sizes['Parquet snappy']:.0f} MB; "
+        f"engine read_table opened in {r_engine.extra_median('open_seconds') * 1000:.2f} ms, "
+        f"Arrow pool +{pool:.1f} MB"
+    )
 
 
 def in_a_run(ctx: Context, report: Report) -> None:
@@ -160,40 +193,71 @@ def in_a_run(ctx: Context, report: Report) -> None:
         compute = sum(r.seconds for r in recorded)
         write = sum(r.write_seconds for r in recorded)
         read = sum(r.read_seconds for r in recorded)
-        return {"compute_s": compute, "write_s": write, "read_s": read, "tasks": len(recorded),
-                "share": write / (compute + write + read) if recorded else None}
+        return {
+            "compute_s": compute,
+            "write_s": write,
+            "read_s": read,
+            "tasks": len(recorded),
+            "share": write / (compute + write + read) if recorded else None,
+        }
 
-    samples = interleave([Variant("same stage, 8-byte output", lambda: run_one(lean, "features_lean")),
-                          Variant("pipelines", lambda: run_one(heavy, "features"), role="pipelines")],
-                         ctx.repeat, ctx.log)
+    samples = interleave(
+        [
+            Variant("same stage, 8-byte output", lambda: run_one(lean, "features_lean")),
+            Variant("pipelines", lambda: run_one(heavy, "features"), role="pipelines"),
+        ],
+        ctx.repeat,
+        ctx.log,
+    )
     report.samples.update({f"run: {k}": v for k, v in samples.items()})
     p, twin = samples["pipelines"], samples["same stage, 8-byte output"]
     out_mb = n * WIDTH * 8 / MB
     share = p.extra_median("share")
-    row = Row(f"{TITLE}: share of a CPU stage ({n:,} × 2 ms → {out_mb:.0f} MB)", None, None,
-              share * 100 if share is not None else None, "%", "≤ 5 % in checkpoint writes", None, error=p.error)
+    row = Row(
+        f"{TITLE}: share of a CPU stage ({n:,} × 2 ms → {out_mb:.0f} MB)",
+        None,
+        None,
+        share * 100 if share is not None else None,
+        "%",
+        "≤ 5 % in checkpoint writes",
+        None,
+        error=p.error,
+    )
     row.ok = share is not None and share <= 0.05
     report.rows.append(row)
-    row = Row(f"{TITLE}: same run vs 8-byte output", twin.name, twin.median, p.median, "s",
-              "time ≤ 1.05× (speed ≥ 0.95)", None, error=p.error or twin.error)
+    row = Row(
+        f"{TITLE}: same run vs 8-byte output",
+        twin.name,
+        twin.median,
+        p.median,
+        "s",
+        "time ≤ 1.05× (speed ≥ 0.95)",
+        None,
+        error=p.error or twin.error,
+    )
     row.ok = row.ratio is not None and row.ratio >= 1 / 1.05
     report.rows.append(row)
     if p.extras:
         e = p.extras[len(p.extras) // 2]
-        report.notes.append(f"features: {e['tasks']} tasks; summed over tasks: compute {e['compute_s']:.2f} s, "
-                            f"checkpoint write {e['write_s']:.2f} s (Arrow conversion + IPC + CRC + fsync), "
-                            f"input read {e['read_s']:.2f} s")
+        report.notes.append(
+            f"features: {e['tasks']} tasks; summed over tasks: compute {e['compute_s']:.2f} s, "
+            f"checkpoint write {e['write_s']:.2f} s (Arrow conversion + IPC + CRC + fsync), "
+            f"input read {e['read_s']:.2f} s"
+        )
         writes = sorted(r.write_seconds / max(1, r.items) * 1e6 for r in tasks.get("features", []))
         if writes:
-            report.notes.append(f"checkpoint write per item: median {statistics.median(writes):.0f} µs "
-                                f"(8 KB of float64 each)")
+            report.notes.append(
+                f"checkpoint write per item: median {statistics.median(writes):.0f} µs (8 KB of float64 each)"
+            )
     probe = probes.get("features")
     if probe:
         pool_mb = max(probe["pool_bytes"]) / MB
         input_mb = max(probe["input_bytes"]) / MB
         mapped = pool_mb < 0.5 * input_mb
-        report.notes.append(f"downstream batch stage: largest input {input_mb:.1f} MB, Arrow pool "
-                            f"{pool_mb:.1f} MB while holding it → {'memory-mapped' if mapped else 'COPIED into memory'}")
+        report.notes.append(
+            f"downstream batch stage: largest input {input_mb:.1f} MB, Arrow pool "
+            f"{pool_mb:.1f} MB while holding it → {'memory-mapped' if mapped else 'COPIED into memory'}"
+        )
         report.extra["downstream_mapped"] = mapped
 
 

@@ -10,6 +10,7 @@ Ray binds to every interface, so everything Ray runs in a child process inside a
 network namespace with only loopback (``tests/loopback_only.py``), where this module is
 also the child's entry point: ``python -m bench.clusters ray-overhead|ray-cpu ...``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ def run_pipelines(pipeline: Any, n: int, store: Path, **options: Any) -> dict[st
 
 # -- Dask, in this process -------------------------------------------------------------------------
 
+
 def dask_part(ctx: Context, n: int, report: Report) -> None:
     from distributed import Client, LocalCluster
 
@@ -66,25 +68,45 @@ def dask_part(ctx: Context, n: int, report: Report) -> None:
             with fresh_store(ctx) as store:
                 return run_pipelines(pipeline, n, store, executor="dask", address=cluster.scheduler_address)
 
-        samples = interleave([Variant("Dask client.map over batches", anchor),
-                              Variant("pipelines (dask)", with_pipelines, role="pipelines")], ctx.repeat, ctx.log)
+        samples = interleave(
+            [
+                Variant("Dask client.map over batches", anchor),
+                Variant("pipelines (dask)", with_pipelines, role="pipelines"),
+            ],
+            ctx.repeat,
+            ctx.log,
+        )
     finally:
         client.close()
         cluster.close()
     report.samples.update(samples)
     a, p = samples["Dask client.map over batches"], samples["pipelines (dask)"]
-    report.rows.append(Row(f"{TITLE}: Dask ({n:,} × x*x)", a.name, a.median, p.median, "s", "(report ratio)", None,
-                           error=p.error))
+    report.rows.append(
+        Row(f"{TITLE}: Dask ({n:,} × x*x)", a.name, a.median, p.median, "s", "(report ratio)", None, error=p.error)
+    )
 
 
 # -- Ray, in a loopback-only namespace ---------------------------------------------------------------
+
 
 def ray_child(ctx: Context, mode: str, **args: Any) -> dict[str, Any]:
     """Run this module's Ray entry point inside ``unshare -n``; return what it wrote."""
     work = Path(tempfile.mkdtemp(prefix="bray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     result = work / "result.json"
-    cmd = [sys.executable, str(ROOT / "tests" / "loopback_only.py"), sys.executable, "-m", "bench.clusters", mode,
-           "--result", str(result), "--tmp", str(work), "--repeat", str(ctx.repeat)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tests" / "loopback_only.py"),
+        sys.executable,
+        "-m",
+        "bench.clusters",
+        mode,
+        "--result",
+        str(result),
+        "--tmp",
+        str(work),
+        "--repeat",
+        str(ctx.repeat),
+    ]
     for key, value in args.items():
         cmd += [f"--{key}", str(value)]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
@@ -116,16 +138,40 @@ def ray_part(ctx: Context, n: int, report: Report) -> None:
     try:
         out = ray_child(ctx, "ray-overhead", n=n)
     except Exception as exc:  # noqa: BLE001
-        report.rows.append(Row(f"{TITLE}: Ray ({n:,} × x*x)", None, None, None, "s", "(report ratio)", None,
-                               error=f"{type(exc).__name__}: {exc}"))
+        report.rows.append(
+            Row(
+                f"{TITLE}: Ray ({n:,} × x*x)",
+                None,
+                None,
+                None,
+                "s",
+                "(report ratio)",
+                None,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        )
         return
     a = Samples("Ray tasks over batches", "anchor", seconds=out["samples"].get("Ray tasks over batches", []))
-    p = Samples("pipelines (ray)", "pipelines", seconds=out["samples"].get("pipelines (ray)", []),
-                error=out.get("errors", {}).get("pipelines (ray)"))
+    p = Samples(
+        "pipelines (ray)",
+        "pipelines",
+        seconds=out["samples"].get("pipelines (ray)", []),
+        error=out.get("errors", {}).get("pipelines (ray)"),
+    )
     a.error = out.get("errors", {}).get("Ray tasks over batches") or out.get("error")
     report.samples.update({a.name: a, p.name: p})
-    report.rows.append(Row(f"{TITLE}: Ray ({n:,} × x*x)", a.name, a.median, p.median, "s", "(report ratio)", None,
-                           error=p.error or a.error))
+    report.rows.append(
+        Row(
+            f"{TITLE}: Ray ({n:,} × x*x)",
+            a.name,
+            a.median,
+            p.median,
+            "s",
+            "(report ratio)",
+            None,
+            error=p.error or a.error,
+        )
+    )
     report.notes += out.get("notes", [])
 
 
@@ -135,14 +181,25 @@ def run(ctx: Context) -> Report:
     try:
         dask_part(ctx, n, report)
     except Exception as exc:  # noqa: BLE001
-        report.rows.append(Row(f"{TITLE}: Dask ({n:,} × x*x)", None, None, None, "s", "(report ratio)", None,
-                               error=f"{type(exc).__name__}: {exc}"))
+        report.rows.append(
+            Row(
+                f"{TITLE}: Dask ({n:,} × x*x)",
+                None,
+                None,
+                None,
+                "s",
+                "(report ratio)",
+                None,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        )
     ray_part(ctx, n, report)
     report.notes.append(f"anchors ship batches of {BATCH:,} items; cluster start-up is not timed")
     return report
 
 
 # -- the child's entry point (inside the namespace) -----------------------------------------------------
+
 
 def child(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
@@ -162,11 +219,18 @@ def child(argv: list[str]) -> int:
     import ray
 
     t0 = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, num_cpus=2, _temp_dir=str(Path(args.tmp) / "r"),
-             log_to_driver=False)
+    ray.init(
+        address="local", include_dashboard=False, num_cpus=2, _temp_dir=str(Path(args.tmp) / "r"), log_to_driver=False
+    )
     out["notes"].append(f"ray.init: {time.perf_counter() - t0:.1f} s (not timed)")
-    ctx = Context(quick=False, repeat=args.repeat, clusters=True, tmp=Path(args.tmp), cache=Path(args.tmp),
-                  log=lambda text: print(text, file=sys.stderr))
+    ctx = Context(
+        quick=False,
+        repeat=args.repeat,
+        clusters=True,
+        tmp=Path(args.tmp),
+        cache=Path(args.tmp),
+        log=lambda text: print(text, file=sys.stderr),
+    )
     try:
         if args.mode == "ray-cpu":
             remote_burn = ray.remote(burn)
@@ -191,8 +255,10 @@ def child(argv: list[str]) -> int:
                 with fresh_store(ctx) as store:
                     return run_pipelines(pipeline, args.n, store, executor="ray")
 
-            variants = [Variant("Ray tasks over batches", ray_batches),
-                        Variant("pipelines (ray)", with_pipelines, role="pipelines")]
+            variants = [
+                Variant("Ray tasks over batches", ray_batches),
+                Variant("pipelines (ray)", with_pipelines, role="pipelines"),
+            ]
         samples = interleave(variants, args.repeat, ctx.log)
         out["samples"] = {k: v.seconds for k, v in samples.items()}
         out["errors"] = {k: v.error for k, v in samples.items() if v.error}

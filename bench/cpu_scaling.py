@@ -7,6 +7,7 @@ Anchors: a serial loop; joblib/loky ``Parallel(n_jobs=2)``; ``ProcessPoolExecuto
 Pipelines: ``bench/dags/cpu.py`` on the process pool (pool start-up timed, as for the
 anchors that make a pool).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -61,12 +62,21 @@ def run(ctx: Context) -> Report:
             summary = result.stages["burn"]
             return {"tasks": summary.batches, "stage_seconds": summary.seconds}
 
-    variants = [Variant("serial loop", serial), Variant("joblib Parallel(2)", joblib_parallel),
-                Variant("ProcessPoolExecutor.map", ppe), Variant("Pool.map", pool_map)]
+    variants = [
+        Variant("serial loop", serial),
+        Variant("joblib Parallel(2)", joblib_parallel),
+        Variant("ProcessPoolExecutor.map", ppe),
+        Variant("Pool.map", pool_map),
+    ]
     dask_state: dict[str, object] = {}
     if ctx.clusters:
-        variants.append(Variant("Dask LocalCluster client.map", lambda: dask_map(dask_state, items),
-                                setup=lambda: start_dask(dask_state)))
+        variants.append(
+            Variant(
+                "Dask LocalCluster client.map",
+                lambda: dask_map(dask_state, items),
+                setup=lambda: start_dask(dask_state),
+            )
+        )
     variants.append(Variant("pipelines", with_pipelines, role="pipelines"))
     try:
         samples = interleave(variants, ctx.repeat, ctx.log)
@@ -84,16 +94,27 @@ def run(ctx: Context) -> Report:
     anchor = best(samples, [n for n in samples if n not in ("serial loop", "pipelines")])
     row1 = Row(f"{label} vs serial", s.name, s.median, p.median, "s", "speed ≥ 1.95× serial", None, error=p.error)
     row1.ok = row1.ratio is not None and row1.ratio >= 1.95
-    row2 = Row(f"{label} vs parallel", anchor.name if anchor else None, anchor.median if anchor else None, p.median,
-               "s", "speed ≥ 0.98× best anchor", None, error=p.error)
+    row2 = Row(
+        f"{label} vs parallel",
+        anchor.name if anchor else None,
+        anchor.median if anchor else None,
+        p.median,
+        "s",
+        "speed ≥ 0.98× best anchor",
+        None,
+        error=p.error,
+    )
     row2.ok = row2.ratio is not None and row2.ratio >= 0.98
     report.rows += [row1, row2]
-    report.notes.append(f"burn({iterations:,}) calibrated to {TASK_SECONDS * 1000:.0f} ms here; ideal on "
-                        f"{workers} cores: {tasks * TASK_SECONDS / workers:.2f} s")
+    report.notes.append(
+        f"burn({iterations:,}) calibrated to {TASK_SECONDS * 1000:.0f} ms here; ideal on "
+        f"{workers} cores: {tasks * TASK_SECONDS / workers:.2f} s"
+    )
     for name, sample in samples.items():
         if name != "pipelines":
-            report.notes.append(f"{name}: median {sample.median:.3f} s" if sample.median is not None
-                                else f"{name}: {sample.error}")
+            report.notes.append(
+                f"{name}: median {sample.median:.3f} s" if sample.median is not None else f"{name}: {sample.error}"
+            )
     if p.extras:
         report.notes.append(f"pipelines cut the {tasks} items into {p.extras[-1]['tasks']} source batches")
     return report
@@ -105,8 +126,9 @@ def start_dask(state: dict[str, object]) -> None:
         return
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None,
-                           host="127.0.0.1")
+    cluster = LocalCluster(
+        n_workers=WORKERS, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    )
     state["cluster"], state["client"] = cluster, Client(cluster)
     state["client"].submit(burn, 1).result()  # type: ignore[attr-defined]
 

@@ -4,6 +4,7 @@ Every workload runs its variants (the hand-written *anchors* and *pipelines*) ba
 in the same process, ``repeat`` times, rotating the order each round so that no variant
 always runs first (cold caches) or last (a warm machine); the table reports medians.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,6 +28,7 @@ MB = 1 << 20
 
 
 # -- what a workload reports --------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -78,6 +80,7 @@ class Context:
 
 # -- timing -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Variant:
     """One way of doing a workload's job.
@@ -113,8 +116,15 @@ class Samples:
         return statistics.median(values) if values else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "role": self.role, "seconds": self.seconds, "median": self.median,
-                "extras": self.extras, "error": self.error, "note": self.note}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "seconds": self.seconds,
+            "median": self.median,
+            "extras": self.extras,
+            "error": self.error,
+            "note": self.note,
+        }
 
 
 def interleave(variants: list[Variant], repeat: int, log: Callable[[str], None] = print) -> dict[str, Samples]:
@@ -152,8 +162,11 @@ def describe_error(exc: BaseException) -> str:
     import traceback
 
     text = f"{type(exc).__name__}: {str(exc)[:300]}"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if f.filename.startswith(str(ROOT)) and "/bench/" not in f.filename and "/.venv/" not in f.filename]
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename.startswith(str(ROOT)) and "/bench/" not in f.filename and "/.venv/" not in f.filename
+    ]
     if frames:
         f = frames[-1]
         text += f" (at {Path(f.filename).relative_to(ROOT)}:{f.lineno} in {f.name})"
@@ -162,8 +175,11 @@ def describe_error(exc: BaseException) -> str:
 
 def best(samples: dict[str, Samples], names: list[str] | None = None) -> Samples | None:
     """The anchor with the lowest median time (among ``names``, if given)."""
-    pool = [s for s in samples.values() if s.role == "anchor" and s.median is not None
-            and (names is None or s.name in names)]
+    pool = [
+        s
+        for s in samples.values()
+        if s.role == "anchor" and s.median is not None and (names is None or s.name in names)
+    ]
     return min(pool, key=lambda s: s.median) if pool else None  # type: ignore[arg-type, return-value]
 
 
@@ -173,6 +189,7 @@ def error_row(workload: str, what: str, exc: BaseException | str, goal: str = ""
 
 
 # -- memory of a process tree ---------------------------------------------------------------------
+
 
 class TreeMemory:
     """Samples the resident memory of a process and all its descendants, summed, in a thread.
@@ -269,8 +286,9 @@ def _role(proc: Any, root: Any) -> str:
     return cmd[-60:]
 
 
-def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 3600,
-                 cwd: Path = ROOT) -> dict[str, Any]:
+def run_measured(
+    cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 3600, cwd: Path = ROOT
+) -> dict[str, Any]:
     """Run a command; return its wall time, exit code, output and the peak memory of its tree."""
     full_env = {**os.environ, **(env or {})}
     t0 = time.perf_counter()
@@ -282,13 +300,22 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, timeout: 
             proc.kill()
             out, err = proc.communicate()
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "returncode": proc.returncode, "stdout": out, "stderr": err,
-            "peak_rss": mem.peak_rss, "peak_anon": mem.peak_anon, "peak_pss": mem.peak_pss,
-            "peak_processes": mem.peak_processes,
-            "peak_breakdown": mem.peak_breakdown, "samples": mem.samples}
+    return {
+        "seconds": seconds,
+        "returncode": proc.returncode,
+        "stdout": out,
+        "stderr": err,
+        "peak_rss": mem.peak_rss,
+        "peak_anon": mem.peak_anon,
+        "peak_pss": mem.peak_pss,
+        "peak_processes": mem.peak_processes,
+        "peak_breakdown": mem.peak_breakdown,
+        "samples": mem.samples,
+    }
 
 
 # -- small helpers ------------------------------------------------------------------------------
+
 
 def python() -> str:
     return sys.executable
@@ -352,9 +379,14 @@ class Report:
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"workload": self.workload, "rows": [r.to_json() for r in self.rows],
-                "samples": {k: v.to_json() for k, v in self.samples.items()}, "notes": self.notes,
-                "extra": self.extra, "seconds": self.seconds}
+        return {
+            "workload": self.workload,
+            "rows": [r.to_json() for r in self.rows],
+            "samples": {k: v.to_json() for k, v in self.samples.items()},
+            "notes": self.notes,
+            "extra": self.extra,
+            "seconds": self.seconds,
+        }
 
 
 def warm_up(ctx: Context) -> dict[str, float]:

@@ -4,6 +4,7 @@
 ``latency`` seconds, then answers ``size`` bytes. It prints its base URL on one line, then
 serves until its standard input closes (the parent exits or closes the pipe).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
 @contextmanager
 def serving(latency: float, size: int) -> Iterator[str]:
     """Start the server in a child process; yield its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.http_server", "--latency", str(latency),
-                             "--size", str(size)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.http_server", "--latency", str(latency), "--size", str(size)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()

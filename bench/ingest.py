@@ -8,6 +8,7 @@ version: one ``ClientSession``, a semaphore, each image handed to a ``ProcessPoo
 as soon as it arrives (download and decode overlap), pandas ``groupby`` at the end, no
 checkpoints. Pipelines checkpoints every stage and records every batch in its ledger.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,16 +34,21 @@ def by_hand(scale: int) -> dict[str, int]:
     from stages.serve import serve_directory
 
     with serve_directory(ROOT / "data") as base:
+
         async def main() -> tuple[list[dict], list[BaseException], list[dict]]:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
                 async with session.get(urljoin(base, "catalog.json")) as response:
                     response.raise_for_status()
                     catalog = json.loads(await response.read())
-                entries = [entry if n == 0 else {**entry, "id": f"{entry['id']}~{n}", "path": f"{entry['path']}?copy={n}"}
-                           for n in range(scale) for entry in catalog]
+                entries = [
+                    entry if n == 0 else {**entry, "id": f"{entry['id']}~{n}", "path": f"{entry['path']}?copy={n}"}
+                    for n in range(scale)
+                    for entry in catalog
+                ]
                 semaphore = asyncio.Semaphore(CONCURRENCY)
                 loop = asyncio.get_running_loop()
                 with ProcessPoolExecutor(WORKERS) as pool:
+
                     async def one(entry: dict) -> dict:
                         async with semaphore:
                             async with session.get(urljoin(base, entry["path"])) as response:
@@ -62,8 +68,9 @@ def by_hand(scale: int) -> dict[str, int]:
     if errors:
         raise RuntimeError(f"{len(errors)} images failed, first: {errors[0]!r}")
     described = pd.DataFrame(rows)
-    by_category = described.groupby("category").agg(images=("id", "count"), bytes=("byte_size", "sum"),
-                                                    mean_width=("width", "mean"), mean_height=("height", "mean"))
+    by_category = described.groupby("category").agg(
+        images=("id", "count"), bytes=("byte_size", "sum"), mean_width=("width", "mean"), mean_height=("height", "mean")
+    )
     listed = pd.DataFrame(entries).groupby("category").size().rename("listed")
     report = pd.concat([listed, by_category["images"].rename("described")], axis=1).fillna(0)
     report["missing"] = report["listed"] - report["described"]
@@ -93,8 +100,7 @@ def run(ctx: Context) -> Report:
             counts["pipelines"] = dict(zip(table["category"], table["images"]))
             return {f"{name}_seconds": s.seconds for name, s in result.stages.items()}
 
-    variants = [Variant("asyncio + ProcessPool + pandas", hand),
-                Variant("pipelines", with_pipelines, role="pipelines")]
+    variants = [Variant("asyncio + ProcessPool + pandas", hand), Variant("pipelines", with_pipelines, role="pipelines")]
     samples = interleave(variants, ctx.repeat, ctx.log)
     report.samples = samples
     p = samples["pipelines"]
@@ -102,13 +108,23 @@ def run(ctx: Context) -> Report:
     error = p.error
     if not error and counts.get("hand") != counts.get("pipelines"):
         error = f"results differ: by hand {counts.get('hand')}, pipelines {counts.get('pipelines')}"
-    row = Row(f"{TITLE} ({items:,} images, scale={scale})", a.name, a.median, p.median, "s",
-              "time ≤ 1.1× script (speed ≥ 0.91)", None, error=error)
+    row = Row(
+        f"{TITLE} ({items:,} images, scale={scale})",
+        a.name,
+        a.median,
+        p.median,
+        "s",
+        "time ≤ 1.1× script (speed ≥ 0.91)",
+        None,
+        error=error,
+    )
     row.ok = row.ratio is not None and row.ratio >= 1 / 1.1 and not error
     report.rows.append(row)
     if p.extras:
         stages = {k.removesuffix("_seconds"): v for k, v in p.extras[-1].items() if k.endswith("_seconds")}
-        report.notes.append("pipelines, summed task seconds per stage (last round): " +
-                            ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
+        report.notes.append(
+            "pipelines, summed task seconds per stage (last round): "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())
+        )
     report.notes.append(f"{os.cpu_count()} CPUs; describe runs on {WORKERS} processes in both")
     return report

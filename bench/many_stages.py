@@ -7,6 +7,7 @@ chain of futures on a Dask ``LocalCluster`` (start-up not timed). Pipelines:
 process), every stage's output a durable checkpoint (fsync) and a ledger record; the same
 chain on the process pool is reported as a second row. Figures are milliseconds per stage.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,8 +78,10 @@ def run(ctx: Context) -> Report:
             assert future.result() == stages
 
         variants.append(Variant("Dask LocalCluster futures chain", dask_chain, setup=lambda: start_dask(dask_state)))
-    variants += [Variant("pipelines", lambda: run_chain(on_threads, stages), role="pipelines"),
-                 Variant("pipelines (processes)", lambda: run_chain(on_processes, stages), role="pipelines")]
+    variants += [
+        Variant("pipelines", lambda: run_chain(on_threads, stages), role="pipelines"),
+        Variant("pipelines (processes)", lambda: run_chain(on_processes, stages), role="pipelines"),
+    ]
     try:
         samples = interleave(variants, ctx.repeat, ctx.log)
     finally:
@@ -90,9 +93,16 @@ def run(ctx: Context) -> Report:
     goal = "≤ 1 ms/stage"
     for name, label in (("pipelines", "threads"), ("pipelines (processes)", "processes")):
         p = samples[name]
-        row = Row(f"{TITLE} ({stages:,}-stage chain, {label})", anchor.name if anchor else None,
-                  anchor.median / stages * 1000 if anchor and anchor.median else None,
-                  p.median / stages * 1000 if p.median is not None else None, "ms/stage", goal, None, error=p.error)
+        row = Row(
+            f"{TITLE} ({stages:,}-stage chain, {label})",
+            anchor.name if anchor else None,
+            anchor.median / stages * 1000 if anchor and anchor.median else None,
+            p.median / stages * 1000 if p.median is not None else None,
+            "ms/stage",
+            goal,
+            None,
+            error=p.error,
+        )
         row.ok = row.pipelines_value is not None and row.pipelines_value <= 1.0
         report.rows.append(row)
     for name, s in samples.items():

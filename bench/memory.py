@@ -8,6 +8,7 @@ all its descendants every 20 ms. Anchor: the hand-written loop that loads everyt
 ``bench/dags/jsonl.py`` (source = the file's lines, a CPU map parses, a reduce aggregates).
 One round each: at full size each side takes minutes, and peak memory hardly varies.
 """
+
 from __future__ import annotations
 
 import sys
@@ -39,7 +40,10 @@ def run(ctx: Context) -> Report:
     report = Report(NAME)
     results: dict[str, dict] = {}
     samples: dict[str, Samples] = {}
-    for which, label, role in (("anchor", "json.loads list + pandas", "anchor"), ("pipelines", "pipelines", "pipelines")):
+    for which, label, role in (
+        ("anchor", "json.loads list + pandas", "anchor"),
+        ("pipelines", "pipelines", "pipelines"),
+    ):
         with fresh_store(ctx) as store:
             measured = run_measured([sys.executable, "-m", "bench.memory_child", which, str(path), str(store)])
         s = Samples(label, role)
@@ -52,8 +56,10 @@ def run(ctx: Context) -> Report:
             s.seconds.append(measured["seconds"])
         s.extras.append({k: v for k, v in measured.items() if k not in ("stdout", "stderr")})
         samples[label] = s
-        ctx.log(f"    {label:<28} {measured['seconds']:8.1f} s  peak RSS {measured['peak_rss'] / MB:,.0f} MB "
-                f"(anon {measured['peak_anon'] / MB:,.0f} MB, {measured['peak_processes']} processes)")
+        ctx.log(
+            f"    {label:<28} {measured['seconds']:8.1f} s  peak RSS {measured['peak_rss'] / MB:,.0f} MB "
+            f"(anon {measured['peak_anon'] / MB:,.0f} MB, {measured['peak_processes']} processes)"
+        )
     report.samples = samples
     a, p = samples["json.loads list + pandas"], samples["pipelines"]
     error = p.error
@@ -71,9 +77,13 @@ def run(ctx: Context) -> Report:
     for s in (a, p):
         if s.extras and "peak_anon" in s.extras[0]:
             e = s.extras[0]
-            parts = ", ".join(f"{role} {rss / MB:,.0f} MB (anon {anon / MB:,.0f})"
-                              for _, role, rss, anon in sorted(e["peak_breakdown"], key=lambda x: -x[2]))
-            report.notes.append(f"{s.name}: peak RSS {e['peak_rss'] / MB:,.0f} MB (anonymous "
-                                f"{e['peak_anon'] / MB:,.0f} MB, PSS {e['peak_pss'] / MB:,.0f} MB); at the RSS peak: {parts}")
+            parts = ", ".join(
+                f"{role} {rss / MB:,.0f} MB (anon {anon / MB:,.0f})"
+                for _, role, rss, anon in sorted(e["peak_breakdown"], key=lambda x: -x[2])
+            )
+            report.notes.append(
+                f"{s.name}: peak RSS {e['peak_rss'] / MB:,.0f} MB (anonymous "
+                f"{e['peak_anon'] / MB:,.0f} MB, PSS {e['peak_pss'] / MB:,.0f} MB); at the RSS peak: {parts}"
+            )
     report.notes.append(f"input {path.stat().st_size / MB:,.0f} MB; 1 round per side (fresh process each)")
     return report

@@ -5,6 +5,7 @@
 
 Prints one JSON line: events and value sums per category.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ def anchor(path: str) -> dict[str, list[float]]:
         for line in f:
             records.append(json.loads(line))
     frame = pd.DataFrame(records)
-    summary = frame.groupby("category").agg(events=("id", "count"), value_sum=("value", "sum"),
-                                            value_mean=("value", "mean"))
+    summary = frame.groupby("category").agg(
+        events=("id", "count"), value_sum=("value", "sum"), value_mean=("value", "mean")
+    )
     return {k: [int(r.events), float(r.value_sum)] for k, r in summary.iterrows()}
 
 

@@ -4,6 +4,7 @@ Registered under the name ``bench_processes`` through the public ``executors.reg
 ``pipelines.run(..., executor="bench_processes")`` then runs exactly as on ``processes``
 (same pool, same preload) while the bench reads each task's read, compute and write seconds.
 """
+
 from __future__ import annotations
 
 import threading
@@ -21,8 +22,12 @@ _lock = threading.Lock()
 class RecordingProcessExecutor(ProcessExecutor):
     name = NAME
 
-    def __init__(self, max_workers: int | None = None, start_method: str | None = None,
-                 preload: tuple[str, ...] = ("pipelines._engine.task",)) -> None:
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        start_method: str | None = None,
+        preload: tuple[str, ...] = ("pipelines._engine.task",),
+    ) -> None:
         super().__init__(max_workers=max_workers, start_method=start_method, preload=preload)
 
     def _submit(self, fn: Callable[[], Any], key: str) -> Future[Any]:

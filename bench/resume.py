@@ -11,6 +11,7 @@ checkpointed) is redone, and the resume's bookkeeping — its wall time minus it
 where compute = the uninterrupted run's time × (items the resume computed ÷ all items) —
 stays under 5 % of the uninterrupted run.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,11 +53,18 @@ def checkpointed(store: Path, stage: str, source: str) -> set[int]:
     from pipelines.store import Store
 
     with Store(store) as s:
-        sizes = {r["batch"]: r["rows"] for r in s.ledger.query(
-            "SELECT o.batch AS batch, SUM(p.rows) AS rows FROM parts p JOIN objects o ON o.key = p.key "
-            "WHERE o.stage = ? GROUP BY o.batch", (source,))}
-        rows = s.ledger.query("SELECT o.batch AS batch, p.done AS done FROM parts p JOIN objects o ON o.key = p.key "
-                              "WHERE o.stage = ?", (stage,))
+        sizes = {
+            r["batch"]: r["rows"]
+            for r in s.ledger.query(
+                "SELECT o.batch AS batch, SUM(p.rows) AS rows FROM parts p JOIN objects o ON o.key = p.key "
+                "WHERE o.stage = ? GROUP BY o.batch",
+                (source,),
+            )
+        }
+        rows = s.ledger.query(
+            "SELECT o.batch AS batch, p.done AS done FROM parts p JOIN objects o ON o.key = p.key WHERE o.stage = ?",
+            (stage,),
+        )
     offsets, at = {}, 0  # a source batch is recorded before any stage reads it: every size is known
     for k in range(max([*sizes, *(r["batch"] for r in rows), -1]) + 1):
         offsets[k] = at
@@ -90,10 +98,25 @@ def one_round(ctx: Context, n: int, iterations: int, r: int) -> dict[str, float]
     # 2. killed at ~90 %
     store = work / "store"
     env = {**os.environ, CALL_LOG_ENV: str(kill_log), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "pipelines", "run", "bench_resumable", "--dags", str(BENCH_DAGS), "--store", str(store),
-           "--param", f"n={n}", "--param", f"iterations={iterations}", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "run",
+        "bench_resumable",
+        "--dags",
+        str(BENCH_DAGS),
+        "--store",
+        str(store),
+        "--param",
+        f"n={n}",
+        "--param",
+        f"iterations={iterations}",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 300
     while count_lines(kill_log) < KILL_AT * n:
         if proc.poll() is not None:
@@ -123,7 +146,7 @@ def one_round(ctx: Context, n: int, iterations: int, r: int) -> dict[str, float]
         raise RuntimeError(f"resume {resumed.status.value}: {resumed.error}")
     if resumed.table("total").to_pylist() != expected:
         raise RuntimeError(f"resumed total {resumed.table('total').to_pylist()} != uninterrupted {expected}")
-    after = read_calls(kill_log)[len(before):]
+    after = read_calls(kill_log)[len(before) :]
     again = set(after)
 
     # 4. the same amount of work as a fresh run: what any run of that size costs, start-up included
@@ -138,12 +161,24 @@ def one_round(ctx: Context, n: int, iterations: int, r: int) -> dict[str, float]
     recomputed_checkpointed = len(again & done)
     compute = t_full * len(after) / n
     bookkeeping = t_resume - compute
-    return {"t_full": t_full, "t_resume": t_resume, "full_calls": full_calls, "calls_before_kill": len(before),
-            "distinct_before_kill": len(called), "checkpointed_at_kill": len(done), "in_flight_at_kill": in_flight,
-            "resume_calls": len(after), "redone": redone, "recomputed_checkpointed": recomputed_checkpointed,
-            "missing_after_resume": n - len(called | again), "compute_estimate": compute, "bookkeeping": bookkeeping,
-            "bookkeeping_share": bookkeeping / t_full, "t_same_work": t_same,
-            "resume_minus_same_work": t_resume - t_same}
+    return {
+        "t_full": t_full,
+        "t_resume": t_resume,
+        "full_calls": full_calls,
+        "calls_before_kill": len(before),
+        "distinct_before_kill": len(called),
+        "checkpointed_at_kill": len(done),
+        "in_flight_at_kill": in_flight,
+        "resume_calls": len(after),
+        "redone": redone,
+        "recomputed_checkpointed": recomputed_checkpointed,
+        "missing_after_resume": n - len(called | again),
+        "compute_estimate": compute,
+        "bookkeeping": bookkeeping,
+        "bookkeeping_share": bookkeeping / t_full,
+        "t_same_work": t_same,
+        "resume_minus_same_work": t_resume - t_same,
+    }
 
 
 def _wait_group_gone(pgid: int, timeout: float = 10) -> None:
@@ -182,36 +217,61 @@ def run(ctx: Context) -> Report:
         s_full.seconds.append(out["t_full"])
         s_resume.seconds.append(out["t_resume"])
         s_resume.extras.append(out)
-        ctx.log(f"    round {r + 1}/{ctx.repeat}  full {out['t_full']:.2f} s, killed after {out['calls_before_kill']:,} "
-                f"calls ({out['checkpointed_at_kill']:,} checkpointed), resume {out['t_resume']:.2f} s computing "
-                f"{out['resume_calls']:,} (redone {out['redone']:,})")
+        ctx.log(
+            f"    round {r + 1}/{ctx.repeat}  full {out['t_full']:.2f} s, killed after {out['calls_before_kill']:,} "
+            f"calls ({out['checkpointed_at_kill']:,} checkpointed), resume {out['t_resume']:.2f} s computing "
+            f"{out['resume_calls']:,} (redone {out['redone']:,})"
+        )
     report.samples = {"uninterrupted run": s_full, "resume": s_resume}
     label = f"{TITLE} ({n:,} items at {KILL_AT:.0%})"
     if not rounds:
         report.rows.append(Row(label, None, None, None, "", "", False, error=s_resume.error))
         return report
     worst = max(rounds, key=lambda o: o["redone"] - o["in_flight_at_kill"])
-    redo_ok = all(o["redone"] <= o["in_flight_at_kill"] and o["recomputed_checkpointed"] == 0
-                  and o["missing_after_resume"] == 0 for o in rounds)
-    row = Row(f"{label}: items redone", "in flight at the kill", worst["in_flight_at_kill"], worst["redone"], "items",
-              "redone ≤ in flight", redo_ok, error=s_resume.error)
+    redo_ok = all(
+        o["redone"] <= o["in_flight_at_kill"] and o["recomputed_checkpointed"] == 0 and o["missing_after_resume"] == 0
+        for o in rounds
+    )
+    row = Row(
+        f"{label}: items redone",
+        "in flight at the kill",
+        worst["in_flight_at_kill"],
+        worst["redone"],
+        "items",
+        "redone ≤ in flight",
+        redo_ok,
+        error=s_resume.error,
+    )
     report.rows.append(row)
     share = statistics.median(o["bookkeeping_share"] for o in rounds)
     bookkeeping = statistics.median(o["bookkeeping"] for o in rounds)
-    row = Row(f"{label}: resume bookkeeping", None, None, share * 100, "%", "< 5 % of the uninterrupted run",
-              share < 0.05, error=s_resume.error)
+    row = Row(
+        f"{label}: resume bookkeeping",
+        None,
+        None,
+        share * 100,
+        "%",
+        "< 5 % of the uninterrupted run",
+        share < 0.05,
+        error=s_resume.error,
+    )
     report.rows.append(row)
-    report.notes.append(f"bookkeeping = resume wall − uninterrupted × (items the resume computed ÷ {n:,}): median "
-                        f"{bookkeeping:.3f} s = {share:.1%} of the uninterrupted run ({s_full.median:.2f} s); "
-                        f"resume wall median {s_resume.median:.2f} s")
+    report.notes.append(
+        f"bookkeeping = resume wall − uninterrupted × (items the resume computed ÷ {n:,}): median "
+        f"{bookkeeping:.3f} s = {share:.1%} of the uninterrupted run ({s_full.median:.2f} s); "
+        f"resume wall median {s_resume.median:.2f} s"
+    )
     extra = statistics.median(o["resume_minus_same_work"] for o in rounds)
-    report.notes.append(f"a fresh run of as many items as the resume computed takes "
-                        f"{statistics.median(o['t_same_work'] for o in rounds):.2f} s (median): the resume's own "
-                        f"machinery (ledger, reloading the source, reuse checks) costs {extra:+.3f} s beyond that")
+    report.notes.append(
+        f"a fresh run of as many items as the resume computed takes "
+        f"{statistics.median(o['t_same_work'] for o in rounds):.2f} s (median): the resume's own "
+        f"machinery (ledger, reloading the source, reuse checks) costs {extra:+.3f} s beyond that"
+    )
     for i, o in enumerate(rounds, 1):
         report.notes.append(
             f"round {i}: killed after {o['calls_before_kill']:,} calls; checkpointed {o['checkpointed_at_kill']:,}, "
             f"in flight {o['in_flight_at_kill']:,}; resume computed {o['resume_calls']:,} "
             f"(redone {o['redone']:,}, of them checkpointed already {o['recomputed_checkpointed']:,}) in "
-            f"{o['t_resume']:.2f} s, compute estimate {o['compute_estimate']:.2f} s")
+            f"{o['t_resume']:.2f} s, compute estimate {o['compute_estimate']:.2f} s"
+        )
     return report

@@ -5,6 +5,7 @@ against the anchor ``python -c "import dask, distributed, pyarrow, pandas, ray"`
 CLI that imports its backends eagerly would pay. ``python -c pass`` is the interpreter's
 own floor (reported, not compared). Three times as many rounds as ``--repeat``: each is short.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -43,12 +44,19 @@ def run(ctx: Context) -> Report:
     anchor = samples["eager import (dask, distributed, pyarrow, pandas, ray)"]
     for name in ("pipelines --help", "pipelines list"):
         p = samples[name]
-        row = Row(f"{TITLE}: python -m {name}", "eager import of the 5 libraries", anchor.median, p.median, "s",
-                  f"≤ {GOAL_SECONDS} s", None, error=p.error)
+        row = Row(
+            f"{TITLE}: python -m {name}",
+            "eager import of the 5 libraries",
+            anchor.median,
+            p.median,
+            "s",
+            f"≤ {GOAL_SECONDS} s",
+            None,
+            error=p.error,
+        )
         row.ok = p.median is not None and p.median <= GOAL_SECONDS
         report.rows.append(row)
     floor = samples["python -c pass"].median
     if floor is not None:
-        report.notes.append(f"interpreter floor (python -c pass): {floor * 1000:.0f} ms; "
-                            f"{rounds} rounds, medians")
+        report.notes.append(f"interpreter floor (python -c pass): {floor * 1000:.0f} ms; {rounds} rounds, medians")
     return report

@@ -7,6 +7,7 @@ and its time is extrapolated linearly to the full count).
 Pipelines: ``bench/dags/tiny.py`` on the process pool, output checkpointed, then the result
 opened (memory-mapped) — the anchors hold their results too.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -75,8 +76,9 @@ def run(ctx: Context) -> Report:
         Variant("list comprehension", loop),
         Variant("Pool.map", pool_map),
         Variant("joblib Parallel(2)", joblib_parallel),
-        Variant("ProcessPoolExecutor.map", ppe_map,
-                note=f"extrapolated from {small:,} and {larger:,} items (chunksize=1)"),
+        Variant(
+            "ProcessPoolExecutor.map", ppe_map, note=f"extrapolated from {small:,} and {larger:,} items (chunksize=1)"
+        ),
         Variant("pipelines", with_pipelines, role="pipelines"),
     ]
     samples = interleave(variants, ctx.repeat, ctx.log)
@@ -86,12 +88,19 @@ def run(ctx: Context) -> Report:
     loop_s = samples["list comprehension"]
     parallel = best(samples, ["Pool.map", "joblib Parallel(2)", "ProcessPoolExecutor.map"])
     perr = p.error
-    row1 = Row(f"{label} vs serial", loop_s.name, loop_s.median, p.median, "s", "speed ≥ 0.5× serial", None,
-               error=perr)
+    row1 = Row(f"{label} vs serial", loop_s.name, loop_s.median, p.median, "s", "speed ≥ 0.5× serial", None, error=perr)
     row1.ok = row1.ratio is not None and row1.ratio >= 0.5
     report.rows.append(row1)
-    row2 = Row(f"{label} vs parallel", parallel.name if parallel else None, parallel.median if parallel else None,
-               p.median, "s", "speed ≥ 1.5× best parallel", None, error=perr)
+    row2 = Row(
+        f"{label} vs parallel",
+        parallel.name if parallel else None,
+        parallel.median if parallel else None,
+        p.median,
+        "s",
+        "speed ≥ 1.5× best parallel",
+        None,
+        error=perr,
+    )
     row2.ok = row2.ratio is not None and row2.ratio >= 1.5
     report.rows.append(row2)
     ppe = samples["ProcessPoolExecutor.map"]
@@ -100,6 +109,8 @@ def run(ctx: Context) -> Report:
         s = samples[name]
         report.notes.append(f"{name}: median {s.median:.3f} s" if s.median is not None else f"{name}: {s.error}")
     if p.median is not None:
-        report.notes.append(f"pipelines: run {p.extra_median('run_seconds'):.3f} s + opening the result; "
-                            f"{p.extras[-1]['tasks']} source batches")
+        report.notes.append(
+            f"pipelines: run {p.extra_median('run_seconds'):.3f} s + opening the result; "
+            f"{p.extras[-1]['tasks']} source batches"
+        )
     return report

@@ -4,6 +4,7 @@ Everything here is importable (``bench.work``) so that every backend can pickle 
 reference: multiprocessing, loky, concurrent.futures, Dask, Ray and the pipelines' own
 process workers run exactly the same code as the serial loop.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,13 @@ from typing import Any
 
 # -- tiny map ---------------------------------------------------------------------------------
 
+
 def square(x: int) -> int:
     return x * x
 
 
 # -- CPU scaling -------------------------------------------------------------------------------
+
 
 def burn(iterations: int) -> int:
     """Pure-Python arithmetic: about ``iterations`` × 40 ns on this kind of machine."""
@@ -59,6 +62,7 @@ def square_batch(bounds: tuple[int, int]) -> Any:
 
 
 # -- checkpoint cost: a CPU stage with a large output ---------------------------------------------
+
 
 def features(seed: int, iterations: int, width: int) -> list[float]:
     """``iterations`` of pure-Python work, then ``width`` float64 values (``width`` × 8 bytes out)."""
@@ -101,6 +105,7 @@ def logged_burn(x: int, iterations: int) -> int:
 
 # -- memory: JSON lines ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One parsed JSON line."""
@@ -119,8 +124,10 @@ def parse_event(line: str) -> Event:
     return Event(d["id"], d["user"], d["category"], d["value"], d["ts"], d["tags"], d["text"])
 
 
-_WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore "
-          "et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris nisi").split()
+_WORDS = (
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore "
+    "et dolore magna aliqua enim ad minim veniam quis nostrud exercitation ullamco laboris nisi"
+).split()
 CATEGORIES = 16
 
 
@@ -139,10 +146,15 @@ def generate_jsonl(path: str, target_bytes: int, seed: int = 1) -> int:
             for _ in range(2000):
                 n = lines + len(chunk)
                 text = " ".join(rng.choices(words, k=60))
-                record = {"id": n, "user": f"user_{rng.randrange(100_000):05d}",
-                          "category": f"cat_{rng.randrange(CATEGORIES):02d}", "value": round(rng.random() * 1000, 3),
-                          "ts": f"2026-{1 + n % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{(n * 7) % 60:02d}",
-                          "tags": rng.sample(words, 3), "text": text}
+                record = {
+                    "id": n,
+                    "user": f"user_{rng.randrange(100_000):05d}",
+                    "category": f"cat_{rng.randrange(CATEGORIES):02d}",
+                    "value": round(rng.random() * 1000, 3),
+                    "ts": f"2026-{1 + n % 12:02d}-{1 + n % 28:02d}T{n % 24:02d}:{n % 60:02d}:{(n * 7) % 60:02d}",
+                    "tags": rng.sample(words, 3),
+                    "text": text,
+                }
                 chunk.append(json.dumps(record, separators=(",", ":")))
             block = "\n".join(chunk) + "\n"
             f.write(block)
@@ -153,6 +165,7 @@ def generate_jsonl(path: str, target_bytes: int, seed: int = 1) -> int:
 
 
 # -- ingest by hand ----------------------------------------------------------------------------
+
 
 def describe_image(body: bytes, path: str) -> dict:
     """``stages.images.describe`` as a plain dict (what the hand-written ingest ships back)."""

@@ -43,6 +43,7 @@ The run serves the folder on 127.0.0.1 itself (``serve_folder``, a lifespan, as 
 
 Run:    python -m pipelines run async_gather
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -107,6 +108,9 @@ async def fetch(name: str, session: aiohttp.ClientSession) -> Fetched:
 
 
 by_type = pipeline.reduce(
-    aggregate.summarize, inputs=[fetch], name="by_type", by="content_type",
+    aggregate.summarize,
+    inputs=[fetch],
+    name="by_type",
+    by="content_type",
     aggregations={"files": ("name", "count"), "bytes": ("bytes", "sum")},
 )

@@ -8,6 +8,7 @@ pipeline into a benchmark.
 Run:    python -m pipelines run ingest --param scale=100
 Resume: python -m pipelines resume RUN_ID
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,8 +59,9 @@ class Entry(BaseModel):
     def _relative(cls, path: str) -> str:
         parts = urlsplit(path)
         if parts.scheme or parts.netloc or not stays_below(parts.path):
-            raise ValueError(f"{path!r} must be a relative path below the base URL, without '..'"
-                             " (even percent-encoded)")
+            raise ValueError(
+                f"{path!r} must be a relative path below the base URL, without '..' (even percent-encoded)"
+            )
         return path
 
 
@@ -150,8 +152,9 @@ def catalog(params: IngestParams) -> Iterator[Listed]:
 @uses(session=http.client_session)
 async def fetch_catalog(listed: Listed, params: IngestParams, session: aiohttp.ClientSession) -> bytes:
     """Download the catalog's JSON."""
-    response = await http.download(url_for(listed.path, params), session=session,
-                                   expect_content_type="application/json")
+    response = await http.download(
+        url_for(listed.path, params), session=session, expect_content_type="application/json"
+    )
     return response.body
 
 
@@ -159,8 +162,11 @@ async def fetch_catalog(listed: Listed, params: IngestParams, session: aiohttp.C
 def parse_catalog(document: bytes, params: IngestParams) -> Iterator[Entry]:
     """Validate the catalog's records; ``scale`` copies each under a distinct id and URL."""
     entries = json.parse_records(document, Entry, source=params.catalog)
-    copies = (entry if n == 0 else entry.model_copy(update={"id": f"{entry.id}~{n}", "path": f"{entry.path}?copy={n}"})
-              for n in range(params.scale) for entry in entries)
+    copies = (
+        entry if n == 0 else entry.model_copy(update={"id": f"{entry.id}~{n}", "path": f"{entry.path}?copy={n}"})
+        for n in range(params.scale)
+        for entry in entries
+    )
     return itertools.islice(copies, params.limit)
 
 
@@ -169,8 +175,9 @@ def parse_catalog(document: bytes, params: IngestParams) -> Iterator[Entry]:
 async def download(entry: Entry, params: IngestParams, session: aiohttp.ClientSession) -> Downloaded:
     """Download one image; a 404 or a wrong content type fails only this item."""
     response = await http.download(url_for(entry.path, params), session=session, expect_content_type="image/*")
-    return Downloaded(**entry.model_dump(), content_type=response.content_type, body=response.body,
-                      body_file=response.body_file)
+    return Downloaded(
+        **entry.model_dump(), content_type=response.content_type, body=response.body, body_file=response.body_file
+    )
 
 
 @pipeline.map(over=download, kind="cpu", on_error="skip")
@@ -181,18 +188,37 @@ def describe(image: Downloaded) -> Described:
 
 
 by_category = pipeline.reduce(
-    aggregate.summarize, inputs=[describe], name="by_category", by="category",
-    aggregations={"images": ("id", "count"), "bytes": ("byte_size", "sum"),
-                  "mean_width": ("width", "mean"), "mean_height": ("height", "mean")},
+    aggregate.summarize,
+    inputs=[describe],
+    name="by_category",
+    by="category",
+    aggregations={
+        "images": ("id", "count"),
+        "bytes": ("byte_size", "sum"),
+        "mean_width": ("width", "mean"),
+        "mean_height": ("height", "mean"),
+    },
 )
 
 
 @pipeline.reduce(inputs=[parse_catalog, describe])
 def report(listed: pa.Table, described: pa.Table) -> pa.Table:
     """Per category: records listed in the catalog, images described, and how many are missing."""
-    counts = aggregate.count_by(listed, key="category", name="listed").join(
-        aggregate.count_by(described, key="category", name="described"), "category", join_type="left outer",
-    ).sort_by("category")
+    counts = (
+        aggregate.count_by(listed, key="category", name="listed")
+        .join(
+            aggregate.count_by(described, key="category", name="described"),
+            "category",
+            join_type="left outer",
+        )
+        .sort_by("category")
+    )
     done = pc.fill_null(counts["described"], 0)
-    return pa.table({"category": counts["category"], "listed": counts["listed"], "described": done,
-                     "missing": pc.subtract(counts["listed"], done)})
+    return pa.table(
+        {
+            "category": counts["category"],
+            "listed": counts["listed"],
+            "described": done,
+            "missing": pc.subtract(counts["listed"], done),
+        }
+    )

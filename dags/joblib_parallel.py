@@ -30,6 +30,7 @@ it stays within radius 2 for ``iterations`` steps.
 
 Run:    python -m pipelines run joblib_parallel --param size=1000
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -36,6 +36,7 @@ records. The bundled folder holds ``data/cars.json`` cut into 51 files
 
 Run:    python -m pipelines run json_files --param folder=path/to/folder
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -87,7 +88,14 @@ def parse(file: files.FileRef, params: Params) -> list[Car]:
 
 
 by_origin = pipeline.reduce(
-    aggregate.summarize, inputs=[parse], name="by_origin", by="origin",
-    aggregations={"cars": ("name", "count"), "weight_lbs": ("weight_lbs", "sum"),
-                  "horsepower": ("horsepower", "sum"), "with_horsepower": ("horsepower", "count")},
+    aggregate.summarize,
+    inputs=[parse],
+    name="by_origin",
+    by="origin",
+    aggregations={
+        "cars": ("name", "count"),
+        "weight_lbs": ("weight_lbs", "sum"),
+        "horsepower": ("horsepower", "sum"),
+        "with_horsepower": ("horsepower", "count"),
+    },
 )

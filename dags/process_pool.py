@@ -23,6 +23,7 @@ processes (one per CPU, in tasks sized from measured cost; no ``__main__`` guard
 
 Run:    python -m pipelines run process_pool --param count=40
 """
+
 from __future__ import annotations
 
 import dataclasses

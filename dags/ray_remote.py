@@ -32,6 +32,7 @@ reach, run it inside a namespace with only loopback, as the tests do (as root)::
 
 Run:    python -m pipelines run ray_remote --param seeds=64
 """
+
 from __future__ import annotations
 
 import dataclasses

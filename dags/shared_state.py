@@ -36,6 +36,7 @@ the same code runs on processes, where a shared dict would not even be shared::
 
 Run:    python -m pipelines run shared_state --param folder=path/to/folder
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,6 +87,9 @@ def measure(name: str, params: Params) -> Measured:
 
 
 by_suffix = pipeline.reduce(
-    aggregate.summarize, inputs=[measure], name="by_suffix", by="suffix",
+    aggregate.summarize,
+    inputs=[measure],
+    name="by_suffix",
+    by="suffix",
     aggregations={"files": ("name", "count"), "bytes": ("bytes", "sum")},
 )

@@ -30,6 +30,7 @@ The run serves the folder on 127.0.0.1 itself (``serve_folder``, a lifespan, as 
 
 Run:    python -m pipelines run thread_pool
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -20,6 +20,7 @@ Making docs/dashboard.png, inside a network namespace that has only loopback::
         until grep -q "cluster kept up" $log; do sleep 1; done
         kill -INT %1; wait; tail -n 3 $log'
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,19 @@ from typing import Any
 import aiohttp
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+)
 
 # Bokeh 3 draws its plots on canvases inside shadow roots: count them all (0 means a blank page).
 COUNT_CANVASES = """(() => {
@@ -58,9 +69,12 @@ COUNT_CANVASES = """(() => {
 
 def start_browser(binary: str, profile: Path, width: int, height: int) -> tuple[subprocess.Popen[bytes], int]:
     """Chromium with a fresh profile; its DevTools port, read from the file it writes there."""
-    proc = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
-                             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [binary, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     port_file = profile / "DevToolsActivePort"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -107,8 +121,9 @@ async def capture(port: int, url: str, out: Path, *, width: int, height: int, wa
         page = next(t for t in targets if t.get("type") == "page")
         async with session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
             tools = DevTools(ws)
-            await tools.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                             mobile=False)
+            await tools.call(
+                "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
+            )
             await tools.call("Page.enable")
             await tools.call("Page.navigate", url=url)
             await tools.wait_for("Page.loadEventFired", timeout=30)
@@ -127,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=6.0, help="seconds between load and screenshot (default 6)")
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=1000)
-    parser.add_argument("--browser", help="Chromium's executable (default: the first of %s on PATH)" % ", ".join(BROWSERS))
+    parser.add_argument(
+        "--browser", help="Chromium's executable (default: the first of %s on PATH)" % ", ".join(BROWSERS)
+    )
     args = parser.parse_args(argv)
     binary = args.browser or next(filter(None, map(shutil.which, BROWSERS)), None)
     if binary is None:
@@ -150,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             proc.wait()
         shutil.rmtree(profile, ignore_errors=True)
-    print(f"{args.output}: {args.width}x{args.height}, page {found.get('title')!r} with {found.get('canvases')} canvases")
+    print(
+        f"{args.output}: {args.width}x{args.height}, page {found.get('title')!r} with {found.get('canvases')} canvases"
+    )
     return 0
 
 

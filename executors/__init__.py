@@ -4,6 +4,7 @@ An executor runs zero-argument callables under a key and returns ``concurrent.fu
 futures. It knows nothing about pipelines. Backends are looked up by name and imported
 lazily, so importing this package stays cheap.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Imported only as a forkserver preload: the forkserver dies with the process that started it."""
+
 import os
 
 from executors._lifeline import DRIVER_ENV, die_with_parent

@@ -11,6 +11,7 @@ done-callback. Three details are easy to get wrong, so they live here once:
 - A shutdown may cancel the future while the backend's callback is settling it; the loser of
   that race must not raise ``InvalidStateError`` in a callback thread.
 """
+
 from __future__ import annotations
 
 import contextlib

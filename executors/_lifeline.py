@@ -6,6 +6,7 @@ exits. Pool workers set it at start (their initializer); a forkserver sets it by
 the driver dies. Elsewhere these calls do nothing (workers then exit on their own when their
 pipes close).
 """
+
 from __future__ import annotations
 
 import contextlib

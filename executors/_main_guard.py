@@ -21,6 +21,7 @@ Which processes are ours:
 
 Nothing about ``__main__`` itself changes, so other threads never see it altered.
 """
+
 from __future__ import annotations
 
 import collections
@@ -109,6 +110,7 @@ class _NoMainSpawnContext(multiprocessing.context.SpawnContext):
 _CONTEXTS: dict[str, type[multiprocessing.context.BaseContext]] = {"spawn": _NoMainSpawnContext}
 
 if hasattr(multiprocessing.context, "ForkServerProcess"):  # POSIX only
+
     class _NoMainForkServerProcess(multiprocessing.context.ForkServerProcess):
         @staticmethod
         def _Popen(process_obj: Any) -> Any:

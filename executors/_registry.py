@@ -5,6 +5,7 @@ a backend's module is imported when an executor of that name is first made. Unkn
 get a "did you mean"; a missing optional dependency says what to install. There is no
 silent fallback to another backend.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -55,8 +56,7 @@ def executor_class(name: str) -> Callable[..., Executor]:
     except ImportError as exc:
         extra = _EXTRAS.get(name, name)
         raise BackendUnavailableError(
-            f"executor {name!r} needs an optional dependency ({exc.name or exc}): "
-            f"pip install 'pipelines-dag[{extra}]'"
+            f"executor {name!r} needs an optional dependency ({exc.name or exc}): pip install 'pipelines-dag[{extra}]'"
         ) from exc
     return getattr(module, cls_name)
 

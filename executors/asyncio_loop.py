@@ -6,6 +6,7 @@ thread pool, so a plain blocking callable cannot stall the loop; when it returns
 (an async stage's batch), that coroutine is awaited on the loop. The loop lives as long as the executor,
 so per-loop resources such as one ``aiohttp.ClientSession`` are shared by every task.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -81,4 +82,3 @@ class AsyncioExecutor(ExecutorBase):
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()
-

@@ -9,6 +9,7 @@ A callable whose result is a coroutine is awaited: on the asyncio backend on its
 every other backend on a long-lived event loop of the worker (see ``worker_loop``), so an
 ``async def`` stage runs anywhere.
 """
+
 from __future__ import annotations
 
 import enum

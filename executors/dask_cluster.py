@@ -22,6 +22,7 @@ type and the worker's traceback; a worker that died under a task gives ``WorkerL
 The local cluster's scheduler gives up on a task after its first worker death
 (``allowed_failures=0``): the caller decides about retries, as with the process pool.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -79,14 +80,22 @@ class DaskExecutor(ExecutorBase):
 
     name = "dask"
 
-    def __init__(self, max_workers: int | None = None, address: str | None = None,
-                 dashboard_address: str | None = None, keep_cluster: bool = False,
-                 threads_per_worker: int = 1, connect_timeout: float = 5.0, allowed_failures: int = 0,
-                 tls_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        address: str | None = None,
+        dashboard_address: str | None = None,
+        keep_cluster: bool = False,
+        threads_per_worker: int = 1,
+        connect_timeout: float = 5.0,
+        allowed_failures: int = 0,
+        tls_dir: str | None = None,
+    ) -> None:
         super().__init__()
         workers = max_workers or os.cpu_count() or 1
-        self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=True,
-                                         max_workers=workers * threads_per_worker)
+        self.capabilities = Capabilities(
+            in_process=False, runs_coroutines=False, distributed=True, max_workers=workers * threads_per_worker
+        )
         self.address = address
         self.dashboard_address = dashboard_address
         self.keep_cluster = keep_cluster
@@ -123,8 +132,9 @@ class DaskExecutor(ExecutorBase):
             except BaseException:
                 self._client.close()
                 raise
-            self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=True,
-                                             max_workers=max(1, threads))
+            self.capabilities = Capabilities(
+                in_process=False, runs_coroutines=False, distributed=True, max_workers=max(1, threads)
+            )
         else:
             self._start_local()
         self.scheduler_address = self._client.scheduler.address
@@ -141,9 +151,15 @@ class DaskExecutor(ExecutorBase):
         try:
             with dask.config.set(config), sigint_ignored():  # a terminal's Ctrl-C is the driver's to handle
                 self._cluster = distributed.LocalCluster(
-                    n_workers=self._workers, threads_per_worker=self._threads_per_worker, processes=True,
-                    host="127.0.0.1", protocol="tls://", security=self.security,
-                    dashboard_address=self.dashboard_address or _default_dashboard(), silence_logs=logging.ERROR)
+                    n_workers=self._workers,
+                    threads_per_worker=self._threads_per_worker,
+                    processes=True,
+                    host="127.0.0.1",
+                    protocol="tls://",
+                    security=self.security,
+                    dashboard_address=self.dashboard_address or _default_dashboard(),
+                    silence_logs=logging.ERROR,
+                )
             try:
                 self._client = distributed.Client(self._cluster, security=self.security, set_as_default=False)
             except BaseException:
@@ -191,8 +207,9 @@ class DaskExecutor(ExecutorBase):
         try:
             value = inner.result()
         except KilledWorker as exc:
-            _futures.set_exception(outer, _lost(f"worker died: {exc.last_worker.address} "
-                                                f"(Dask gave up on {exc.task!r})", exc))
+            _futures.set_exception(
+                outer, _lost(f"worker died: {exc.last_worker.address} (Dask gave up on {exc.task!r})", exc)
+            )
         except CancelledError as exc:  # not by us: the scheduler connection went away
             _futures.set_exception(outer, _lost(f"task lost: {exc}", exc))
         except BaseException as exc:  # noqa: BLE001 - the future carries it
@@ -266,14 +283,16 @@ def _connect(address: str, timeout: float, security: Any = None) -> distributed.
     except ValueError as exc:
         raise ClusterUnreachableError(f"not a Dask scheduler address: {address!r} ({exc})") from None
     except (OSError, TimeoutError) as exc:
-        hint = (" (a scheduler that speaks TLS refuses tcp:// clients: use its tls:// address and credentials)"
-                if address.startswith("tcp://") and "reset" in str(exc).lower() else "")
+        hint = (
+            " (a scheduler that speaks TLS refuses tcp:// clients: use its tls:// address and credentials)"
+            if address.startswith("tcp://") and "reset" in str(exc).lower()
+            else ""
+        )
         raise ClusterUnreachableError(
-            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {str(exc) or 'no answer'}"
-            f"{hint}") from None
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {str(exc) or 'no answer'}{hint}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - something else answers there (an HTTP server, ...)
-        raise ClusterUnreachableError(
-            f"no Dask scheduler answers at {address}: {type(exc).__name__}: {exc}") from None
+        raise ClusterUnreachableError(f"no Dask scheduler answers at {address}: {type(exc).__name__}: {exc}") from None
     return distributed.Client(address, timeout=timeout, security=security, set_as_default=False)
 
 

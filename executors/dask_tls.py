@@ -17,6 +17,7 @@ A cluster of your own (``dask scheduler``, ``dask worker``) can use the same kin
     dask scheduler --host 127.0.0.1 --protocol tls --tls-ca-file ./dask-tls/ca.pem \\
         --tls-cert ./dask-tls/cert.pem --tls-key ./dask-tls/key.pem
 """
+
 from __future__ import annotations
 
 import os
@@ -73,13 +74,21 @@ def load(directory: str | os.PathLike[str]) -> Security:
     paths = {name: folder / name for name in (CA, CERT, KEY)}
     for path in paths.values():
         if not os.access(path, os.R_OK):
-            raise ClusterUnreachableError(f"Dask TLS credentials: cannot read {path} (a folder with {CA}, {CERT} "
-                                          f"and {KEY} is needed, as a run started with --keep-cluster prints)")
+            raise ClusterUnreachableError(
+                f"Dask TLS credentials: cannot read {path} (a folder with {CA}, {CERT} "
+                f"and {KEY} is needed, as a run started with --keep-cluster prints)"
+            )
     ca, cert, key = (str(paths[n]) for n in (CA, CERT, KEY))
-    return Security(require_encryption=True, tls_ca_file=ca,
-                    tls_client_cert=cert, tls_client_key=key,
-                    tls_scheduler_cert=cert, tls_scheduler_key=key,
-                    tls_worker_cert=cert, tls_worker_key=key)
+    return Security(
+        require_encryption=True,
+        tls_ca_file=ca,
+        tls_client_cert=cert,
+        tls_client_key=key,
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_worker_cert=cert,
+        tls_worker_key=key,
+    )
 
 
 def for_joining(address: str, directory: str | os.PathLike[str] | None = None) -> Security | None:
@@ -103,7 +112,8 @@ def for_joining(address: str, directory: str | os.PathLike[str] | None = None) -
         raise ClusterUnreachableError(
             f"the Dask scheduler at {address} speaks TLS: give its credentials with {ENV}=FOLDER (the folder a "
             f"run started with --keep-cluster prints, or one made by `python -m executors.dask_tls FOLDER`), or "
-            f"set Dask's distributed.comm.tls options")
+            f"set Dask's distributed.comm.tls options"
+        )
     return configured
 
 
@@ -121,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     folder = create(args[0])
     ca, cert, key = (folder / n for n in (CA, CERT, KEY))
     tls = f"--tls-ca-file {ca} --tls-cert {cert} --tls-key {key}"
-    print(f"wrote {ca}, {cert} and {key} (readable by you only)\n"
-          f"dask scheduler --host 127.0.0.1 --protocol tls {tls}\n"
-          f"dask worker tls://127.0.0.1:8786 --host 127.0.0.1 {tls}\n"
-          f"{ENV}={folder} python -m pipelines run NAME --executor dask --address tls://127.0.0.1:8786")
+    print(
+        f"wrote {ca}, {cert} and {key} (readable by you only)\n"
+        f"dask scheduler --host 127.0.0.1 --protocol tls {tls}\n"
+        f"dask worker tls://127.0.0.1:8786 --host 127.0.0.1 {tls}\n"
+        f"{ENV}={folder} python -m pipelines run NAME --executor dask --address tls://127.0.0.1:8786"
+    )
     return 0
 
 

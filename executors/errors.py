@@ -10,6 +10,7 @@ ExecutorError
  └─ WorkerLostError(ExecutorError)                      the worker running a task died
 ```
 """
+
 from __future__ import annotations
 
 import difflib

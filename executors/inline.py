@@ -3,6 +3,7 @@
 The debugging backend (dask's synchronous scheduler): breakpoints and ``pdb`` work, and a
 traceback points straight at the stage. Nothing runs in parallel.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -17,6 +17,7 @@ Because the pool is shared, ``shutdown()`` leaves it warm; ``shutdown(cancel_pen
 cancels this executor's tasks and kills the workers (as ``joblib.Parallel`` does when a call is
 aborted), and the next executor starts a fresh pool.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,9 @@ class JoblibExecutor(ExecutorBase):
     def __init__(self, max_workers: int | None = None, idle_worker_timeout: float = 300) -> None:
         super().__init__()
         workers = max_workers or cpu_count()
-        self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=False,
-                                         max_workers=workers)
+        self.capabilities = Capabilities(
+            in_process=False, runs_coroutines=False, distributed=False, max_workers=workers
+        )
         self.idle_worker_timeout = idle_worker_timeout
         self._pool_lock = threading.Lock()
         self._outstanding: dict[Future[Any], Future[Any]] = {}  # ours -> loky's
@@ -75,8 +77,9 @@ class JoblibExecutor(ExecutorBase):
 
     def _get_pool(self) -> Any:
         # Returns the live shared pool (resized if needed) or a new one if it broke or shut down.
-        return get_reusable_executor(max_workers=self.capabilities.max_workers, timeout=self.idle_worker_timeout,
-                                     initializer=_exit_with_parent)
+        return get_reusable_executor(
+            max_workers=self.capabilities.max_workers, timeout=self.idle_worker_timeout, initializer=_exit_with_parent
+        )
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
         with self._pool_lock:

@@ -16,6 +16,7 @@ that was running or queued in the broken pool, and starts a fresh pool for the n
 so one poison task never ends the executor. Workers (and the forkserver) die with the
 driver, even when it is killed with SIGKILL (see ``_lifeline``).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -43,20 +44,23 @@ THREAD_SAFE_METHOD = "forkserver" if sys.platform.startswith("linux") else "spaw
 
 class ProcessExecutor(ExecutorBase):
     """Args:
-        max_workers: processes in the pool (default: CPU count).
-        start_method: ``"auto"``, ``"forkserver"``, ``"spawn"`` or ``"fork"``
-            (default: ``$PIPELINES_START_METHOD`` or ``auto``).
-        preload: modules every worker needs: imported before forking, or by the forkserver
-            once, so that no worker pays for them at its first task.
+    max_workers: processes in the pool (default: CPU count).
+    start_method: ``"auto"``, ``"forkserver"``, ``"spawn"`` or ``"fork"``
+        (default: ``$PIPELINES_START_METHOD`` or ``auto``).
+    preload: modules every worker needs: imported before forking, or by the forkserver
+        once, so that no worker pays for them at its first task.
     """
 
     name = "processes"
 
-    def __init__(self, max_workers: int | None = None, start_method: str | None = None,
-                 preload: Sequence[str] = ()) -> None:
+    def __init__(
+        self, max_workers: int | None = None, start_method: str | None = None, preload: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         workers = max_workers or os.cpu_count() or 1
-        self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=False, max_workers=workers)
+        self.capabilities = Capabilities(
+            in_process=False, runs_coroutines=False, distributed=False, max_workers=workers
+        )
         self.start_method = start_method or os.environ.get("PIPELINES_START_METHOD") or DEFAULT_START_METHOD
         self._preload = list(preload)
         self._pool: ProcessPoolExecutor | None = None
@@ -79,8 +83,12 @@ class ProcessExecutor(ExecutorBase):
         if method == "forkserver":
             context.set_forkserver_preload(["executors._forkserver_lifeline", *self._preload])
             start_forkserver()
-        return ProcessPoolExecutor(self.capabilities.max_workers, mp_context=context,
-                                   initializer=_init_worker, initargs=(dict(os.environ), os.getpid()))
+        return ProcessPoolExecutor(
+            self.capabilities.max_workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(dict(os.environ), os.getpid()),
+        )
 
     def _new_pool(self) -> ProcessPoolExecutor:
         """A replacement pool: by now the driver runs threads, so never forked from it."""

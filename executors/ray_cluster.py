@@ -18,6 +18,7 @@ the caller decides. A task's exception comes back as its own type, its ``__cause
 worker's traceback text (as ``concurrent.futures`` process pools do); a dead worker or node
 gives ``WorkerLostError``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,14 @@ from .errors import ClusterUnreachableError, ExecutorError, WorkerLostError
 T = TypeVar("T")
 
 # Failures of the machinery under a task, not of the task itself.
-_LOST = (rex.WorkerCrashedError, rex.NodeDiedError, rex.LocalRayletDiedError, rex.OutOfMemoryError,
-         rex.ObjectLostError, rex.RayActorError)
+_LOST = (
+    rex.WorkerCrashedError,
+    rex.NodeDiedError,
+    rex.LocalRayletDiedError,
+    rex.OutOfMemoryError,
+    rex.ObjectLostError,
+    rex.RayActorError,
+)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the worker's name in tracebacks
 
 
@@ -75,12 +82,16 @@ class RayExecutor(ExecutorBase):
 
     name = "ray"
 
-    def __init__(self, max_workers: int | None = None, address: str | None = None, temp_dir: str | None = None,
-                 connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        address: str | None = None,
+        temp_dir: str | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
         super().__init__()
         workers = max_workers or os.cpu_count() or 1
-        self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=True,
-                                         max_workers=workers)
+        self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=True, max_workers=workers)
         self.address = address
         self.temp_dir = temp_dir
         self._connect_timeout = connect_timeout
@@ -93,8 +104,10 @@ class RayExecutor(ExecutorBase):
         if ray.is_initialized():
             current = ray.get_runtime_context().gcs_address
             if self.address and not _same_cluster(self.address, current):
-                raise ExecutorError(f"Ray is already initialised in this process (cluster {current}); "
-                                    f"it cannot also join {self.address}")
+                raise ExecutorError(
+                    f"Ray is already initialised in this process (cluster {current}); "
+                    f"it cannot also join {self.address}"
+                )
         else:
             if self.address:
                 _check_reachable(self.address, self._connect_timeout)
@@ -103,15 +116,19 @@ class RayExecutor(ExecutorBase):
                 temp_dir = self.temp_dir or tempfile.mkdtemp(prefix="pipelines-ray-")
                 self._own_temp_dir = None if self.temp_dir else temp_dir
                 try:
-                    ray.init(address="local", num_cpus=self.capabilities.max_workers, include_dashboard=False,
-                             _temp_dir=temp_dir, logging_level=logging.WARNING)
+                    ray.init(
+                        address="local",
+                        num_cpus=self.capabilities.max_workers,
+                        include_dashboard=False,
+                        _temp_dir=temp_dir,
+                        logging_level=logging.WARNING,
+                    )
                 except BaseException:
                     self._remove_temp_dir()
                     raise
             self._owns_ray = True
         cpus = int(ray.cluster_resources().get("CPU", 0)) or self.capabilities.max_workers
-        self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=True,
-                                         max_workers=cpus)
+        self.capabilities = Capabilities(in_process=False, runs_coroutines=False, distributed=True, max_workers=cpus)
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
         ref = _remote_call().options(name=key).remote(fn)
@@ -150,8 +167,12 @@ class RayExecutor(ExecutorBase):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-        refs = {node: _remote_call().options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False)).remote(fn) for node in nodes}
+        refs = {
+            node: _remote_call()
+            .options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node, soft=False))
+            .remote(fn)
+            for node in nodes
+        }
         try:
             return {node: ray.get(ref, timeout=timeout) for node, ref in refs.items()}
         except rex.RayTaskError as exc:

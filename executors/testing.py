@@ -18,6 +18,7 @@ contract. Checks marked *consuming* shut the executor down, so give each one a f
 The checks need no test framework. Every callable they submit is a module-level function (or
 a ``functools.partial`` of one), so it pickles by reference for out-of-process backends.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -73,8 +74,16 @@ def sleep_then_return(seconds: float, value: Any) -> Any:
 # -- the checks -------------------------------------------------------------------------------
 def check_result_round_trips(executor: Executor) -> None:
     """Values of the common shapes come back equal, under keys shaped like the engine's."""
-    values = [None, 42, 3.5, "text é", b"\x00\xffbytes", [1, [2, 3]], {"a": (1, 2), "b": {"c": None}},
-              bytes(range(256)) * 4096]  # ~1 MB
+    values = [
+        None,
+        42,
+        3.5,
+        "text é",
+        b"\x00\xffbytes",
+        [1, [2, 3]],
+        {"a": (1, 2), "b": {"c": None}},
+        bytes(range(256)) * 4096,
+    ]  # ~1 MB
     futures = [executor.submit(partial(echo, v), key=f"round_trip-{i:06d}-00000") for i, v in enumerate(values)]
     for value, future in zip(values, futures):
         assert isinstance(future, Future), f"{executor.name}: submit must return a concurrent.futures.Future"
@@ -137,8 +146,10 @@ def check_cancel_is_honest(executor: Executor, seconds: float = 0.5) -> None:
     (Like the stdlib pools, a backend may leave a cancelled future "done" but not yet notified,
     so ``concurrent.futures.wait`` does not see it; the joblib, Dask and Ray backends notify.)"""
     workers = executor.capabilities.max_workers
-    blockers = [executor.submit(partial(sleep_then_return, seconds, i), key=f"blocker-{i:06d}-00000")
-                for i in range(2 * workers)]
+    blockers = [
+        executor.submit(partial(sleep_then_return, seconds, i), key=f"blocker-{i:06d}-00000")
+        for i in range(2 * workers)
+    ]
     queued = executor.submit(partial(square, 5), key="queued-000000-00000")
     for future, expected in ((queued, 25), (blockers[0], 0)):
         if future.cancel():

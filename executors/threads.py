@@ -1,4 +1,5 @@
 """Thread pool backend: for blocking IO-bound stages (``kind="io"``, plain ``def``)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,7 +16,9 @@ class ThreadExecutor(ExecutorBase):
 
     def __init__(self, max_workers: int = 32) -> None:
         super().__init__()
-        self.capabilities = Capabilities(in_process=True, runs_coroutines=False, distributed=False, max_workers=max_workers)
+        self.capabilities = Capabilities(
+            in_process=True, runs_coroutines=False, distributed=False, max_workers=max_workers
+        )
 
     def _start(self) -> None:
         self._pool = ThreadPoolExecutor(self.capabilities.max_workers, thread_name_prefix="pipelines-thread")

@@ -6,6 +6,7 @@ process (a Dask worker with ``--nthreads 4``, a thread pool) hands its coroutine
 loop, so per-loop resources (an aiohttp session, the stage's concurrency semaphore) are
 shared by the whole process and made once, not once per thread or per task.
 """
+
 from __future__ import annotations
 
 import asyncio

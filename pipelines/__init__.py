@@ -3,11 +3,13 @@
 Define a ``Pipeline`` in a module under ``dags/``; run it with ``python -m pipelines run NAME``
 or ``pipelines.run(pipeline)``. See ``docs/architecture.md`` for how data flows.
 """
+
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pipelines.define.resources import uses
 from pipelines.errors import (
     ArityError,
     CheckpointError,
@@ -23,16 +25,15 @@ from pipelines.errors import (
     UnknownStageError,
     UsageError,
 )
-from pipelines.define.resources import uses
 
 if TYPE_CHECKING:
+    from pipelines._engine.plan import RunOptions
+    from pipelines.api import resume, run
     from pipelines.define.model import Pipeline, Stage
     from pipelines.observe.hooks import RunObserver, StageStats
-    from pipelines._engine.plan import RunOptions
     from pipelines.observe.result import RunResult, RunStatus
-    from pipelines.api import resume, run
-    from pipelines.store.past import load
     from pipelines.store import Store
+    from pipelines.store.past import load
 
 __version__ = "0.1.0"
 

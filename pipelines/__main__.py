@@ -1,4 +1,5 @@
 """``python -m pipelines`` and the ``pipelines`` command (guarded: spawned workers re-import this module)."""
+
 import signal
 from typing import NoReturn
 

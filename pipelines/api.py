@@ -1,4 +1,5 @@
 """The Python entry points: ``pipelines.run`` and ``pipelines.resume``."""
+
 from __future__ import annotations
 
 import importlib
@@ -7,20 +8,27 @@ from collections.abc import Iterable
 from typing import Any
 
 import executors
-
-from pipelines.errors import UsageError
-from pipelines.observe.hooks import RunObserver
+from pipelines._engine.plan import RunOptions
+from pipelines._engine.runner import Runner
 from pipelines.define.loader import find_pipeline, load
 from pipelines.define.model import Pipeline
-from pipelines.store.past import find_run
-from pipelines._engine.plan import RunOptions
+from pipelines.errors import UsageError
+from pipelines.observe.hooks import RunObserver
 from pipelines.observe.result import RunResult
-from pipelines._engine.runner import Runner
 from pipelines.store import Store
+from pipelines.store.past import find_run
 
 
-def run(pipeline: Pipeline, params: Any = None, *, store: Store | str | None = None, executor: str | None = None,
-        fresh: bool | Iterable[str] = False, observers: Iterable[RunObserver] = (), **options: Any) -> RunResult:
+def run(
+    pipeline: Pipeline,
+    params: Any = None,
+    *,
+    store: Store | str | None = None,
+    executor: str | None = None,
+    fresh: bool | Iterable[str] = False,
+    observers: Iterable[RunObserver] = (),
+    **options: Any,
+) -> RunResult:
     """Run ``pipeline`` and return its result (the Python side of ``python -m pipelines run``).
 
     Args:
@@ -51,8 +59,15 @@ def run(pipeline: Pipeline, params: Any = None, *, store: Store | str | None = N
     return Runner(pipeline, params=params, options=run_options, store=store, observers=observers).run()
 
 
-def resume(run_id: str, *, store: Store | str | None = None, observers: Iterable[RunObserver] = (),
-           pipeline: Pipeline | None = None, executor: str | None = None, **options: Any) -> RunResult:
+def resume(
+    run_id: str,
+    *,
+    store: Store | str | None = None,
+    observers: Iterable[RunObserver] = (),
+    pipeline: Pipeline | None = None,
+    executor: str | None = None,
+    **options: Any,
+) -> RunResult:
     """Continue run ``run_id`` (or ``"latest"``, or a pipeline's name): reuse what is done, compute the rest.
 
     The run keeps its parameters and options unless given here (``executor=`` may move it to
@@ -73,8 +88,15 @@ def resume(run_id: str, *, store: Store | str | None = None, observers: Iterable
         stored.update({k: v for k, v in options.items() if v is not None})
         stored = {k: v for k, v in stored.items() if k in RunOptions.__dataclass_fields__}
         params = json.loads(row["params"]) if row["params"] else None
-        runner = Runner(pipeline, params=params, options=RunOptions(**stored), store=the_store,
-                        observers=observers, resume=row["id"], dags_dir=row["dags_dir"])
+        runner = Runner(
+            pipeline,
+            params=params,
+            options=RunOptions(**stored),
+            store=the_store,
+            observers=observers,
+            resume=row["id"],
+            dags_dir=row["dags_dir"],
+        )
         return runner.run()
     finally:
         if not isinstance(store, Store):
@@ -86,9 +108,11 @@ def _load_by_module(row: Any) -> Pipeline:
         raise UsageError(
             f"run {row['id']} of pipeline {row['pipeline']!r} was started from a script; resume it from Python with "
             f"pipelines.resume({row['id']!r}, pipeline=pipeline), or with python -m pipelines resume {row['id']} "
-            f"--module MODULE, where MODULE (a module name or a .py file) defines the pipeline")
+            f"--module MODULE, where MODULE (a module name or a .py file) defines the pipeline"
+        )
     try:
         return find_pipeline(importlib.import_module(row["module"]), row["pipeline"])
     except ImportError as exc:
-        raise UsageError(f"run {row['id']}: cannot import module {row['module']!r} of pipeline "
-                         f"{row['pipeline']!r}: {exc}") from None
+        raise UsageError(
+            f"run {row['id']}: cannot import module {row['module']!r} of pipeline {row['pipeline']!r}: {exc}"
+        ) from None

@@ -18,6 +18,7 @@ PipelinesError
 ```
 Executor errors (``executors.errors``) are separate: executors know nothing of pipelines.
 """
+
 from __future__ import annotations
 
 
@@ -81,8 +82,17 @@ class StageFailed(PipelinesError):
         remote_traceback: the worker's formatted traceback, when there is one.
     """
 
-    def __init__(self, stage: str, message: str, *, batch: int | None = None, item: int | None = None,
-                 error_type: str = "", remote_traceback: str = "", position: int | None = None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        message: str,
+        *,
+        batch: int | None = None,
+        item: int | None = None,
+        error_type: str = "",
+        remote_traceback: str = "",
+        position: int | None = None,
+    ) -> None:
         self.stage = stage
         self.batch = batch
         self.item = item
@@ -102,10 +112,19 @@ class StageFailed(PipelinesError):
         super().__init__(f"{where}: {cause}")
 
     def __reduce__(self):
-        return (_rebuild_stage_failed, (self.stage, self.message, self.batch, self.item,
-                                        self.error_type, self.remote_traceback, self.position))
+        return (
+            _rebuild_stage_failed,
+            (self.stage, self.message, self.batch, self.item, self.error_type, self.remote_traceback, self.position),
+        )
 
 
 def _rebuild_stage_failed(stage, message, batch, item, error_type, remote_traceback, position=None):
-    return StageFailed(stage, message, batch=batch, item=item, error_type=error_type,
-                       remote_traceback=remote_traceback, position=position)
+    return StageFailed(
+        stage,
+        message,
+        batch=batch,
+        item=item,
+        error_type=error_type,
+        remote_traceback=remote_traceback,
+        position=position,
+    )

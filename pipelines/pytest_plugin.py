@@ -10,6 +10,7 @@ root on ``sys.path``. Its fixture ``pipelines_store`` is a throwaway store for a
         result = pipeline.run({"count": 3}, executor="inline", store=pipelines_store)
         assert result.ok
 """
+
 from __future__ import annotations
 
 import sys

@@ -9,6 +9,7 @@ Example:
     >>> count_by(t, key="category").to_pylist()
     [{'category': 'a', 'count': 1}, {'category': 'b', 'count': 2}]
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -39,8 +40,7 @@ def count_by(table: pa.Table, *, key: str | Sequence[str], name: str = "count") 
     return _tidy(counted, keys, [name])
 
 
-def summarize(table: pa.Table, *, by: str | Sequence[str],
-              aggregations: Mapping[str, tuple[str, str]]) -> pa.Table:
+def summarize(table: pa.Table, *, by: str | Sequence[str], aggregations: Mapping[str, tuple[str, str]]) -> pa.Table:
     """Summarize each group with Arrow aggregate functions.
 
     Args:
@@ -67,7 +67,8 @@ def summarize(table: pa.Table, *, by: str | Sequence[str],
     keys = _keys(table, by)
     _keys(table, [column for column, _ in aggregations.values()])
     grouped = table.group_by(keys, use_threads=False).aggregate(
-        [(column, function) for column, function in aggregations.values()])
+        [(column, function) for column, function in aggregations.values()]
+    )
     return _tidy(grouped, keys, list(aggregations))
 
 

@@ -14,6 +14,7 @@ Example:
     >>> list_files("data", "images/*.png")[:2]              # doctest: +SKIP
     ['images/astronaut.png', 'images/brick.png']
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,12 @@ class FileRef:
         return safe_path(root, self.path)
 
 
-def source(pattern: str = "**/*", *, root: Root | Callable[[Any], Root] = ".", digest: bool = False,
-           ) -> Callable[..., Iterator[FileRef]]:
+def source(
+    pattern: str = "**/*",
+    *,
+    root: Root | Callable[[Any], Root] = ".",
+    digest: bool = False,
+) -> Callable[..., Iterator[FileRef]]:
     """A pipeline source of the files under ``root`` matching ``pattern``, as ``FileRef`` items.
 
     Args:
@@ -71,6 +76,7 @@ def source(pattern: str = "**/*", *, root: Root | Callable[[Any], Root] = ".", d
     Example:
         >>> pipeline.source(files.source("*.json", root="data/json_files"), name="json_files")  # doctest: +SKIP
     """
+
     def listing(folder: Root) -> Iterator[FileRef]:
         for name in list_files(folder, pattern):
             yield FileRef.of(folder, name, digest=digest)
@@ -158,8 +164,9 @@ def list_files(root: str | os.PathLike[str], pattern: str = "**/*") -> list[str]
     return sorted(p.relative_to(base).as_posix() for p in base.glob(pattern) if p.is_file())
 
 
-def read_bytes(name: str | os.PathLike[str] | FileRef, *, root: str | os.PathLike[str] | None = None,
-               max_bytes: int | None = None) -> bytes:
+def read_bytes(
+    name: str | os.PathLike[str] | FileRef, *, root: str | os.PathLike[str] | None = None, max_bytes: int | None = None
+) -> bytes:
     """Read a whole file, optionally confined to ``root`` and capped in size.
 
     Args:
@@ -188,7 +195,9 @@ def read_bytes(name: str | os.PathLike[str] | FileRef, *, root: str | os.PathLik
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
         if exc.errno == errno.ENXIO and not stat.S_ISREG(mode := os.stat(path).st_mode):
-            raise ValueError(f"{where!r} is {_file_kind(mode)}, not a regular file; only regular files are read") from None
+            raise ValueError(
+                f"{where!r} is {_file_kind(mode)}, not a regular file; only regular files are read"
+            ) from None
         raise
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
@@ -199,15 +208,22 @@ def read_bytes(name: str | os.PathLike[str] | FileRef, *, root: str | os.PathLik
         if max_bytes is not None and info.st_size > max_bytes:
             raise ValueError(f"{where!r}: {info.st_size} bytes exceeds the limit of {max_bytes}")
         if ref is not None and (info.st_size, info.st_mtime_ns) != (ref.size, ref.mtime_ns):
-            raise ValueError(f"{where!r} changed since it was listed ({ref.size} bytes, mtime_ns "
-                             f"{ref.mtime_ns}; now {info.st_size} bytes, mtime_ns {info.st_mtime_ns}); run again")
+            raise ValueError(
+                f"{where!r} changed since it was listed ({ref.size} bytes, mtime_ns "
+                f"{ref.mtime_ns}; now {info.st_size} bytes, mtime_ns {info.st_mtime_ns}); run again"
+            )
         return f.read()
 
 
 def _file_kind(mode: int) -> str:
     """What a non-regular file is, in words."""
-    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    ):
         if test(mode):
             return kind
     return "not a regular file"

@@ -27,6 +27,7 @@ Example:
     >>> asyncio.run(main()).status                        # doctest: +SKIP
     200
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -112,8 +113,14 @@ class HTTPError(Exception):
 class HTTPStatusError(HTTPError):
     """A 4xx or 5xx answer. The engine retries 5xx, 408 and 429, honouring ``retry_after`` (seconds)."""
 
-    def __init__(self, url: str, status: int, reason: str = "", retry_after: float | None = None,
-                 max_retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        status: int,
+        reason: str = "",
+        retry_after: float | None = None,
+        max_retry_after: float | None = None,
+    ) -> None:
         detail = f"HTTP {status} {reason}".rstrip()
         if retry_after is not None:
             detail += f" (Retry-After: {retry_after:g} s)"
@@ -132,8 +139,10 @@ class RetryAfterTooLong(HTTPStatusError):
 
     def __init__(self, url: str, status: int, reason: str, retry_after: float, max_retry_after: float) -> None:
         super().__init__(url, status, reason, retry_after, max_retry_after)
-        self.message = (f"HTTP {status} {reason}".rstrip() + f": the server asks to retry after {retry_after:g} s,"
-                        f" more than max_retry_after={max_retry_after:g} s; not retried")
+        self.message = (
+            f"HTTP {status} {reason}".rstrip() + f": the server asks to retry after {retry_after:g} s,"
+            f" more than max_retry_after={max_retry_after:g} s; not retried"
+        )
 
 
 class ResponseRejected(HTTPError):
@@ -162,12 +171,21 @@ async def client_session(*, limit: int = 100) -> AsyncIterator[aiohttp.ClientSes
 
 
 @uses(session=client_session)
-async def download(url: str, *, session: aiohttp.ClientSession, timeout_s: float = 30.0,
-                   max_bytes: int = DEFAULT_MAX_BYTES, expect_content_type: str | None = None,
-                   max_redirects: int = 5, allow_redirects_to: Iterable[str] | str = (),
-                   per_host_rate: float | str | None = None, max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
-                   spool_over: int = DEFAULT_SPOOL_OVER, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-                   spool_dir: str | os.PathLike[str] | None = None) -> Response:
+async def download(
+    url: str,
+    *,
+    session: aiohttp.ClientSession,
+    timeout_s: float = 30.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    expect_content_type: str | None = None,
+    max_redirects: int = 5,
+    allow_redirects_to: Iterable[str] | str = (),
+    per_host_rate: float | str | None = None,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+    spool_over: int = DEFAULT_SPOOL_OVER,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    spool_dir: str | os.PathLike[str] | None = None,
+) -> Response:
     """Fetch one URL; raise for 4xx/5xx so the stage's error policy decides what happens.
 
     The body is read in chunks and the download stops as soon as it passes ``max_bytes``,
@@ -239,11 +257,19 @@ async def download(url: str, *, session: aiohttp.ClientSession, timeout_s: float
                     _check_content_type(url, resp, expect_content_type)
                     if resp.content_length is not None and resp.content_length > max_bytes:
                         raise ResponseRejected(
-                            url, f"body of {resp.content_length} bytes exceeds the limit of {max_bytes}")
+                            url, f"body of {resp.content_length} bytes exceeds the limit of {max_bytes}"
+                        )
                     await body.read(resp.content.iter_chunked(CHUNK_BYTES), max_bytes)
                     data, path = body.finish()
-                    response = Response(url=url, final_url=str(resp.url), status=resp.status,
-                                        content_type=resp.content_type, body=data, body_file=path, size=body.size)
+                    response = Response(
+                        url=url,
+                        final_url=str(resp.url),
+                        status=resp.status,
+                        content_type=resp.content_type,
+                        body=data,
+                        body_file=path,
+                        size=body.size,
+                    )
                     if body.reserved:  # the Response now holds these bytes, until it is collected
                         body.budget.hold_until_collected(response, body.reserved)
                         body.reserved = 0
@@ -279,8 +305,9 @@ def _origins(spec: Iterable[str] | str) -> set[object]:
     return origins
 
 
-def _next_hop(url: str, current: URL, resp: aiohttp.ClientResponse, hop: int, max_redirects: int,
-              allowed: set[object]) -> URL:
+def _next_hop(
+    url: str, current: URL, resp: aiohttp.ClientResponse, hop: int, max_redirects: int, allowed: set[object]
+) -> URL:
     """The URL a redirect leads to, if this client may follow it; else ``ResponseRejected``."""
     location = resp.headers["Location"]
     if max_redirects == 0:
@@ -292,17 +319,22 @@ def _next_hop(url: str, current: URL, resp: aiohttp.ClientResponse, hop: int, ma
     except ValueError as exc:
         raise ResponseRejected(url, f"HTTP {resp.status} redirect to an invalid URL {location!r}: {exc}") from None
     if target.scheme not in ("http", "https") or not target.host:
-        raise ResponseRejected(url, f"HTTP {resp.status} redirect to {location!r} refused:"
-                                    " only http(s) URLs are followed")
+        raise ResponseRejected(
+            url, f"HTTP {resp.status} redirect to {location!r} refused: only http(s) URLs are followed"
+        )
     if "*" not in allowed and _origin(target) not in allowed:
         origin = f"{target.scheme}://{target.host}:{target.port}"
-        raise ResponseRejected(url, f"HTTP {resp.status} redirect to another origin ({origin}) refused:"
-                                    f" add it to allow_redirects_to to follow it")
+        raise ResponseRejected(
+            url,
+            f"HTTP {resp.status} redirect to another origin ({origin}) refused:"
+            f" add it to allow_redirects_to to follow it",
+        )
     return target
 
 
 _host_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, float], RateLimiter]] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 _host_limiters_lock = threading.Lock()
 
 

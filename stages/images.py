@@ -17,6 +17,7 @@ Example:
     >>> info.width, info.height, info.mode                               # doctest: +SKIP
     (600, 400, 'RGB')
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,8 +69,12 @@ class ImageInfo:
     byte_size: int
 
 
-def describe(image: bytes | bytearray | memoryview | HasBody, *, name: str | None = None,
-             max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:
+def describe(
+    image: bytes | bytearray | memoryview | HasBody,
+    *,
+    name: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> ImageInfo:
     """Decode an image and describe it: size, mode, mean colour, content hash.
 
     Args:
@@ -108,9 +113,16 @@ def describe(image: bytes | bytearray | memoryview | HasBody, *, name: str | Non
                     img.load()  # decode every pixel: a truncated body fails here
                     stat_img = img if img.mode in _STAT_MODES else img.convert("RGBA" if _has_alpha(img) else "RGB")
                     mean = [float(m) for m in ImageStat.Stat(stat_img).mean]
-                    return ImageInfo(format=img.format or "unknown", width=img.width, height=img.height,
-                                     mode=img.mode, bands="".join(stat_img.getbands()), mean=mean, sha256=digest,
-                                     byte_size=size)
+                    return ImageInfo(
+                        format=img.format or "unknown",
+                        width=img.width,
+                        height=img.height,
+                        mode=img.mode,
+                        bands="".join(stat_img.getbands()),
+                        mean=mean,
+                        sha256=digest,
+                        byte_size=size,
+                    )
         except _PixelLimit as exc:
             raise ValueError(f"{label}: image refused ({size} bytes, sha256 {digest[:12]}): {exc}") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -125,8 +137,10 @@ class _PixelLimit(ValueError):
 def _check_pixels(img: Image.Image, max_pixels: int | None) -> None:
     pixels = img.width * img.height
     if max_pixels is not None and pixels > max_pixels:
-        raise _PixelLimit(f"{img.width}×{img.height} = {pixels:,} pixels, more than max_pixels={max_pixels:,}"
-                          " (a decompression bomb?); raise max_pixels to accept it")
+        raise _PixelLimit(
+            f"{img.width}×{img.height} = {pixels:,} pixels, more than max_pixels={max_pixels:,}"
+            " (a decompression bomb?); raise max_pixels to accept it"
+        )
 
 
 def _open(image: bytes | bytearray | memoryview | HasBody) -> IO[bytes]:

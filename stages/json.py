@@ -15,6 +15,7 @@ Example:
     >>> parse_records(b'[{"x": 1, "y": 2}]', Point)
     [Point(x=1, y=2)]
 """
+
 from __future__ import annotations
 
 import json as jsonlib
@@ -128,8 +129,14 @@ def iter_values(data: JSONInput, *, source: str = "<data>") -> Iterator[tuple[in
         raise _decode_error(jsonlib.JSONDecodeError("Unterminated array, expecting ']'", text, pos), text, source)
 
 
-def parse_record(value: JSONInput | Mapping[str, Any], model: type[M], *, source: str = "<data>",
-                 index: int | None = None, offset: int | None = None) -> M:
+def parse_record(
+    value: JSONInput | Mapping[str, Any],
+    model: type[M],
+    *,
+    source: str = "<data>",
+    index: int | None = None,
+    offset: int | None = None,
+) -> M:
     """Validate one record (a JSON object's text, or a dict) against ``model``.
 
     Args:
@@ -156,8 +163,9 @@ def parse_record(value: JSONInput | Mapping[str, Any], model: type[M], *, source
     return _validate(value, model, source, index, offset)
 
 
-def parse_records(data: JSONInput | os.PathLike[str] | Iterable[Mapping[str, Any]], model: type[M], *,
-                  source: str | None = None) -> list[M]:
+def parse_records(
+    data: JSONInput | os.PathLike[str] | Iterable[Mapping[str, Any]], model: type[M], *, source: str | None = None
+) -> list[M]:
     """Validate every record of a JSON array or JSON Lines document against ``model``.
 
     Args:
@@ -188,6 +196,7 @@ def parse_records(data: JSONInput | os.PathLike[str] | Iterable[Mapping[str, Any
 
 
 # -- helpers --------------------------------------------------------------------------------
+
 
 def _validate(value: Any, model: type[M], source: str, index: int | None, offset: int | None) -> M:
     try:
@@ -251,8 +260,10 @@ def _depth_error(text: str, start: int, source: str) -> ValueError:
     byte = len(text[:start].encode())
     deep_byte = byte + len(text[start:at].encode())
     limit = sys.getrecursionlimit()
-    return ValueError(f"{source}: invalid JSON at byte {byte}: the value nests {deepest:,} levels deep (its deepest"
-                      f" point at byte {deep_byte}), more than the parser can follow (about {limit:,})")
+    return ValueError(
+        f"{source}: invalid JSON at byte {byte}: the value nests {deepest:,} levels deep (its deepest"
+        f" point at byte {deep_byte}), more than the parser can follow (about {limit:,})"
+    )
 
 
 def _where(source: str, index: int | None, offset: int | None) -> str:
@@ -264,8 +275,9 @@ def _where(source: str, index: int | None, offset: int | None) -> str:
     return where
 
 
-def _validation_message(exc: ValidationError, model: type[BaseModel], source: str, index: int | None,
-                        offset: int | None) -> str:
+def _validation_message(
+    exc: ValidationError, model: type[BaseModel], source: str, index: int | None, offset: int | None
+) -> str:
     where = _where(source, index, offset)
     problems = exc.errors()
     first = problems[0]

@@ -13,6 +13,7 @@ Example:
     ...     print(base_url)
     http://127.0.0.1:40213/
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,9 @@ T = TypeVar("T")
 
 
 @contextmanager
-def serve_app(app: web.Application, *, host: str = "127.0.0.1", port: int = 0,
-              shutdown_timeout: float = 0.5) -> Iterator[str]:
+def serve_app(
+    app: web.Application, *, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 0.5
+) -> Iterator[str]:
     """Serve ``app`` from a background thread for the duration of the ``with`` block.
 
     Args:

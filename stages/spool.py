@@ -14,6 +14,7 @@ so a crash never leaves a half body under a final name, and the same body downlo
 is stored once. They stay after the run (a later stage, or a resume, reads them); delete the
 folder when the run's outputs are no longer needed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -151,4 +152,3 @@ class Body:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
             self._temp = None
-

@@ -3,6 +3,7 @@
 Test pipelines live in ``tests/dags/`` (one module per shape, like Hamilton's resources) and
 are loaded through ``pipelines.define.loader`` exactly as a user's would be.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,12 +53,23 @@ def load():
     return _load
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120,
-        check: int | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    check: int | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m pipelines ARGS`` in a subprocess; optionally assert its exit code."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "pipelines", *args], cwd=cwd or ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines", *args],
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check is not None:
         assert proc.returncode == check, f"exit {proc.returncode}, wanted {check}\n{proc.stdout}\n{proc.stderr}"
     return proc

@@ -3,6 +3,7 @@
 What the tests read from the ledger goes through these functions, so the ledger's tables are
 named in one place.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,7 @@ def stage_parts(store: Path, stage: str) -> list[Part]:
 
 def run_id_of(output: str) -> str:
     """The run id in a command's output: its ``resume`` hint, or its first line."""
-    match = (re.search(rf"resume ({RUN_ID})", output)
-             or re.search(rf"\b(?:run|resuming) ({RUN_ID})", output))
+    match = re.search(rf"resume ({RUN_ID})", output) or re.search(rf"\b(?:run|resuming) ({RUN_ID})", output)
     assert match, output
     return match.group(1)
 

@@ -5,6 +5,7 @@ root or user namespaces), brings ``lo`` up with an ioctl (no iproute2 needed), s
 ``PIPELINES_NETNS=1`` and execs CMD. Where no namespace can be made it runs CMD as is,
 with ``PIPELINES_NETNS`` unset, and tests that must not touch other interfaces skip.
 """
+
 from __future__ import annotations
 
 import fcntl

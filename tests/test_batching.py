@@ -3,6 +3,7 @@
 The costs are given, not measured: each test plays a stage whose items take a known time and
 reads the sizes the sizer chooses, so the numbers are exact and no clock is involved.
 """
+
 from __future__ import annotations
 
 import itertools

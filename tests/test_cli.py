@@ -3,6 +3,7 @@
 Test pipelines are ``tests/dags/cli_*.py``; broken modules are in ``tests/dags_broken/``.
 Each run-producing fixture runs once per module, so the whole file stays fast.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,11 +50,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     """Three runs into one store, started together: ok, failed (exit 1) and partial (exit 0)."""
     store = tmp_path_factory.mktemp("store")
     common = ("--dags", str(TEST_DAGS), "--store", str(store))
-    procs = concurrently({
-        "squares": ("run", "cli_squares", "--param", "n=10", "-p", "offset=1", *common),
-        "failing": ("run", "cli_failing", *common),
-        "skipping": ("run", "cli_skipping", *common),
-    })
+    procs = concurrently(
+        {
+            "squares": ("run", "cli_squares", "--param", "n=10", "-p", "offset=1", *common),
+            "failing": ("run", "cli_failing", *common),
+            "skipping": ("run", "cli_skipping", *common),
+        }
+    )
     out = {}
     for key, proc in procs.items():
         wanted = 1 if key == "failing" else 0
@@ -91,6 +94,7 @@ def assert_usage_error(proc: subprocess.CompletedProcess[str], *needles: str) ->
 
 # -- help and discovery -------------------------------------------------------------------------------------
 
+
 class TestHelp:
     def test_top_level_help_lists_every_command(self) -> None:
         proc = cli("--help", check=0)
@@ -114,8 +118,9 @@ class TestList:
         proc = cli("list", "--dags", str(TEST_DAGS), check=0)
         lines = proc.stdout.splitlines()
         assert any(re.fullmatch(r"cli_squares\s+Squares of the first N numbers, and their sum\.", ln) for ln in lines)
-        assert any(re.fullmatch(r'cli_failing\s+Inverts numbers and fails on zero under on_error="fail"\.', ln)
-                   for ln in lines)
+        assert any(
+            re.fullmatch(r'cli_failing\s+Inverts numbers and fails on zero under on_error="fail"\.', ln) for ln in lines
+        )
         assert not any("A small, valid pipeline" in ln for ln in lines)  # first line only
 
     def test_broken_modules_are_listed_not_imported(self) -> None:
@@ -139,14 +144,32 @@ class TestList:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr
         modules = json.loads(proc.stdout.splitlines()[-1])
-        heavy = {"pyarrow", "pandas", "numpy", "distributed", "dask", "ray", "joblib", "pydantic", "aiohttp",
-                 "executors", "pipelines.store", "pipelines._engine.runner", "pipelines.define.model"}
+        heavy = {
+            "pyarrow",
+            "pandas",
+            "numpy",
+            "distributed",
+            "dask",
+            "ray",
+            "joblib",
+            "pydantic",
+            "aiohttp",
+            "executors",
+            "pipelines.store",
+            "pipelines._engine.runner",
+            "pipelines.define.model",
+        }
         assert not [m for m in modules if m in heavy or m.split(".")[0] in heavy - {"pipelines"}]
         assert not [m for m in modules if m.startswith("dags")]  # no pipeline module was imported
 
     def test_importtime_of_list(self) -> None:
-        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipelines", "list", "--dags",
-                               str(TEST_DAGS)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "pipelines", "list", "--dags", str(TEST_DAGS)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert proc.returncode == 0
         imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
         assert "pipelines.define.loader" in imported
@@ -166,8 +189,9 @@ class TestShow:
         assert "Square one number." in out  # stage docstrings
 
     def test_with_executor_option(self) -> None:
-        proc = cli("show", "cli_skipping", "--executor", "inline", "--format", "table", "--dags", str(TEST_DAGS),
-                   check=0)
+        proc = cli(
+            "show", "cli_skipping", "--executor", "inline", "--format", "table", "--dags", str(TEST_DAGS), check=0
+        )
         assert re.search(r"parse\s*│\s*map\s*│\s*io\s*│\s*inline\s*│", proc.stdout)
         assert "on_error=skip" in proc.stdout
 
@@ -177,6 +201,7 @@ class TestShow:
 
 
 # -- runs -----------------------------------------------------------------------------------------------------
+
 
 class TestRun:
     def test_ok_prints_summary_and_parquet_path(self, squares: Run) -> None:
@@ -193,8 +218,20 @@ class TestRun:
         assert squares.proc.stderr == ""
 
     def test_output_folder(self, tmp_path: Path) -> None:
-        cli("run", "cli_skipping", "--dags", str(TEST_DAGS), "--store", str(tmp_path / "s"), "--output",
-            str(tmp_path / "out"), "--executor", "inline", "--quiet", check=0)
+        cli(
+            "run",
+            "cli_skipping",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(tmp_path / "s"),
+            "--output",
+            str(tmp_path / "out"),
+            "--executor",
+            "inline",
+            "--quiet",
+            check=0,
+        )
         assert pq.read_table(tmp_path / "out" / "parse.parquet").column("parse").to_pylist() == [1, 2, 4, 5]
 
     def test_failed_item_names_stage_and_cause(self, failing: Run) -> None:
@@ -208,11 +245,17 @@ class TestRun:
 
     def test_failed_run_prints_a_copyable_resume_command(self, failing: Run) -> None:
         line = next(ln for ln in failing.proc.stdout.splitlines() if "python -m pipelines resume" in ln)
-        command = line[line.index("python -m pipelines resume"):]
+        command = line[line.index("python -m pipelines resume") :]
         assert command == f"python -m pipelines resume {failing.run_id} --store {failing.store}"
         argv = shlex.split(command)
-        proc = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                              env={**os.environ, "PIPELINES_DAGS": "", "PIPELINES_STORE": ""})
+        proc = subprocess.run(
+            [sys.executable, *argv[1:]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env={**os.environ, "PIPELINES_DAGS": "", "PIPELINES_STORE": ""},
+        )
         assert proc.returncode == 1, proc.stdout + proc.stderr  # the item still fails, but the command works
         assert f"resuming {failing.run_id}" in proc.stdout
 
@@ -236,34 +279,48 @@ BROKEN_MODULES = {
 }
 
 USAGE_ERRORS: dict[str, tuple[tuple[str, ...], list[str]]] = {
-    "param validation": (("run", "cli_squares", "--param", "n=-1"),
-                         ["invalid parameters for pipeline 'cli_squares': n:", "greater than or equal to 0"]),
+    "param validation": (
+        ("run", "cli_squares", "--param", "n=-1"),
+        ["invalid parameters for pipeline 'cli_squares': n:", "greater than or equal to 0"],
+    ),
     "param not an integer": (("run", "cli_squares", "-p", "n=ten"), ["n: Input should be a valid integer"]),
-    "unknown param": (("run", "cli_squares", "--param", "ofset=3"),
-                      ["pipeline 'cli_squares' has no parameter 'ofset' (did you mean 'offset'?)"]),
+    "unknown param": (
+        ("run", "cli_squares", "--param", "ofset=3"),
+        ["pipeline 'cli_squares' has no parameter 'ofset' (did you mean 'offset'?)"],
+    ),
     "param without equals": (("run", "cli_squares", "--param", "n"), ["--param 'n' is not KEY=VALUE"]),
     "unknown pipeline": (("run", "cli_squars"), ["no pipeline named 'cli_squars'", "(did you mean 'cli_squares'?)"]),
     "unknown pipeline to show": (("show", "cli_squars"), ["(did you mean 'cli_squares'?)"]),
-    "unknown executor": (("run", "cli_squares", "--executor", "thread"),
-                         ["unknown executor 'thread' (did you mean 'threads'?)"]),
-    "unknown executor to show": (("show", "cli_squares", "--executor", "thread"),
-                                 ["unknown executor 'thread' (did you mean 'threads'?)"]),
+    "unknown executor": (
+        ("run", "cli_squares", "--executor", "thread"),
+        ["unknown executor 'thread' (did you mean 'threads'?)"],
+    ),
+    "unknown executor to show": (
+        ("show", "cli_squares", "--executor", "thread"),
+        ["unknown executor 'thread' (did you mean 'threads'?)"],
+    ),
     "zero workers": (("run", "cli_squares", "--workers", "0"), ["--workers must be a positive integer, not 0"]),
     "zero runs": (("runs", "--limit", "0"), ["--limit must be a positive integer, not 0"]),
     "negative rows": (("inspect", "latest", "--rows", "-1"), ["--rows must be zero or a positive integer, not -1"]),
     "unknown run to inspect": (("inspect", "nope"), ["no run 'nope' in store"]),
     "unknown run to resume": (("resume", "nope"), ["no run 'nope' in store"]),
-    **{f"run {module}": (("run", module, "--dags", str(BROKEN)), needles) for module, needles in BROKEN_MODULES.items()},
-    **{f"show {module}": (("show", module, "--dags", str(BROKEN)), BROKEN_MODULES[module])
-       for module in ("syntax_error", "cyclic")},
+    **{
+        f"run {module}": (("run", module, "--dags", str(BROKEN)), needles) for module, needles in BROKEN_MODULES.items()
+    },
+    **{
+        f"show {module}": (("show", module, "--dags", str(BROKEN)), BROKEN_MODULES[module])
+        for module in ("syntax_error", "cyclic")
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def usage_errors(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, subprocess.CompletedProcess[str]]]:
     store = tmp_path_factory.mktemp("usage")
-    calls = {key: (*args, "--store", str(store), *(() if "--dags" in args else ("--dags", str(TEST_DAGS))))
-             for key, (args, _) in USAGE_ERRORS.items()}
+    calls = {
+        key: (*args, "--store", str(store), *(() if "--dags" in args else ("--dags", str(TEST_DAGS))))
+        for key, (args, _) in USAGE_ERRORS.items()
+    }
     return store, concurrently(calls)
 
 
@@ -298,8 +355,17 @@ class TestUsageErrors:
         assert_usage_error(proc, "--workers")
 
     def test_brackets_in_data_and_failures_are_printed_as_is(self, tmp_path: Path) -> None:
-        proc = cli("run", "cli_brackets", "--executor", "inline", "--dags", str(TEST_DAGS), "--store",
-                   str(tmp_path / "s"), check=0)
+        proc = cli(
+            "run",
+            "cli_brackets",
+            "--executor",
+            "inline",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(tmp_path / "s"),
+            check=0,
+        )
         out = proc.stdout
         assert re.search(r"^│ <\[bold\]kept\[/bold\]>\s*│$", out, re.MULTILINE), out
         assert re.search(r"^│ <extra\[dask\]>\s*│$", out, re.MULTILINE), out
@@ -314,6 +380,7 @@ class TestUsageErrors:
 
 
 # -- runs and inspect ---------------------------------------------------------------------------------------
+
 
 class TestRuns:
     def test_lists_runs_with_status(self, runs: dict[str, Run]) -> None:
@@ -331,8 +398,9 @@ class TestRuns:
         from pipelines.store import Store
 
         with Store(tmp_path / "s") as store:
-            store.ledger.create_run("20260101-000000-dead", pipeline="p", module="m", dags_dir=None, params=None,
-                                    options={})
+            store.ledger.create_run(
+                "20260101-000000-dead", pipeline="p", module="m", dags_dir=None, params=None, options={}
+            )
         proc = cli("runs", "--store", str(tmp_path / "s"), check=0)
         assert re.search(r"│ 20260101-000000-dead\s*│ p\s*│ crashed\s*│", proc.stdout), proc.stdout
 
@@ -390,19 +458,32 @@ class TestInspect:
 
 # -- where the store and the dags come from -------------------------------------------------------------------------
 
+
 class TestLocations:
     def test_environment_variables(self, tmp_path: Path) -> None:
         env = {"PIPELINES_STORE": str(tmp_path / "env-store"), "PIPELINES_DAGS": str(TEST_DAGS)}
         assert "cli_skipping" in cli("list", env=env, cwd=tmp_path, check=0).stdout
-        run_id = RUN_ID.search(cli("run", "cli_skipping", "--executor", "inline", env=env, cwd=tmp_path,
-                                   check=0).stdout).group(1)
+        run_id = RUN_ID.search(
+            cli("run", "cli_skipping", "--executor", "inline", env=env, cwd=tmp_path, check=0).stdout
+        ).group(1)
         assert (tmp_path / "env-store" / "runs" / run_id).is_dir()
         assert not (tmp_path / ".pipelines").exists()
 
     def test_flags_win_over_environment(self, tmp_path: Path) -> None:
         env = {"PIPELINES_STORE": str(tmp_path / "env-store"), "PIPELINES_DAGS": str(tmp_path / "no-dags")}
-        proc = cli("run", "cli_skipping", "--executor", "inline", "--dags", str(TEST_DAGS), "--store",
-                   str(tmp_path / "flag-store"), env=env, cwd=tmp_path, check=0)
+        proc = cli(
+            "run",
+            "cli_skipping",
+            "--executor",
+            "inline",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(tmp_path / "flag-store"),
+            env=env,
+            cwd=tmp_path,
+            check=0,
+        )
         run_id = RUN_ID.search(proc.stdout).group(1)
         assert (tmp_path / "flag-store" / "runs" / run_id).is_dir()
         assert not (tmp_path / "env-store").exists()
@@ -425,7 +506,8 @@ class TestLocations:
         project = tmp_path / "myproject"
         (project / "dags").mkdir(parents=True)
         (project / "dags" / "_shared.py").write_text("def triple(x: int) -> int:\n    return 3 * x\n")
-        (project / "dags" / "words.py").write_text(textwrap.dedent('''
+        (project / "dags" / "words.py").write_text(
+            textwrap.dedent('''
             """Word lengths, tripled."""
             from collections.abc import Iterator
 
@@ -451,10 +533,12 @@ class TestLocations:
             @pipeline.map(over=words, kind="cpu")
             def length(word: str) -> int:
                 return triple(len(word))
-        ''').lstrip())
+        ''').lstrip()
+        )
         env = {"PIPELINES_STORE": "", "PIPELINES_DAGS": ""}
-        assert re.search(r"^words\s+Word lengths, tripled\.$", cli("list", cwd=project, env=env, check=0).stdout,
-                         re.MULTILINE)
+        assert re.search(
+            r"^words\s+Word lengths, tripled\.$", cli("list", cwd=project, env=env, check=0).stdout, re.MULTILINE
+        )
         proc = cli("run", "words", "--param", "text=x yy zzzz", cwd=project, env=env, check=0)
         run_id = RUN_ID.search(proc.stdout).group(1)
         assert re.search(r"^ length\s+processes\s", proc.stdout, re.MULTILINE)

@@ -16,6 +16,7 @@ the driver's: the CLI cluster's workers get theirs when they start (``COUNTED_FA
 ``LIMITED_LOG``), and ingest, whose lifespan serves ``data/`` and passes the URL in an
 environment variable, is given ``base_url`` (a server of this module) on such workers.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,13 +44,19 @@ import executors
 import pipelines
 from pipelines import Pipeline, RunStatus, UsageError
 from pipelines.define import loader
-from pipelines.store.outputs import read_stage
 from pipelines.store import Store
+from pipelines.store.outputs import read_stage
 from stages.serve import serve_directory
 
 from .conftest import ROOT, TEST_DAGS, cli
-from .executors.helpers import (RAY_ENV, DaskWorkers, dask_cli_cluster, free_port, ray_head_node,
-                                skip_unless_only_loopback)
+from .executors.helpers import (
+    RAY_ENV,
+    DaskWorkers,
+    dask_cli_cluster,
+    free_port,
+    ray_head_node,
+    skip_unless_only_loopback,
+)
 from .helpers import done_in_ledger
 
 pytest.importorskip("distributed")
@@ -140,8 +147,10 @@ def counted() -> Pipeline:
 def expected(ingest: Pipeline, counted: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every stage's table of each pipeline, from a run on the default executors (by stage kind)."""
     store = tmp_path_factory.mktemp("expected")
-    return {"ingest": tables_of(pipelines.run(ingest, INGEST, store=store)),
-            "counted": tables_of(pipelines.run(counted, COUNTED, store=store))}
+    return {
+        "ingest": tables_of(pipelines.run(ingest, INGEST, store=store)),
+        "counted": tables_of(pipelines.run(counted, COUNTED, store=store)),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +198,9 @@ def test_every_registered_executor_is_covered() -> None:
 
 @pytest.mark.parametrize("name", ["ingest", "counted"])
 @pytest.mark.parametrize("target", TARGETS)
-def test_every_executor_gives_the_same_tables(name: str, target: str, request: pytest.FixtureRequest,
-                                              expected: dict[str, Any], data_url: str, tmp_path: Path) -> None:
+def test_every_executor_gives_the_same_tables(
+    name: str, target: str, request: pytest.FixtureRequest, expected: dict[str, Any], data_url: str, tmp_path: Path
+) -> None:
     backend, _, how = target.partition(" ")
     if backend == "ray":
         skip_unless_only_loopback()
@@ -204,8 +214,23 @@ def test_every_executor_gives_the_same_tables(name: str, target: str, request: p
     if target == "ray --address":
         dags = ROOT / "dags" if name == "ingest" else TEST_DAGS
         args = [f"--param={k}={v}" for k, v in params.items()]
-        cli("run", name, "--dags", str(dags), "--store", str(tmp_path), "--executor", "ray", "--address",
-            request.getfixturevalue("ray_head"), "--quiet", *args, env=RAY_ENV, timeout=240, check=0)
+        cli(
+            "run",
+            name,
+            "--dags",
+            str(dags),
+            "--store",
+            str(tmp_path),
+            "--executor",
+            "ray",
+            "--address",
+            request.getfixturevalue("ray_head"),
+            "--quiet",
+            *args,
+            env=RAY_ENV,
+            timeout=240,
+            check=0,
+        )
         got, backends = latest_run_tables(tmp_path)
     else:
         options: dict[str, Any] = dict(LOCAL_DASHBOARD)
@@ -230,9 +255,14 @@ def test_every_executor_gives_the_same_tables(name: str, target: str, request: p
 
 # -- resume on another backend ------------------------------------------------------------------------
 @pytest.mark.parametrize("target", ["dask", pytest.param("ray", marks=[pytest.mark.ray])])
-def test_a_run_failed_on_threads_resumes_on(target: str, counted: Pipeline, expected: dict[str, Any],
-                                            request: pytest.FixtureRequest, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_failed_on_threads_resumes_on(
+    target: str,
+    counted: Pipeline,
+    expected: dict[str, Any],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     if target == "ray":
         request.getfixturevalue("ray_session")
     monkeypatch.setenv("COUNTED_FAIL", "700")
@@ -251,8 +281,9 @@ def test_a_run_failed_on_threads_resumes_on(target: str, counted: Pipeline, expe
 
 
 @pytest.mark.slow
-def test_a_run_failed_on_a_cli_dask_cluster_resumes_on_threads(dask_cli: CliCluster, counted: Pipeline,
-                                                               tmp_path: Path) -> None:
+def test_a_run_failed_on_a_cli_dask_cluster_resumes_on_threads(
+    dask_cli: CliCluster, counted: Pipeline, tmp_path: Path
+) -> None:
     """The cluster's workers fail item 6000 by their own environment; the driver's is clean."""
     n = CLI_CLUSTER_FAILS + 1000
     first = pipelines.run(counted, {"n": n}, store=tmp_path, executor="dask", address=dask_cli.address)
@@ -271,10 +302,25 @@ def test_a_run_failed_on_a_cli_dask_cluster_resumes_on_ray(dask_cli: CliCluster,
     """In subprocesses: this process's Ray (``ray_session``) would hide the bug by being joined."""
     skip_unless_only_loopback()
     n = CLI_CLUSTER_FAILS + 1000
-    cli("run", "counted", "--dags", str(TEST_DAGS), "--store", str(tmp_path), "--executor", "dask", "--address",
-        dask_cli.address, "--param", f"n={n}", "--quiet", check=1)
-    resumed = cli("resume", "latest", "--store", str(tmp_path), "--executor", "ray", "--quiet", env=RAY_ENV,
-                  timeout=240)
+    cli(
+        "run",
+        "counted",
+        "--dags",
+        str(TEST_DAGS),
+        "--store",
+        str(tmp_path),
+        "--executor",
+        "dask",
+        "--address",
+        dask_cli.address,
+        "--param",
+        f"n={n}",
+        "--quiet",
+        check=1,
+    )
+    resumed = cli(
+        "resume", "latest", "--store", str(tmp_path), "--executor", "ray", "--quiet", env=RAY_ENV, timeout=240
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     tables, backends = latest_run_tables(tmp_path)
     assert tables["total"].to_pylist() == [counted_total(n)]
@@ -310,8 +356,9 @@ class DashboardWatcher(pipelines.RunObserver):
             try:
                 self.health.add(get(base + "/health"))
                 for family in self.parse(get(base + "/metrics")):
-                    self.prefixes |= {s.labels["task_prefix_name"] for s in family.samples
-                                      if "task_prefix_name" in s.labels}
+                    self.prefixes |= {
+                        s.labels["task_prefix_name"] for s in family.samples if "task_prefix_name" in s.labels
+                    }
             except OSError:
                 return  # the run closed its cluster
             self.polls += 1
@@ -343,8 +390,10 @@ def test_the_dask_dashboard_shows_every_stage_while_the_run_goes(tmp_path: Path)
 # -- async concurrency per worker process -------------------------------------------------------------
 def peak_in_flight(log: Path) -> dict[int, int]:
     """The most items in flight at once in each process, from ``start|end PID TIME`` lines."""
-    events = sorted((float(t), event == "start", int(pid))
-                    for event, pid, t in (line.split() for line in log.read_text().splitlines()))
+    events = sorted(
+        (float(t), event == "start", int(pid))
+        for event, pid, t in (line.split() for line in log.read_text().splitlines())
+    )
     current: Counter[int] = Counter()
     peak: Counter[int] = Counter()
     for _, started, pid in events:  # at equal times an end sorts before a start
@@ -354,8 +403,9 @@ def peak_in_flight(log: Path) -> dict[int, int]:
 
 
 def run_limited(tmp_path: Path, **options: Any) -> pipelines.RunResult:
-    result = pipelines.run(loader.load("limited", TEST_DAGS), {"n": 240}, store=tmp_path / "store", executor="dask",
-                           **options)
+    result = pipelines.run(
+        loader.load("limited", TEST_DAGS), {"n": 240}, store=tmp_path / "store", executor="dask", **options
+    )
     assert result.status is RunStatus.OK, result.error
     return result
 
@@ -381,8 +431,9 @@ def test_async_stages_use_their_concurrency_on_dask_workers(tmp_path: Path, monk
 
 
 @pytest.mark.slow
-def test_async_concurrency_holds_per_worker_process_on_threaded_dask_workers(dask_cli: CliCluster,
-                                                                             tmp_path: Path) -> None:
+def test_async_concurrency_holds_per_worker_process_on_threaded_dask_workers(
+    dask_cli: CliCluster, tmp_path: Path
+) -> None:
     dask_cli.limited_log.unlink(missing_ok=True)
     run_limited(tmp_path, address=dask_cli.address)
     peaks = peak_in_flight(dask_cli.limited_log)
@@ -392,17 +443,32 @@ def test_async_concurrency_holds_per_worker_process_on_threaded_dask_workers(das
 
 # -- mistakes fail at start ----------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("backend, template", [
-    ("dask", "tcp://127.0.0.1:{port}"),
-    pytest.param("ray", "127.0.0.1:{port}", marks=pytest.mark.ray),
-    pytest.param("ray", "ray://127.0.0.1:{port}", marks=[pytest.mark.ray]),
-], ids=["dask", "ray", "ray-client"])
+@pytest.mark.parametrize(
+    "backend, template",
+    [
+        ("dask", "tcp://127.0.0.1:{port}"),
+        pytest.param("ray", "127.0.0.1:{port}", marks=pytest.mark.ray),
+        pytest.param("ray", "ray://127.0.0.1:{port}", marks=[pytest.mark.ray]),
+    ],
+    ids=["dask", "ray", "ray-client"],
+)
 def test_an_address_where_nothing_listens_is_a_short_usage_error(backend: str, template: str, tmp_path: Path) -> None:
     if backend == "ray":
         skip_unless_only_loopback()
     address = template.format(port=free_port())
-    proc = cli("run", "counted", "--dags", str(TEST_DAGS), "--store", str(tmp_path), "--executor", backend,
-               "--address", address, env=RAY_ENV)  # waiting forever would end on pytest-timeout
+    proc = cli(
+        "run",
+        "counted",
+        "--dags",
+        str(TEST_DAGS),
+        "--store",
+        str(tmp_path),
+        "--executor",
+        backend,
+        "--address",
+        address,
+        env=RAY_ENV,
+    )  # waiting forever would end on pytest-timeout
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert address in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
@@ -412,8 +478,19 @@ def test_an_address_where_nothing_listens_is_a_short_usage_error(backend: str, t
 
 def test_an_address_no_stage_can_use_is_not_silently_ignored(tmp_path: Path) -> None:
     address = f"tcp://127.0.0.1:{free_port()}"
-    proc = cli("run", "counted", "--dags", str(TEST_DAGS), "--store", str(tmp_path), "--address", address,
-               "--param", "n=10", "--quiet")
+    proc = cli(
+        "run",
+        "counted",
+        "--dags",
+        str(TEST_DAGS),
+        "--store",
+        str(tmp_path),
+        "--address",
+        address,
+        "--param",
+        "n=10",
+        "--quiet",
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     why = f"--address {address} is for a Dask or Ray cluster, but no stage runs on one: add --executor dask (or ray)"
     assert why in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -430,8 +507,10 @@ def test_a_store_the_workers_cannot_reach_fails_at_start(counted: Pipeline, tmp_
     store = tmp_path / "store"
     store.mkdir()
     skip_unless_folders_can_be_hidden(store)
-    with (dask_cli_cluster(tmp_path, DaskWorkers(nworkers=1, wrap=hide_folder(store))) as address,
-          pytest.raises(UsageError) as info):
+    with (
+        dask_cli_cluster(tmp_path, DaskWorkers(nworkers=1, wrap=hide_folder(store))) as address,
+        pytest.raises(UsageError) as info,
+    ):
         pipelines.run(counted, COUNTED, store=store, executor="dask", address=address)
     message = str(info.value)
     assert f"store {store} is not reachable from the dask workers" in message, message
@@ -445,7 +524,9 @@ def test_every_worker_must_reach_the_store(counted: Pipeline, tmp_path: Path) ->
     store = tmp_path / "store"
     store.mkdir()
     skip_unless_folders_can_be_hidden(store)
-    with dask_cli_cluster(tmp_path, DaskWorkers(nworkers=1), DaskWorkers(nworkers=1, wrap=hide_folder(store))) as address:
+    with dask_cli_cluster(
+        tmp_path, DaskWorkers(nworkers=1), DaskWorkers(nworkers=1, wrap=hide_folder(store))
+    ) as address:
         for _ in range(10):  # each run's probe lands on either worker; every run must refuse to start
             with pytest.raises(UsageError, match="is not reachable from the dask workers"):
                 pipelines.run(counted, {"n": 2000}, store=store, executor="dask", address=address, fresh=True)
@@ -459,16 +540,40 @@ def test_the_store_probe_leaves_no_file_behind(dask_cli: CliCluster, counted: Pi
 
 # -- --keep-cluster ------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("ctrl_c", [
-    "process",
-    pytest.param("group"),
-], ids=["to-the-process", "to-its-process-group"])
+@pytest.mark.parametrize(
+    "ctrl_c",
+    [
+        "process",
+        pytest.param("group"),
+    ],
+    ids=["to-the-process", "to-its-process-group"],
+)
 def test_keep_cluster_keeps_the_dashboard_until_ctrl_c(ctrl_c: str, tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "run", "counted", "--dags", "tests/dags", "--executor", "dask",
-         "--keep-cluster", "--store", str(tmp_path), "--param", "n=500", "--quiet"],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            "counted",
+            "--dags",
+            "tests/dags",
+            "--executor",
+            "dask",
+            "--keep-cluster",
+            "--store",
+            str(tmp_path),
+            "--param",
+            "n=500",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True)  # type: ignore[union-attr]
     reader.start()
@@ -502,7 +607,7 @@ def test_keep_cluster_keeps_the_dashboard_until_ctrl_c(ctrl_c: str, tmp_path: Pa
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-    after = "".join(output[next(i for i, line in enumerate(output) if "cluster kept up" in line) + 1:])
+    after = "".join(output[next(i for i, line in enumerate(output) if "cluster kept up" in line) + 1 :])
     assert proc.returncode == 0 and not after.strip(), f"exit {proc.returncode}:\n{after}"
     assert not listening(dashboard) and not listening(scheduler)
     deadline = time.monotonic() + 60  # they go within seconds; the margin is for a loaded machine

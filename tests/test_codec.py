@@ -1,4 +1,5 @@
 """Python values to Arrow batch tables and back (``pipelines.define.codec``), driven by annotations."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ def round_trip(values: list[Any], tp: Any, *, want: Any = None) -> tuple[pa.Tabl
 
 
 # -- types used below ------------------------------------------------------------------------------------
+
 
 class Color(enum.Enum):
     RED = "red"
@@ -75,18 +77,22 @@ class Pair(NamedTuple):
 
 # -- round trips ---------------------------------------------------------------------------------------------
 
+
 class TestScalars:
-    @pytest.mark.parametrize(("tp", "values", "arrow"), [
-        (int, [1, -2, 0, None], pa.int64()),
-        (float, [1.5, -0.0, None], pa.float64()),
-        (bool, [True, False, None], pa.bool_()),
-        (str, ["a", "", "é✓", None], pa.large_string()),
-        (bytes, [b"\x00\xff", b"", None], pa.large_binary()),
-        (dt.datetime, [dt.datetime(2024, 2, 29, 23, 59, 59, 999999), None], pa.timestamp("us")),
-        (dt.date, [dt.date(1970, 1, 1), dt.date(2038, 1, 20)], pa.date32()),
-        (dt.time, [dt.time(12, 30, 1, 5)], pa.time64("us")),
-        (dt.timedelta, [dt.timedelta(days=1, microseconds=3)], pa.duration("us")),
-    ])
+    @pytest.mark.parametrize(
+        ("tp", "values", "arrow"),
+        [
+            (int, [1, -2, 0, None], pa.int64()),
+            (float, [1.5, -0.0, None], pa.float64()),
+            (bool, [True, False, None], pa.bool_()),
+            (str, ["a", "", "é✓", None], pa.large_string()),
+            (bytes, [b"\x00\xff", b"", None], pa.large_binary()),
+            (dt.datetime, [dt.datetime(2024, 2, 29, 23, 59, 59, 999999), None], pa.timestamp("us")),
+            (dt.date, [dt.date(1970, 1, 1), dt.date(2038, 1, 20)], pa.date32()),
+            (dt.time, [dt.time(12, 30, 1, 5)], pa.time64("us")),
+            (dt.timedelta, [dt.timedelta(days=1, microseconds=3)], pa.duration("us")),
+        ],
+    )
     def test_scalar_round_trip(self, tp: Any, values: list[Any], arrow: pa.DataType) -> None:
         table, back = round_trip(values, tp)
         assert table.schema.field("s").type == arrow
@@ -102,14 +108,17 @@ class TestScalars:
     def test_without_item_ids_there_is_no_item_column(self) -> None:
         assert codec.encode([1], stage="s", output_type=int).column_names == ["s"]
 
-    @pytest.mark.parametrize(("tp", "values"), [
-        (list[int], [[1, 2], [], None]),
-        (list[list[str]], [[["a"], []], [["b", "c"]]]),
-        (tuple[int, ...], [(1, 2), (3,)]),
-        (set[int], [{1, 2}, set()]),
-        (dict[str, int], [{"a": 1, "b": 2}, {}]),
-        (list[dict[str, float]], [[{"x": 1.0}], []]),
-    ])
+    @pytest.mark.parametrize(
+        ("tp", "values"),
+        [
+            (list[int], [[1, 2], [], None]),
+            (list[list[str]], [[["a"], []], [["b", "c"]]]),
+            (tuple[int, ...], [(1, 2), (3,)]),
+            (set[int], [{1, 2}, set()]),
+            (dict[str, int], [{"a": 1, "b": 2}, {}]),
+            (list[dict[str, float]], [[{"x": 1.0}], []]),
+        ],
+    )
     def test_containers_round_trip(self, tp: Any, values: list[Any]) -> None:
         _, back = round_trip(values, tp)
         assert back == values
@@ -149,8 +158,11 @@ class TestScalars:
 
     def test_aware_datetimes_are_stored_in_utc(self) -> None:
         """One schema for every batch of a stage, whatever zones its values were in."""
-        values = [dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
-                  dt.datetime(2024, 7, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))), None]
+        values = [
+            dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+            dt.datetime(2024, 7, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            None,
+        ]
         table, back = round_trip(values, dt.datetime)
         assert table.schema.field("s").type == pa.timestamp("us", tz="UTC")
         assert back == values
@@ -210,12 +222,20 @@ class TestRecords:
         assert isinstance(back[0].corners[1], Point) and back[0].color is Color.BLUE
 
     def test_nested_pydantic_model(self) -> None:
-        values = [Image(name="a", size=(2, 3), pixels=[Pixel(x=1, y=2, color=Color.BLUE)], corner=Pixel(x=0, y=0),
-                        taken=dt.date(2024, 5, 1)),
-                  Image(name="b", size=(), pixels=[], taken=dt.date(2024, 5, 2))]
+        values = [
+            Image(
+                name="a",
+                size=(2, 3),
+                pixels=[Pixel(x=1, y=2, color=Color.BLUE)],
+                corner=Pixel(x=0, y=0),
+                taken=dt.date(2024, 5, 1),
+            ),
+            Image(name="b", size=(), pixels=[], taken=dt.date(2024, 5, 2)),
+        ]
         table, back = round_trip(values, Image)
         assert table.schema.field("pixels").type == pa.large_list(
-            pa.struct([("x", pa.int64()), ("y", pa.int64()), ("color", pa.large_string())]))
+            pa.struct([("x", pa.int64()), ("y", pa.int64()), ("color", pa.large_string())])
+        )
         assert back == values
 
     def test_pydantic_fields_with_aliases(self) -> None:
@@ -230,8 +250,10 @@ class TestRecords:
             origin: str = Field(validation_alias="Origin")
             tag: Tag | None = None
 
-        values = [Car.model_validate({"Weight_in_lbs": 3504, "Origin": "USA", "tag": {"Label": "x"}}),
-                  Car.model_validate({"Weight_in_lbs": 1, "Origin": "EU"})]
+        values = [
+            Car.model_validate({"Weight_in_lbs": 3504, "Origin": "USA", "tag": {"Label": "x"}}),
+            Car.model_validate({"Weight_in_lbs": 1, "Origin": "EU"}),
+        ]
         table, back = round_trip(values, Car)
         assert codec.data_columns(table).column_names == ["weight", "origin", "tag"]
         assert back == values
@@ -475,7 +497,9 @@ class TestTableFromResult:
 
     def test_list_of_dataclasses(self) -> None:
         assert codec.table_from_result([Point(1), Point(2, "b")], stage="s").to_pylist() == [
-            {"x": 1, "label": None}, {"x": 2, "label": "b"}]
+            {"x": 1, "label": None},
+            {"x": 2, "label": "b"},
+        ]
 
     def test_empty_list(self) -> None:
         assert codec.table_from_result([], stage="s").num_rows == 0

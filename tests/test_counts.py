@@ -6,6 +6,7 @@
 * a run's items in ``runs``: what its sources read, checkpointed ones for a run that was killed;
 * no rate for a source (its pace is its reader's) or for fewer than ten items.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,14 +66,34 @@ def test_a_reused_source_counts_its_rows_once(tmp_path: Path) -> None:
 
 
 def test_runs_counts_the_checkpointed_items_of_a_killed_run(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", "slowed", "--dags", str(TEST_DAGS), "--store",
-                             str(tmp_path), "--param", "n=60", "--param", "delay=0.5", "-q"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            "slowed",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(tmp_path),
+            "--param",
+            "n=60",
+            "--param",
+            "delay=0.5",
+            "-q",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         with Store(tmp_path) as store:
             while True:  # until the source's three batches are checkpointed
                 rows = store.ledger.query(
-                    "SELECT COUNT(*) AS n FROM run_batches WHERE stage='numbers' AND key IS NOT NULL")
+                    "SELECT COUNT(*) AS n FROM run_batches WHERE stage='numbers' AND key IS NOT NULL"
+                )
                 if rows and rows[0]["n"] >= 3:
                     break
                 assert proc.poll() is None, "the run ended first"
@@ -86,9 +107,19 @@ def test_runs_counts_the_checkpointed_items_of_a_killed_run(tmp_path: Path) -> N
 
 def test_no_rate_for_a_source_or_a_handful_of_items() -> None:
     def stats(backend: str, done: int) -> StageStats:
-        return StageStats(stage="s", backend=backend, items_done=done, items_reused=0, items_failed=0,
-                          items_in_flight=0, batches_final=1, batches_seen=1, final=True, seconds=0.4,
-                          wall_seconds=0.4)
+        return StageStats(
+            stage="s",
+            backend=backend,
+            items_done=done,
+            items_reused=0,
+            items_failed=0,
+            items_in_flight=0,
+            batches_final=1,
+            batches_seen=1,
+            final=True,
+            seconds=0.4,
+            wall_seconds=0.4,
+        )
 
     assert "items/s" not in progress_line(stats("driver", 5000))  # a source: range(5) showed "13 items/s"
     assert "items/s" not in progress_line(stats("threads", 5))

@@ -4,6 +4,7 @@ give byte-identical results whatever the executor, the timing, the kills and the
 ``ordered`` has two streamed maps whose tasks finish in no particular order (so their parts
 hold ids in completion order) and a reduce that digests the order of the rows it receives.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,14 +19,17 @@ from pathlib import Path
 import pytest
 
 import pipelines
-from pipelines.store.outputs import read_stage
 from pipelines.store import Store
+from pipelines.store.outputs import read_stage
 
 from .conftest import ROOT, TEST_DAGS
 
 ITEMS = 4000
-EXPECTED = {"rows": ITEMS, "in_order": True,
-            "digest": hashlib.sha256(repr([3 * x + 1 for x in range(ITEMS)]).encode()).hexdigest()}
+EXPECTED = {
+    "rows": ITEMS,
+    "in_order": True,
+    "digest": hashlib.sha256(repr([3 * x + 1 for x in range(ITEMS)]).encode()).hexdigest(),
+}
 
 
 @pytest.mark.parametrize("executor", ["processes", "threads", pytest.param("dask", marks=pytest.mark.cluster)])
@@ -41,9 +45,26 @@ def test_a_reduce_sees_a_streamed_stage_in_item_order_on_every_executor(load, tm
 
 def _start(*args: str, store: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ORDERED_DELAY": "0.01"}
-    return subprocess.Popen([sys.executable, "-m", "pipelines", *args, "--executor", "processes", "--dags",
-                             str(TEST_DAGS), "--store", str(store), "--quiet"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            *args,
+            "--executor",
+            "processes",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(store),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow

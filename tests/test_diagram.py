@@ -1,4 +1,5 @@
 """``show NAME``: the DAG as a text tree, as Mermaid and as Graphviz DOT (parsed back with pydot)."""
+
 from __future__ import annotations
 
 import re
@@ -9,8 +10,8 @@ import pydot
 import pytest
 
 from pipelines import Pipeline
-from pipelines.cli import diagram
 from pipelines._engine.plan import RunOptions, plan
+from pipelines.cli import diagram
 
 from .conftest import TEST_DAGS, cli
 

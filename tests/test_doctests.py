@@ -4,6 +4,7 @@ One test per module. An example that needs a store gets ``tmp_path``, a fresh fo
 doctest global; examples marked ``+SKIP`` (they need data, a network or a cluster address)
 are only read.
 """
+
 from __future__ import annotations
 
 import doctest
@@ -24,8 +25,11 @@ def _modules() -> list[str]:
     names = []
     for package in (pipelines, executors, stages):
         names.append(package.__name__)
-        names.extend(m.name for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
-                     if m.name != "pipelines.__main__")
+        names.extend(
+            m.name
+            for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
+            if m.name != "pipelines.__main__"
+        )
     return sorted(names)
 
 

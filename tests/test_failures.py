@@ -6,6 +6,7 @@ randomized fault-injection run. Test pipelines are ``tests/dags/fault_*.py``; th
 log what they do to files named by environment variables, so each test can check not only
 what the run reports but what really happened.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,10 +36,10 @@ from aiohttp import web
 import executors
 import pipelines
 from pipelines import Pipeline, RunStatus, UsageError
-from pipelines.define import retry
 from pipelines._engine.idset import IdSet
-from pipelines.store.outputs import read_stage
+from pipelines.define import retry
 from pipelines.store import Store
+from pipelines.store.outputs import read_stage
 from stages import files, http
 from stages.serve import serve_app
 
@@ -50,11 +51,12 @@ DATA = ROOT / "data"
 
 # == helpers ===================================================================================
 
-def dags(*args: str, store: Path, env: dict[str, str] | None = None, check: int | None = None,
-         timeout: float = 120) -> subprocess.CompletedProcess[str]:
+
+def dags(
+    *args: str, store: Path, env: dict[str, str] | None = None, check: int | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``python -m pipelines ARGS --dags tests/dags --store STORE --quiet``."""
-    return cli(*args, "--dags", str(TEST_DAGS), "--store", str(store), "--quiet", env=env, check=check,
-               timeout=timeout)
+    return cli(*args, "--dags", str(TEST_DAGS), "--store", str(store), "--quiet", env=env, check=check, timeout=timeout)
 
 
 _started: list[subprocess.Popen[str]] = []
@@ -63,9 +65,15 @@ _started: list[subprocess.Popen[str]] = []
 def start(*args: str, store: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     """The same, without waiting: in its own session, so a test can signal or kill it."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines", *args, "--dags", str(TEST_DAGS), "--store",
-                             str(store), "--quiet"], cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", *args, "--dags", str(TEST_DAGS), "--store", str(store), "--quiet"],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     _started.append(proc)
     return proc
 
@@ -94,8 +102,9 @@ def errors(store: Path, run_id: str, stage: str | None = None) -> list:
 def done_positions(store: Path, stage: str, batch_size: int) -> set[int]:
     """Items of ``stage`` the ledger holds as done, as source positions (fixed source batches)."""
     with Store(store) as s:
-        rows = s.ledger.query("SELECT o.batch, p.done FROM parts p JOIN objects o ON o.key = p.key WHERE o.stage=?",
-                              (stage,))
+        rows = s.ledger.query(
+            "SELECT o.batch, p.done FROM parts p JOIN objects o ON o.key = p.key WHERE o.stage=?", (stage,)
+        )
     return {row["batch"] * batch_size + i for row in rows for i in IdSet.from_json(row["done"])}
 
 
@@ -126,6 +135,7 @@ def finish(proc: subprocess.Popen[str]) -> str:
 
 
 # == a misbehaving HTTP server on 127.0.0.1 ===================================================
+
 
 @dataclass
 class Server:
@@ -194,12 +204,14 @@ def key(request: pytest.FixtureRequest) -> str:
 
 # == 1. error policies =========================================================================
 
+
 class TestErrorPolicies:
     N = 40
 
     @pytest.mark.parametrize("executor", ["threads", "processes"])
-    def test_fail_stops_scheduling_and_keeps_what_was_in_flight(self, executor: str, store: Path,
-                                                                tmp_path: Path) -> None:
+    def test_fail_stops_scheduling_and_keeps_what_was_in_flight(
+        self, executor: str, store: Path, tmp_path: Path
+    ) -> None:
         log = tmp_path / "log"
         env = {"FAULT_LOG": str(log), "FAULT_FAIL": "2", "FAULT_DELAY": "0.4"}
         proc = dags("run", "fault_fail", "--executor", executor, store=store, env=env, check=1)
@@ -247,8 +259,9 @@ class TestErrorPolicies:
         assert stage_table(store, run_id, "tally").to_pylist() == [{"rows": 40}]
         assert errors(store, run_id) == []
 
-    def test_collect_writes_a_dead_letter_table_inspect_shows_it_and_resume_retries(self, store: Path,
-                                                                                     tmp_path: Path) -> None:
+    def test_collect_writes_a_dead_letter_table_inspect_shows_it_and_resume_retries(
+        self, store: Path, tmp_path: Path
+    ) -> None:
         log = tmp_path / "log"
         proc = dags("run", "fault_collect", store=store, env={"FAULT_LOG": str(log), "FAULT_FAIL": "3,23"}, check=0)
         run_id = run_id_of(proc.stdout)
@@ -257,17 +270,32 @@ class TestErrorPolicies:
 
         path = store / "runs" / run_id / "dead_letter" / "handle.arrow"
         table = ipc.open_file(pa.memory_map(str(path))).read_all()
-        assert table.column_names == ["stage", "batch", "item", "input", "error_type", "message", "traceback",
-                                      "attempts"]
+        assert table.column_names == [
+            "stage",
+            "batch",
+            "item",
+            "input",
+            "error_type",
+            "message",
+            "traceback",
+            "attempts",
+        ]
         rows = sorted(table.to_pylist(), key=lambda r: (r["batch"], r["item"]))
         for row, (batch, item) in zip(rows, [(0, 3), (2, 3)], strict=True):
             record = f"rec-{10 * batch + item:03d}"
             assert {k: row[k] for k in ("stage", "batch", "item", "input", "error_type", "message", "attempts")} == {
-                "stage": "handle", "batch": batch, "item": item, "input": repr(record), "error_type": "RecordError",
-                "message": f"cannot handle {record}", "attempts": 3}
+                "stage": "handle",
+                "batch": batch,
+                "item": item,
+                "input": repr(record),
+                "error_type": "RecordError",
+                "message": f"cannot handle {record}",
+                "attempts": 3,
+            }
             assert "Traceback (most recent call last)" in row["traceback"]
             assert "in handle" in row["traceback"] and row["traceback"].rstrip().endswith(
-                f"RecordError: cannot handle {record}")
+                f"RecordError: cannot handle {record}"
+            )
         assert stage_table(store, run_id, "tally").to_pylist() == [{"rows": 38}]
 
         shown = cli("inspect", run_id, "handle", "--store", str(store), check=0).stdout
@@ -293,8 +321,9 @@ class TestErrorPolicies:
         assert outcome_line(again.stdout).startswith("1 of 40 items failed in stage 'handle'")
         assert {(e.position, e.error_type, e.attempts) for e in errors(store, run_id)} == {(5, "RecordError", 3)}
 
-    def test_a_dead_item_is_one_error_however_often_it_is_retried(self, load, store: Path, tmp_path: Path,
-                                                                 monkeypatch) -> None:
+    def test_a_dead_item_is_one_error_however_often_it_is_retried(
+        self, load, store: Path, tmp_path: Path, monkeypatch
+    ) -> None:
         monkeypatch.setenv("FAULT_LOG", str(tmp_path / "log"))
         monkeypatch.setenv("FAULT_FAIL", "5")
         first = pipelines.run(load("fault_collect"), store=store)
@@ -308,17 +337,20 @@ class TestErrorPolicies:
 
 # == 2. retries ================================================================================
 
+
 class TestRetries:
-    def test_two_500s_then_success_takes_three_requests(self, load, server: Server, store: Path,
-                                                        request: pytest.FixtureRequest) -> None:
+    def test_two_500s_then_success_takes_three_requests(
+        self, load, server: Server, store: Path, request: pytest.FixtureRequest
+    ) -> None:
         k = key(request)
         result = pipelines.run(load("fault_http"), {"urls": [server.url(f"flaky/{k}/2")]}, store=store)
         assert result.status is RunStatus.OK
         assert server.hits[k] == 3
         assert result.table("fetch").column("body").to_pylist() == [b"ok after 3"]
 
-    def test_429_retry_after_is_honoured(self, load, server: Server, store: Path,
-                                         request: pytest.FixtureRequest) -> None:
+    def test_429_retry_after_is_honoured(
+        self, load, server: Server, store: Path, request: pytest.FixtureRequest
+    ) -> None:
         k = key(request)
         result = pipelines.run(load("fault_http"), {"urls": [server.url(f"busy/{k}")]}, store=store)
         assert result.status is RunStatus.OK and server.hits[k] == 2
@@ -327,8 +359,9 @@ class TestRetries:
 
     def test_404_is_never_retried(self, load, server: Server, store: Path, request: pytest.FixtureRequest) -> None:
         k = key(request)
-        result = pipelines.run(load("fault_http"), {"urls": [server.url(f"status/404/{k}"), server.url(f"hit/{k}x")]},
-                               store=store)
+        result = pipelines.run(
+            load("fault_http"), {"urls": [server.url(f"status/404/{k}"), server.url(f"hit/{k}x")]}, store=store
+        )
         assert result.status is RunStatus.PARTIAL
         assert server.hits[k] == 1
         (lost,) = result.failures
@@ -356,8 +389,9 @@ class TestRetries:
         assert [calls[("looked_up", i)] for i in range(3)] == [3, 3, 3]
         assert [calls[("typed", i)] for i in range(3)] == [1, 1, 1]
 
-    def test_a_custom_retry_on_can_refuse_a_transient_error(self, load, store: Path, tmp_path: Path,
-                                                            monkeypatch) -> None:
+    def test_a_custom_retry_on_can_refuse_a_transient_error(
+        self, load, store: Path, tmp_path: Path, monkeypatch
+    ) -> None:
         log = tmp_path / "log"
         monkeypatch.setenv("FAULT_LOG", str(log))
         monkeypatch.setenv("FAULT_MODE", "connection")  # transient by default; retry_on=never
@@ -385,7 +419,7 @@ class TestRetries:
         try:
             means = []
             for attempt in range(12):
-                bound = min(retry.MAX_DELAY, retry.BASE_DELAY * 2 ** attempt)
+                bound = min(retry.MAX_DELAY, retry.BASE_DELAY * 2**attempt)
                 samples = [retry.delay(attempt) for _ in range(3000)]
                 assert all(0 <= d <= bound for d in samples), attempt
                 assert max(samples) > 0.9 * bound and min(samples) < 0.1 * bound  # spread over the whole range
@@ -413,10 +447,12 @@ class TestRetries:
 
 # == 3. rate limits ============================================================================
 
+
 class TestRateLimits:
     @pytest.mark.parametrize("executor", ["threads", "processes"])
-    def test_stage_rate_holds_over_all_workers(self, executor: str, load, store: Path, tmp_path: Path,
-                                               monkeypatch) -> None:
+    def test_stage_rate_holds_over_all_workers(
+        self, executor: str, load, store: Path, tmp_path: Path, monkeypatch
+    ) -> None:
         log = tmp_path / "log"
         monkeypatch.setenv("FAULT_LOG", str(log))
         result = pipelines.run(load("fault_rate"), {"n": 40}, store=store, executor=executor, max_workers=2)
@@ -438,8 +474,9 @@ class TestRateLimits:
                 span = max(times) - min(times)
                 assert span >= 0.9 * (len(times) - 2) / 10, f"worker {pid}: {len(times)} calls in {span:.2f} s"
 
-    def test_per_host_rate_spaces_requests_to_each_host(self, load, server: Server, store: Path,
-                                                        request: pytest.FixtureRequest) -> None:
+    def test_per_host_rate_spaces_requests_to_each_host(
+        self, load, server: Server, store: Path, request: pytest.FixtureRequest
+    ) -> None:
         k = key(request)
         # two host names; the stage's session resolves both to 127.0.0.1
         urls = [server.url(f"hit/{k}-{host}-{i}", host=host) for i in range(8) for host in ("alpha.test", "beta.test")]
@@ -459,8 +496,12 @@ class TestRateLimits:
 
     def test_host_limiter_is_one_bucket_per_host_and_loop(self) -> None:
         async def buckets() -> tuple[object, ...]:
-            return (http.host_limiter("example.org", 5), http.host_limiter("EXAMPLE.org", "5/s"),
-                    http.host_limiter("example.net", 5), http.host_limiter("example.org", 10))
+            return (
+                http.host_limiter("example.org", 5),
+                http.host_limiter("EXAMPLE.org", "5/s"),
+                http.host_limiter("example.net", 5),
+                http.host_limiter("example.org", 10),
+            )
 
         a, a_again, other_host, other_rate = asyncio.run(buckets())
         assert a is a_again and a is not other_host and a is not other_rate
@@ -477,8 +518,9 @@ class TestRateLimits:
 
         async def go() -> list[float]:
             async with http.client_session() as session:
-                await asyncio.gather(*(http.download(server.url(f"hit/{k}"), session=session, per_host_rate="4/s")
-                                       for _ in range(5)))
+                await asyncio.gather(
+                    *(http.download(server.url(f"hit/{k}"), session=session, per_host_rate="4/s") for _ in range(5))
+                )
             return server.times[k]
 
         times = asyncio.run(go())
@@ -491,6 +533,7 @@ async def _limiter(rate: float) -> object:
 
 
 # == 4. timeouts ===============================================================================
+
 
 class TestTimeouts:
     def test_async_item_is_cancelled_and_reported(self, store: Path, tmp_path: Path) -> None:
@@ -535,19 +578,26 @@ class TestTimeouts:
 
 # == 5. poison items ===========================================================================
 
-POISON = {7: ("exit", "worker died: exit code 3"), 23: ("segv", "worker died: signal 11 (SIGSEGV)"),
-          41: ("kill", "worker died: signal 9 (SIGKILL)")}
+POISON = {
+    7: ("exit", "worker died: exit code 3"),
+    23: ("segv", "worker died: signal 11 (SIGSEGV)"),
+    41: ("kill", "worker died: signal 9 (SIGKILL)"),
+}
 
 
-@pytest.mark.parametrize("executor", [
-    "processes",
-    pytest.param("joblib", marks=pytest.mark.skipif(not executors.available("joblib"), reason="joblib missing")),
-])
+@pytest.mark.parametrize(
+    "executor",
+    [
+        "processes",
+        pytest.param("joblib", marks=pytest.mark.skipif(not executors.available("joblib"), reason="joblib missing")),
+    ],
+)
 def test_poison_items_fail_alone_with_their_cause(executor: str, store: Path, tmp_path: Path) -> None:
     log = tmp_path / "log"
     env = {"FAULT_LOG": str(log), "FAULT_POISON": ",".join(f"{i}:{how}" for i, (how, _) in POISON.items())}
-    proc = dags("run", "fault_poison", "--executor", executor, "--workers", "2", store=store, env=env, check=0,
-                timeout=240)
+    proc = dags(
+        "run", "fault_poison", "--executor", executor, "--workers", "2", store=store, env=env, check=0, timeout=240
+    )
     run_id = run_id_of(proc.stdout)
     assert f"· {run_id} · partial" in proc.stdout
     found = {e.position: (e.error_type, e.message) for e in errors(store, run_id)}
@@ -565,6 +615,7 @@ def test_poison_items_fail_alone_with_their_cause(executor: str, store: Path, tm
 
 
 # == 6. interrupts =============================================================================
+
 
 @dataclass(frozen=True)
 class Interrupted:
@@ -591,16 +642,25 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Interrupted:
     os.kill(proc.pid, signal.SIGINT)
     output = finish(proc)
     run_id = run_id_of(output)
-    return Interrupted(store, log, output, proc.returncode, run_id, wait_gone(children),
-                       done_positions(store, "slow", 50), errors(store, run_id))
+    return Interrupted(
+        store,
+        log,
+        output,
+        proc.returncode,
+        run_id,
+        wait_gone(children),
+        done_positions(store, "slow", 50),
+        errors(store, run_id),
+    )
 
 
 class TestInterrupts:
     def test_first_sigint_stops_cleanly_and_keeps_checkpoints(self, interrupted: Interrupted) -> None:
         run, store = interrupted, interrupted.store
         assert run.returncode == 130, run.output
-        assert outcome_line(run.output).endswith(f"interrupted; resume with: python -m pipelines resume {run.run_id} "
-                                                 f"--store {store}")
+        assert outcome_line(run.output).endswith(
+            f"interrupted; resume with: python -m pipelines resume {run.run_id} --store {store}"
+        )
         assert not run.leftover_children, "child processes outlived the interrupted run"
         assert run.done, "no finished checkpoint was kept"
         with Store(store) as s:
@@ -612,7 +672,8 @@ class TestInterrupts:
         dags("resume", run.run_id, store=store, env={"FAULT_LOG": str(run.log), "FAULT_DELAY": "0"}, check=0)
         assert sum(1 for e in lines(run.log)[before:] if e[0] == "slow") == 400 - len(run.done)
         assert stage_table(store, run.run_id, "total").to_pylist() == [
-            {"rows": 400, "sum": sum(2 * x + 1 for x in range(400))}]
+            {"rows": 400, "sum": sum(2 * x + 1 for x in range(400))}
+        ]
 
     def test_first_sigint_records_no_failures_and_prints_no_traceback(self, interrupted: Interrupted) -> None:
         assert "Traceback" not in interrupted.output, interrupted.output
@@ -647,8 +708,16 @@ class TestInterrupts:
 
 def test_workers_die_with_a_driver_killed_while_they_start(store: Path, tmp_path: Path) -> None:
     log = tmp_path / "log"
-    proc = start("run", "fault_chaos", "--param", "n=600", "--workers", "2", store=store,
-                 env={"FAULT_LOG": str(log), "PIPELINES_START_METHOD": "spawn"})
+    proc = start(
+        "run",
+        "fault_chaos",
+        "--param",
+        "n=600",
+        "--workers",
+        "2",
+        store=store,
+        env={"FAULT_LOG": str(log), "PIPELINES_START_METHOD": "spawn"},
+    )
     driver = psutil.Process(proc.pid)
 
     def spawned() -> bool:
@@ -669,7 +738,7 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 
 # == 7. bad definitions and options ============================================================
 
-CLOSURE_SCRIPT = '''
+CLOSURE_SCRIPT = """
 import sys
 import threading
 from collections.abc import Iterator
@@ -703,7 +772,7 @@ if __name__ == "__main__":
         print(f"refused: {exc}", flush=True)
     result = pipelines.run(build(), store=sys.argv[1], executor="threads")  # what the message suggests
     print("threads:", result.status.value, result.table("guarded").column("guarded").to_pylist())
-'''
+"""
 
 
 def locked_closure(calls: list[int]) -> Pipeline:
@@ -731,9 +800,14 @@ class TestBadDefinitions:
         script = tmp_path / "script.py"
         script.write_text(CLOSURE_SCRIPT)
         log = tmp_path / "calls.log"
-        proc = subprocess.run([sys.executable, str(script), str(tmp_path / "store"), str(log)], cwd=tmp_path,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "store"), str(log)],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
         refused = next(ln for ln in proc.stdout.splitlines() if ln.startswith("refused:"))
         assert "stage 'guarded' cannot be sent to processes workers" in refused
@@ -769,16 +843,27 @@ class TestBadDefinitions:
         debug = dags("run", "fault_rate", "--debug", store=blocker / "store", check=2)
         assert "Traceback (most recent call last)" in debug.stderr
 
-    @pytest.mark.skipif(not (executors.available("dask") and (ROOT / "executors" / "dask_cluster.py").exists()),
-                        reason="needs dask and executors/dask_cluster.py")
+    @pytest.mark.skipif(
+        not (executors.available("dask") and (ROOT / "executors" / "dask_cluster.py").exists()),
+        reason="needs dask and executors/dask_cluster.py",
+    )
     def test_unreachable_dask_address(self, store: Path) -> None:
         import socket
 
         with socket.socket() as s:  # a port on 127.0.0.1 that nothing listens on
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        proc = dags("run", "fault_rate", "--executor", "dask", "--address", f"tcp://127.0.0.1:{port}", store=store,
-                    check=2, timeout=180)
+        proc = dags(
+            "run",
+            "fault_rate",
+            "--executor",
+            "dask",
+            "--address",
+            f"tcp://127.0.0.1:{port}",
+            store=store,
+            check=2,
+            timeout=180,
+        )
         assert f"127.0.0.1:{port}" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
 
 
@@ -801,9 +886,9 @@ def hostile(tmp_path: Path) -> Path:
     records = {
         0: '{"id": 0, "title": "camera", "image": "images/camera.png"}',
         1: '{"id": 1, "title": "coffee", "image": "images/coffee.png"}',
-        2: '{"id": 2, "title": "broken" "image": "images/coffee.png"}',          # malformed JSON
-        3: '{"id": "three", "title": "typed", "image": "images/coffee.png"}',    # id is no integer
-        4: '{"id": 4, "title": ["a", "list"], "image": "images/coffee.png"}',   # title is no string
+        2: '{"id": 2, "title": "broken" "image": "images/coffee.png"}',  # malformed JSON
+        3: '{"id": "three", "title": "typed", "image": "images/coffee.png"}',  # id is no integer
+        4: '{"id": 4, "title": ["a", "list"], "image": "images/coffee.png"}',  # title is no string
         5: '{"id": 5, "title": "climb", "image": "../../etc/passwd"}',
         6: '{"id": 6, "title": "absolute", "image": "/etc/passwd"}',
         7: '{"id": 7, "title": "nul", "image": "images/camera.png\\u0000.txt"}',
@@ -841,8 +926,9 @@ def test_hostile_records_and_images_fail_alone(hostile: Path, store: Path) -> No
         assert b"root:x:0:0" not in path.read_bytes(), f"{path} holds /etc/passwd"
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "images/../../../x", "a\0b", "", ".",
-                                  "images/outside/passwd"])
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd", "/etc/passwd", "images/../../../x", "a\0b", "", ".", "images/outside/passwd"]
+)
 def test_safe_path_refuses_names_that_escape(hostile: Path, name: str) -> None:
     with pytest.raises(ValueError):
         files.safe_path(hostile, name)
@@ -858,7 +944,7 @@ def test_safe_path_keeps_names_inside(hostile: Path) -> None:
 
 # -- a disk that fills up -------------------------------------------------------------------
 
-DISK_SCRIPT = r'''
+DISK_SCRIPT = r"""
 set -u
 mount -t tmpfs -o size=300k tmpfs "$STORE" || exit 99
 "$PY" -m pipelines run fault_disk --dags "$DAGS" --store "$STORE" --quiet > "$OUT/first.out" 2>&1
@@ -868,7 +954,7 @@ mount -o remount,size=64m "$STORE"
 "$PY" -m pipelines resume latest --store "$STORE" --quiet > "$OUT/resume.out" 2>&1
 echo $? > "$OUT/resume.rc"
 mkdir -p "$OUT/after_resume" && cp -a "$STORE/." "$OUT/after_resume/"
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -891,10 +977,18 @@ def disk_full(tmp_path_factory: pytest.TempPathFactory) -> DiskFull:
     base = tmp_path_factory.mktemp("disk")
     (base / "store").mkdir()
     (base / "out").mkdir()
-    env = {**os.environ, "STORE": str(base / "store"), "OUT": str(base / "out"), "PY": sys.executable,
-           "DAGS": str(TEST_DAGS), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    proc = subprocess.run([unshare, "-m", "sh", "-c", DISK_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "STORE": str(base / "store"),
+        "OUT": str(base / "out"),
+        "PY": sys.executable,
+        "DAGS": str(TEST_DAGS),
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
+    proc = subprocess.run(
+        [unshare, "-m", "sh", "-c", DISK_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     if proc.returncode == 99:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
@@ -924,7 +1018,7 @@ def test_disk_full_loses_nothing_and_resumes_with_room(disk_full: DiskFull) -> N
     db = sqlite3.connect(store / "ledger.sqlite")
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        (run_id, status), = db.execute("SELECT id, status FROM runs").fetchall()
+        ((run_id, status),) = db.execute("SELECT id, status FROM runs").fetchall()
     finally:
         db.close()
     assert status in ("failed", "running")
@@ -940,8 +1034,11 @@ def test_disk_full_fails_cleanly(disk_full: DiskFull) -> None:
     assert disk_full.rc("first") == 1
     assert "Traceback" not in output, output
     # whichever write meets the full disk first, a checkpoint or the ledger, says so
-    assert re.search(r"cannot write its checkpoint: No space left on device"
-                     r"|the ledger could not be written: database or disk is full", output), output
+    assert re.search(
+        r"cannot write its checkpoint: No space left on device"
+        r"|the ledger could not be written: database or disk is full",
+        output,
+    ), output
 
 
 def test_a_reduce_receives_its_input_in_item_order(load, store: Path) -> None:
@@ -962,8 +1059,11 @@ def _chaos_faults(rng: random.Random, strength: float, exit: bool | None = None)
     if exit is None:
         exit = rng.random() < 0.25 * strength
     exiting = rng.sample(range(150), 1 if exit else 0)  # early, so a run reaches it
-    return {"FAULT_RAISE": ",".join(map(str, raising)), "FAULT_EXIT": ",".join(map(str, exiting)),
-            "FAULT_DELAY": "0.004"}
+    return {
+        "FAULT_RAISE": ",".join(map(str, raising)),
+        "FAULT_EXIT": ",".join(map(str, exiting)),
+        "FAULT_DELAY": "0.004",
+    }
 
 
 def marked(log: Path) -> list[psutil.Process]:
@@ -993,7 +1093,7 @@ def kill_and_count_leftovers(proc: subprocess.Popen[str], log: Path) -> int:
 
 @pytest.mark.slow
 def test_randomized_fault_injection(tmp_path: Path) -> None:
-    expected_rows = [x ** 3 - 1 for x in range(CHAOS_N)]
+    expected_rows = [x**3 - 1 for x in range(CHAOS_N)]
     expected_total = [{"rows": CHAOS_N, "sum": sum(expected_rows)}]
     stats: Counter[str] = Counter()
     started = time.monotonic()
@@ -1037,10 +1137,12 @@ def test_randomized_fault_injection(tmp_path: Path) -> None:
             stats["failed items"] += s.ledger.query("SELECT count(*) AS n FROM errors")[0]["n"]
         stats["crashed workers"] += sum(1 for e in lines(log) if e[0] == "exit")
         scenario += 1
-    print(f"\nfault injection: {scenario} scenarios, {stats['runs']} runs + {stats['resumes']} resumes, "
-          f"{stats['kills']} driver kills, {stats['crashed workers']} crashed workers, {stats['failed items']} "
-          f"failed items, {stats['orphans']} processes outliving a killed driver; final output always equal to the "
-          f"fault-free output ({time.monotonic() - started:.0f} s)")
+    print(
+        f"\nfault injection: {scenario} scenarios, {stats['runs']} runs + {stats['resumes']} resumes, "
+        f"{stats['kills']} driver kills, {stats['crashed workers']} crashed workers, {stats['failed items']} "
+        f"failed items, {stats['orphans']} processes outliving a killed driver; final output always equal to the "
+        f"fault-free output ({time.monotonic() - started:.0f} s)"
+    )
     assert scenario >= 4
     assert stats["kills"] and stats["crashed workers"] and stats["failed items"], "the faults were not injected"
     assert stats["orphans"] == 0, "processes of a killed driver lived on (they were killed by the test)"

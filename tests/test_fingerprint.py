@@ -10,6 +10,7 @@ Each version of a module is compiled from source under the same module name, as 
 file is on the next run, and lives in a folder outside the standard library and
 site-packages, so it counts as user code.
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,35 +75,50 @@ def test_the_same_source_gives_the_same_fingerprint(load):
     assert len(code_fp(load, BASE)) == 32
 
 
-@pytest.mark.parametrize("edit", [
-    pytest.param(lambda s: s.replace("return inner(x) * FACTOR", "return inner(x) * FACTOR  # doubled"),
-                 id="a comment"),
-    pytest.param(lambda s: s.replace("    def stage", "    # the stage\n\n\n    def stage"), id="blank lines"),
-    pytest.param(lambda s: s.replace("json.dumps(helper(x) * scale)",
-                                     "json.dumps(\n            helper( x )*scale\n        )"), id="formatting"),
-    pytest.param(lambda s: s.replace("Scale a helped value.", "Scale the value the helper returns."),
-                 id="a docstring's wording"),
-    pytest.param(lambda s: s.replace("return x - 1", "return x - 2"), id="an unreferenced function"),
-    pytest.param(lambda s: s + "\n    OTHER = 5\n", id="a new unreferenced constant"),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(
+            lambda s: s.replace("return inner(x) * FACTOR", "return inner(x) * FACTOR  # doubled"), id="a comment"
+        ),
+        pytest.param(lambda s: s.replace("    def stage", "    # the stage\n\n\n    def stage"), id="blank lines"),
+        pytest.param(
+            lambda s: s.replace(
+                "json.dumps(helper(x) * scale)", "json.dumps(\n            helper( x )*scale\n        )"
+            ),
+            id="formatting",
+        ),
+        pytest.param(
+            lambda s: s.replace("Scale a helped value.", "Scale the value the helper returns."),
+            id="a docstring's wording",
+        ),
+        pytest.param(lambda s: s.replace("return x - 1", "return x - 2"), id="an unreferenced function"),
+        pytest.param(lambda s: s + "\n    OTHER = 5\n", id="a new unreferenced constant"),
+    ],
+)
 def test_edits_that_cannot_change_results_keep_the_fingerprint(load, edit):
     assert code_fp(load, edit(BASE)) == code_fp(load, BASE)
 
 
-@pytest.mark.parametrize("edit", [
-    pytest.param(lambda s: s.replace("helper(x) * scale", "helper(x) + scale"), id="the body"),
-    pytest.param(lambda s: s.replace("return inner(x) * FACTOR", "return inner(x) * FACTOR + 1"), id="a helper"),
-    pytest.param(lambda s: s.replace("return x + 1", "return x + 2"), id="a helper's helper"),
-    pytest.param(lambda s: s.replace("FACTOR = 2", "FACTOR = 3"), id="a module constant a helper reads"),
-    pytest.param(lambda s: s.replace("scale=10", "scale=11"), id="a default argument"),
-    pytest.param(lambda s: s.replace("json.dumps(", "str("), id="a library function called"),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda s: s.replace("helper(x) * scale", "helper(x) + scale"), id="the body"),
+        pytest.param(lambda s: s.replace("return inner(x) * FACTOR", "return inner(x) * FACTOR + 1"), id="a helper"),
+        pytest.param(lambda s: s.replace("return x + 1", "return x + 2"), id="a helper's helper"),
+        pytest.param(lambda s: s.replace("FACTOR = 2", "FACTOR = 3"), id="a module constant a helper reads"),
+        pytest.param(lambda s: s.replace("scale=10", "scale=11"), id="a default argument"),
+        pytest.param(lambda s: s.replace("json.dumps(", "str("), id="a library function called"),
+    ],
+)
 def test_edits_that_can_change_results_change_the_fingerprint(load, edit):
     assert code_fp(load, edit(BASE)) != code_fp(load, BASE)
 
 
-@pytest.mark.xfail(strict=True, reason="the docstring is skipped only when there is one: adding one changes "
-                                       "the constants fed (None, then nothing)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the docstring is skipped only when there is one: adding one changes the constants fed (None, then nothing)",
+)
 def test_adding_a_docstring_keeps_the_fingerprint(load):
     without = BASE.replace("        '''Scale a helped value.'''\n", "")
     assert without != BASE
@@ -245,5 +261,15 @@ def test_a_fixed_argument_changes_the_config_part_only(load):
 def test_batch_key_changes_with_the_fingerprint_and_with_each_input():
     key = fp.batch_key("fp1", ["a", "b"])
     assert key == fp.batch_key("fp1", ["a", "b"])
-    assert len({key, fp.batch_key("fp2", ["a", "b"]), fp.batch_key("fp1", ["a", "c"]),
-                fp.batch_key("fp1", ["b", "a"]), fp.batch_key("fp1", ["a"])}) == 5
+    assert (
+        len(
+            {
+                key,
+                fp.batch_key("fp2", ["a", "b"]),
+                fp.batch_key("fp1", ["a", "c"]),
+                fp.batch_key("fp1", ["b", "a"]),
+                fp.batch_key("fp1", ["a"]),
+            }
+        )
+        == 5
+    )

@@ -2,6 +2,7 @@
 headless Chromium (Debian's ``chromium``), which must render the DAG, every stage, the timeline
 of every task per worker, items per second, and the failed items with their tracebacks.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,15 @@ from pipelines.store import Store
 from tests.conftest import ROOT, TEST_DAGS, cli
 
 INGEST_STAGES = ["catalog", "fetch_catalog", "parse_catalog", "download", "describe", "by_category", "report"]
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--hide-scrollbars")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
 
 
 def chromium() -> str:
@@ -31,8 +39,12 @@ def chromium() -> str:
 
 
 def browse(html: Path, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args, html.as_uri()],
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [chromium(), *FLAGS, f"--user-data-dir={profile}", *args, html.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,24 +61,27 @@ def ingest_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, 
 
 def test_the_file_is_self_contained(ingest_report: tuple[Path, str, Path]) -> None:
     html = ingest_report[0].read_text()
-    assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/|<script[^>]+src=|<link[^>]+href=|@import", html), \
+    assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/|<script[^>]+src=|<link[^>]+href=|@import", html), (
         "an external reference"
+    )
 
 
 def test_the_ledger_records_every_task_with_its_worker_and_times(ingest_report: tuple[Path, str, Path]) -> None:
     _, run_id, store = ingest_report
     with Store(store) as s:
         tasks = s.ledger.tasks(run_id)
-        computed = {r["stage"] for r in s.ledger.query("SELECT stage FROM run_stages WHERE run_id=? AND computed>0",
-                                                       (run_id,))}
+        computed = {
+            r["stage"] for r in s.ledger.query("SELECT stage FROM run_stages WHERE run_id=? AND computed>0", (run_id,))
+        }
     assert {t["stage"] for t in tasks} == computed - {"catalog"}  # the source is read on the driver, not a task
     assert all(t["ended"] >= t["started"] > 0 and t["worker"] for t in tasks)
     html = ingest_report[0].read_text()
     assert html.count('<rect class="task"') == len(tasks)
 
 
-def test_chromium_renders_the_dag_every_stage_and_the_timeline(ingest_report: tuple[Path, str, Path],
-                                                               tmp_path: Path) -> None:
+def test_chromium_renders_the_dag_every_stage_and_the_timeline(
+    ingest_report: tuple[Path, str, Path], tmp_path: Path
+) -> None:
     html, _, _ = ingest_report
     proc = browse(html, tmp_path / "profile", "--dump-dom")
     dom = proc.stdout
@@ -90,7 +105,7 @@ def test_a_screenshot_shows_the_stages_colours(ingest_report: tuple[Path, str, P
     browse(ingest_report[0], tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,1800")
     image = Image.open(shot).convert("RGB")
     colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
-    wanted = {tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in PALETTE[:len(INGEST_STAGES)]}
+    wanted = {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in PALETTE[: len(INGEST_STAGES)]}
     assert len(wanted & colours) >= len(INGEST_STAGES) - 1  # the boxes' edges and the legend's swatches
 
 

@@ -1,5 +1,6 @@
 """Work identified by content at the source: content-defined batches, files as inputs,
 declared side effects and per-field parameter fingerprints."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -95,17 +96,20 @@ class TestCuts:
         h = chunking.row_hashes(table).tolist()
         assert h[0] == h[5] and len(set(h[:5])) == 5
 
-    @pytest.mark.parametrize("values", [
-        [{"x": 1, "y": "a"}, {"x": 2, "y": None}, None],
-        [[1, 2], [], None, [2, 1]],
-        [1.5, -0.0, 0.0, None],
-        [b"\x00", b"", b"\x00\x00", None],
-    ])
+    @pytest.mark.parametrize(
+        "values",
+        [
+            [{"x": 1, "y": "a"}, {"x": 2, "y": None}, None],
+            [[1, 2], [], None, [2, 1]],
+            [1.5, -0.0, 0.0, None],
+            [b"\x00", b"", b"\x00\x00", None],
+        ],
+    )
     def test_a_slice_hashes_as_the_whole_does(self, values: list) -> None:
         arr = pa.array(values * 5)
         whole = chunking.array_hashes(arr)
         assert (chunking.array_hashes(arr.slice(3, 9)) == whole[3:12]).all()
-        assert len(set(whole[:len(values)].tolist())) == len(values)
+        assert len(set(whole[: len(values)].tolist())) == len(values)
 
 
 class TestSourceReading:
@@ -120,8 +124,9 @@ class TestSourceReading:
     def test_an_item_arrow_cannot_hold_is_named_by_its_position(self, tmp_path: Path) -> None:
         result = self.run(tmp_path, [*range(700), object(), *range(10)])
         assert not result.ok
-        assert str(result.error).startswith("stage 'items', item 700: ConversionError: stage 'items', item 700: "
-                                            "cannot convert object value")
+        assert str(result.error).startswith(
+            "stage 'items', item 700: ConversionError: stage 'items', item 700: cannot convert object value"
+        )
 
     def test_items_whose_types_change_along_the_source_are_all_kept(self, tmp_path: Path) -> None:
         window = chunking.AVERAGE  # items are read and encoded a window at a time
@@ -155,7 +160,7 @@ def batches(cutter: chunking.Cutter, values: np.ndarray) -> list[list[int]]:
     out, at = [], 0
     while at < len(values):
         cut = cutter.next_cut(hashes[at:], final=True)
-        out.append(values[at:at + cut].tolist())
+        out.append(values[at : at + cut].tolist())
         at += cut
     return out
 
@@ -340,8 +345,14 @@ class TestFiles:
 
         first = pipeline.run(executor="threads", store=tmp_path / "store")
         assert first.table("total")["total"].to_pylist() == [15]
-        assert first.table("numbers")["path"].to_pylist() == ["n0.txt", "n2.txt", "n4.txt", "sub/n1.txt",
-                                                              "sub/n3.txt", "sub/n5.txt"]
+        assert first.table("numbers")["path"].to_pylist() == [
+            "n0.txt",
+            "n2.txt",
+            "n4.txt",
+            "sub/n1.txt",
+            "sub/n3.txt",
+            "sub/n5.txt",
+        ]
         edited = folder / "sub" / "n3.txt"
         edited.write_text("30")
         os.utime(edited, ns=(1, 1))

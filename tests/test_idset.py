@@ -1,4 +1,5 @@
 """``IdSet``: sets of item ids as sorted, disjoint ranges, checked against Python sets."""
+
 from __future__ import annotations
 
 import random

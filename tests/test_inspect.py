@@ -1,5 +1,6 @@
 """``inspect RUN STAGE`` shows each failed item's whole traceback, chained causes included,
 with the user's frames in view and the engine's folded (``--debug`` shows those too)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,15 +26,24 @@ def inspect(deep: tuple[Path, str], *args: str) -> str:
 def test_every_frame_of_the_chain_from_the_users_code(deep: tuple[Path, str]) -> None:
     out = inspect(deep)
     assert "2 failed items:" in out
-    first = out[out.index("item 2: ValueError: item 2 has no key"):out.index("item 5: ValueError")]
+    first = out[out.index("item 2: ValueError: item 2 has no key") : out.index("item 5: ValueError")]
     # the cause, then the exception it became, each with the user's frames in the order they were called
-    order = ["in helper1", "in helper2", "KeyError: 'key-2'", "The above exception was the direct cause",
-             "in parse", "in helper1", "ValueError: item 2 has no key"]
+    order = [
+        "in helper1",
+        "in helper2",
+        "KeyError: 'key-2'",
+        "The above exception was the direct cause",
+        "in parse",
+        "in helper1",
+        "ValueError: item 2 has no key",
+    ]
     at = [first.index("Traceback (most recent call last)")]
     for text in order:
         at.append(first.index(text, at[-1]))
     assert 'return {}[f"key-{x}"]' in first and "raise ValueError" in first
-    assert "pipelines/_engine/task.py" not in first and "2 frames of pipelines or libraries; --debug shows them" in first
+    assert (
+        "pipelines/_engine/task.py" not in first and "2 frames of pipelines or libraries; --debug shows them" in first
+    )
 
 
 def test_debug_shows_the_engine_frames_too(deep: tuple[Path, str]) -> None:

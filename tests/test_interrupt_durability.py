@@ -5,6 +5,7 @@
 * A task still running when the grace period ends is asked to stop: an async task cancels its
   unfinished items and reports the finished ones, which are kept.
 """
+
 from __future__ import annotations
 
 import asyncio

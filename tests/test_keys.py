@@ -5,6 +5,7 @@ stale results, and a key that moved without cause would recompute for nothing. T
 state is built by hand here: each test sets what the producers have reached and reads the
 key the consumer would get.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -16,10 +17,10 @@ import pytest
 from pipelines import Pipeline
 from pipelines._engine import fingerprint as fp
 from pipelines._engine.batching import TaskSizer
-from pipelines.observe.hooks import RunObserver
 from pipelines._engine.idset import IdSet
 from pipelines._engine.keys import Keys
 from pipelines._engine.state import StageState
+from pipelines.observe.hooks import RunObserver
 from pipelines.store.ledger import Ledger
 
 FOUR = IdSet.span(0, 4)

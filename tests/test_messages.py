@@ -1,5 +1,6 @@
 """Small things a person reads: messages cut between words, names and keys listed, parameters
 described, Ray's own start-up warnings kept out of a run's output."""
+
 from __future__ import annotations
 
 import types
@@ -45,7 +46,18 @@ def test_show_describes_the_parameters() -> None:
 def test_rays_own_warnings_stay_out_of_a_run(tmp_path: Path) -> None:
     skip_unless_only_loopback()
     pytest.importorskip("ray")
-    proc = cli("run", "cli_squares", "--dags", str(TEST_DAGS), "--store", str(tmp_path), "--executor", "ray",
-               env=RAY_ENV, timeout=240, check=0)
+    proc = cli(
+        "run",
+        "cli_squares",
+        "--dags",
+        str(TEST_DAGS),
+        "--store",
+        str(tmp_path),
+        "--executor",
+        "ray",
+        env=RAY_ENV,
+        timeout=240,
+        check=0,
+    )
     assert "Token authentication" not in proc.stdout + proc.stderr
     assert "cli_squares · " in proc.stdout

@@ -3,6 +3,7 @@
 Broken dags modules live in ``tests/dags_broken/`` (one module per error) and are imported
 through ``pipelines.define.loader`` exactly as the CLI imports a user's module.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -47,6 +48,7 @@ def square(x: int) -> int:
 
 
 # -- definition errors, raised as the stage is added -------------------------------------------
+
 
 class TestInvalidStage:
     def test_duplicate_name(self) -> None:
@@ -168,7 +170,9 @@ class TestInvalidStage:
 
     def test_unknown_executor_suggests_a_name(self) -> None:
         pipeline, numbers = with_source()
-        with pytest.raises(DefinitionError, match=r"stage 'square': unknown executor 'thread' \(did you mean 'threads'\?\)"):
+        with pytest.raises(
+            DefinitionError, match=r"stage 'square': unknown executor 'thread' \(did you mean 'threads'\?\)"
+        ):
             pipeline.map(square, over=numbers, executor="thread")
 
     def test_flat_map_that_does_not_return_an_iterable(self) -> None:
@@ -186,7 +190,9 @@ class TestInvalidStage:
         def connect(port: int) -> socket.socket:
             raise NotImplementedError
 
-        with pytest.raises(DefinitionError, match=r"stage 'connect': its output type cannot be stored as Arrow.*socket"):
+        with pytest.raises(
+            DefinitionError, match=r"stage 'connect': its output type cannot be stored as Arrow.*socket"
+        ):
             pipeline.map(connect, over=numbers, kind="io")
 
     def test_output_union_of_unrelated_types(self) -> None:
@@ -260,7 +266,9 @@ class TestInvalidPipeline:
     def test_unknown_input_name_suggests_a_name(self) -> None:
         pipeline, _ = with_source()
         pipeline.map(square, over="numbrs")
-        with pytest.raises(UnknownStageError, match=r"stage 'square': unknown input stage 'numbrs' \(did you mean 'numbers'\?\)"):
+        with pytest.raises(
+            UnknownStageError, match=r"stage 'square': unknown input stage 'numbrs' \(did you mean 'numbers'\?\)"
+        ):
             pipeline.validate()
 
     def test_order_validates_too(self) -> None:
@@ -295,16 +303,28 @@ class TestInvalidPipeline:
 
 # -- broken dags modules, as the loader imports them -----------------------------------------------
 
+
 class TestBrokenModules:
-    @pytest.mark.parametrize(("module", "error", "message"), [
-        ("cyclic", CycleError, r"stage 'p[io]ng' is part of a cycle: (ping -> pong -> ping|pong -> ping -> pong)"),
-        ("unknown_upstream", UnknownStageError, r"stage 'double': unknown input stage 'numbrs' \(did you mean 'numbers'\?\)"),
-        ("duplicate", DuplicateStageError, r"stage 'double': a stage of that name is already defined"),
-        ("bad_arity", ArityError, r"stage 'add': parameter\(s\) 'y' of add\(\) receive nothing"),
-        ("bad_output", DefinitionError, r"stage 'connect': its output type cannot be stored as Arrow"),
-        ("bad_executor", DefinitionError, r"stage 'double': unknown executor 'thread' \(did you mean 'threads'\?\)"),
-        ("no_source", DefinitionError, r"pipeline 'no_source' has no source stage"),
-    ])
+    @pytest.mark.parametrize(
+        ("module", "error", "message"),
+        [
+            ("cyclic", CycleError, r"stage 'p[io]ng' is part of a cycle: (ping -> pong -> ping|pong -> ping -> pong)"),
+            (
+                "unknown_upstream",
+                UnknownStageError,
+                r"stage 'double': unknown input stage 'numbrs' \(did you mean 'numbers'\?\)",
+            ),
+            ("duplicate", DuplicateStageError, r"stage 'double': a stage of that name is already defined"),
+            ("bad_arity", ArityError, r"stage 'add': parameter\(s\) 'y' of add\(\) receive nothing"),
+            ("bad_output", DefinitionError, r"stage 'connect': its output type cannot be stored as Arrow"),
+            (
+                "bad_executor",
+                DefinitionError,
+                r"stage 'double': unknown executor 'thread' \(did you mean 'threads'\?\)",
+            ),
+            ("no_source", DefinitionError, r"pipeline 'no_source' has no source stage"),
+        ],
+    )
     def test_definition_error_names_the_stage(self, module: str, error: type[Exception], message: str) -> None:
         with pytest.raises(error, match=message):
             loader.load(module, BROKEN)
@@ -314,8 +334,11 @@ class TestBrokenModules:
             loader.load("syntax_error", BROKEN)
 
     def test_missing_import_names_file_line_and_module(self) -> None:
-        with pytest.raises(LoadError, match=r"broken_import\.py, line 4: .*ModuleNotFoundError: "
-                                            r"No module named 'no_such_module_for_pipelines_tests'"):
+        with pytest.raises(
+            LoadError,
+            match=r"broken_import\.py, line 4: .*ModuleNotFoundError: "
+            r"No module named 'no_such_module_for_pipelines_tests'",
+        ):
             loader.load("broken_import", BROKEN)
 
     def test_exception_at_import_names_file_and_line(self) -> None:
@@ -361,7 +384,9 @@ class TestLoader:
     def test_name_differs_from_file_and_two_pipelines_per_module(self, tmp_path: Path) -> None:
         self.write(tmp_path / "dags", "multi", MULTI)
         assert [(i.name, i.path.name, i.doc) for i in loader.discover(tmp_path / "dags")] == [
-            ("first", "multi.py", "Two pipelines in one module."), ("second", "multi.py", "Two pipelines in one module.")]
+            ("first", "multi.py", "Two pipelines in one module."),
+            ("second", "multi.py", "Two pipelines in one module."),
+        ]
         first, second = loader.load("first", tmp_path / "dags"), loader.load("second", tmp_path / "dags")
         assert (first.name, second.name) == ("first", "second")
         assert first.module == second.module and first.module.endswith(".multi")
@@ -385,8 +410,11 @@ class TestLoader:
         assert list(pipeline["a"].fn()) == [7]
 
     def test_keyword_name(self, tmp_path: Path) -> None:
-        self.write(tmp_path / "dags", "module", 'from pipelines import Pipeline\n\nkw = Pipeline(name="kw")\n\n\n'
-                                                '@kw.source\ndef numbers():\n    yield 1\n')
+        self.write(
+            tmp_path / "dags",
+            "module",
+            'from pipelines import Pipeline\n\nkw = Pipeline(name="kw")\n\n\n@kw.source\ndef numbers():\n    yield 1\n',
+        )
         assert [i.name for i in loader.discover(tmp_path / "dags")] == ["kw"]
         assert loader.load("kw", tmp_path / "dags").name == "kw"
 
@@ -412,6 +440,7 @@ def b() -> Iterator[int]:
 
 
 # -- valid shapes -------------------------------------------------------------------------------------
+
 
 def diamond() -> Pipeline:
     """numbers -> (double, square) -> both: fan-out and fan-in."""
@@ -485,7 +514,13 @@ class TestValidShapes:
         stage = pipeline.map(square, over=numbers, retries=2, concurrency=4, kind="io", on_error="skip")
         assert isinstance(stage, Stage)
         assert (stage.name, stage.granularity, stage.kind, stage.retries, stage.concurrency, stage.on_error) == (
-            "square", "item", "io", 2, 4, "skip")
+            "square",
+            "item",
+            "io",
+            2,
+            4,
+            "skip",
+        )
         assert stage.output_type is int
         assert stage.input_args == ("x",)
 
@@ -586,11 +621,14 @@ class TestValidShapes:
 
     def test_description_defaults_to_module_docstring(self) -> None:
         pipeline = Pipeline("p")
-        assert pipeline.description_line() == "Pipeline definitions: every definition error names its stage; " \
-                                               "valid shapes build as declared."
+        assert (
+            pipeline.description_line() == "Pipeline definitions: every definition error names its stage; "
+            "valid shapes build as declared."
+        )
 
 
 # -- parameters ----------------------------------------------------------------------------------------------
+
 
 class Params(BaseModel):
     limit: int = Field(10, ge=0)
@@ -624,8 +662,9 @@ class TestParams:
         assert pipeline.parse_params(given) is given
 
     def test_cli_strings_are_json_for_non_str_fields(self, pipeline: Pipeline) -> None:
-        parsed = pipeline.parse_params({"limit": "5", "tags": '["a", "b"]', "ratio": "1e-3", "flag": "true",
-                                        "mapping": '{"a": 1}'})
+        parsed = pipeline.parse_params(
+            {"limit": "5", "tags": '["a", "b"]', "ratio": "1e-3", "flag": "true", "mapping": '{"a": 1}'}
+        )
         assert parsed == Params(limit=5, tags=["a", "b"], ratio=0.001, flag=True, mapping={"a": 1})
 
     def test_str_field_keeps_json_looking_text(self, pipeline: Pipeline) -> None:
@@ -637,8 +676,7 @@ class TestParams:
         with pytest.raises(ParamError, match=r"pipeline 'pp' has no parameter 'limt' \(did you mean 'limit'\?\)"):
             pipeline.parse_params({"limt": "5"})
 
-    @pytest.mark.parametrize(("key", "value"), [("limit", "five"), ("limit", "-1"), ("limit", "2.5"),
-                                                ("tags", "abc")])
+    @pytest.mark.parametrize(("key", "value"), [("limit", "five"), ("limit", "-1"), ("limit", "2.5"), ("tags", "abc")])
     def test_invalid_value_names_the_field(self, pipeline: Pipeline, key: str, value: str) -> None:
         with pytest.raises(ParamError, match=rf"invalid parameters for pipeline 'pp': {key}: "):
             pipeline.parse_params({key: value})
@@ -692,7 +730,8 @@ class TestParams:
 
         pipeline = Pipeline("nested", params=Nested)
         assert pipeline.parse_params({"ids": "[1, 2]", "inner": '{"a": 3}', "when": "2024-05-01"}) == Nested(
-            ids=[1, 2], inner=Inner(a=3), when=dt.date(2024, 5, 1))
+            ids=[1, 2], inner=Inner(a=3), when=dt.date(2024, 5, 1)
+        )
         assert pipeline.parse_params({"inner": "null"}) == Nested()
 
     def test_null_is_none_only_where_text_would_not_do(self) -> None:

@@ -4,6 +4,7 @@
 and on a real pseudo-terminal (where the live bars redraw); ``--wide`` and ``-q`` change what
 is shown, never cut it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -39,8 +40,14 @@ def on_a_terminal(*args: str, cwd: Path, columns: int = 80) -> str:
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                            stdout=follower, stderr=follower)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
     os.close(follower)
     chunks = []
     while True:
@@ -61,8 +68,9 @@ def test_process_pool_fits_80_columns_off_a_terminal(tmp_path: Path) -> None:
     assert_fits(proc.stdout + proc.stderr)
     header = next(line for line in proc.stdout.splitlines() if line.split()[:2] == ["stage", "executor"])
     assert header.split() == ["stage", "executor", "items", "rows", "time", "recomputed", "because"]
-    assert re.search(r"^ count_primes\s+processes\s+30\s+30\s+[\d.]+s\s+new\s*$", proc.stdout, re.MULTILINE), \
+    assert re.search(r"^ count_primes\s+processes\s+30\s+30\s+[\d.]+s\s+new\s*$", proc.stdout, re.MULTILINE), (
         proc.stdout
+    )
     assert "total: 1 row → " in proc.stdout  # one row, not "1 rows"
 
 
@@ -83,22 +91,33 @@ def test_reused_and_failed_items_are_shown_within_80_columns(tmp_path: Path) -> 
     again = cli(*args, cwd=tmp_path, env=env, check=0)
     # the resume hint is one line, however long, so that it can be copied whole
     assert_fits("\n".join(line for line in (first.stdout + again.stdout).splitlines() if "resume" not in line))
-    assert re.search(r"^ handle\s+threads\s+40 \(37 reused, 3 failed\)\s+37 ", again.stdout, re.MULTILINE), \
-        again.stdout
+    assert re.search(r"^ handle\s+threads\s+40 \(37 reused, 3 failed\)\s+37 ", again.stdout, re.MULTILINE), again.stdout
 
 
 def test_wide_shows_every_column_whole(tmp_path: Path) -> None:
     proc = cli("run", "process_pool", *SHORT, "--store", str(tmp_path), "--wide", env={"COLUMNS": "80"}, check=0)
     assert "…" not in proc.stdout
     header = next(line for line in proc.stdout.splitlines() if line.split()[:2] == ["stage", "executor"])
-    assert re.split(r"\s{2,}", header.strip()) == ["stage", "executor", "batches", "reused batches", "items",
-                                                   "reused items", "failed", "rows out", "wall s", "busy s",
-                                                   "items/s", "recomputed because"]
+    assert re.split(r"\s{2,}", header.strip()) == [
+        "stage",
+        "executor",
+        "batches",
+        "reused batches",
+        "items",
+        "reused items",
+        "failed",
+        "rows out",
+        "wall s",
+        "busy s",
+        "items/s",
+        "recomputed because",
+    ]
 
 
 def test_quiet_prints_only_the_run_its_outcome_and_the_results_paths(tmp_path: Path) -> None:
-    proc = cli("run", "process_pool", *SHORT, "--dags", str(ROOT / "dags"), "-q", cwd=tmp_path,
-               env={"COLUMNS": "80"}, check=0)
+    proc = cli(
+        "run", "process_pool", *SHORT, "--dags", str(ROOT / "dags"), "-q", cwd=tmp_path, env={"COLUMNS": "80"}, check=0
+    )
     lines = proc.stdout.splitlines()
     assert len(lines) == 3, proc.stdout
     assert lines[0].startswith("run ") and " · ok · " in lines[1]
@@ -108,8 +127,15 @@ def test_quiet_prints_only_the_run_its_outcome_and_the_results_paths(tmp_path: P
 def test_the_end_of_a_collecting_run_names_its_dead_letter_file(tmp_path: Path) -> None:
     from tests.conftest import TEST_DAGS
 
-    proc = cli("run", "fault_collect", "--dags", str(TEST_DAGS), cwd=tmp_path,
-               env={"COLUMNS": "80", "FAULT_FAIL": "3,23"}, check=0)
+    proc = cli(
+        "run",
+        "fault_collect",
+        "--dags",
+        str(TEST_DAGS),
+        cwd=tmp_path,
+        env={"COLUMNS": "80", "FAULT_FAIL": "3,23"},
+        check=0,
+    )
     run_id = re.search(r"^run (\S+) · ", proc.stdout, re.MULTILINE).group(1)  # type: ignore[union-attr]
     path = f".pipelines/runs/{run_id}/dead_letter/handle.arrow"
     assert f"\nhandle: collected 2 failed items into {path}\n" in proc.stdout, proc.stdout

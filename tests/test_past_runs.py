@@ -4,6 +4,7 @@ A run that reused everything has almost no files of its own; ``load`` follows th
 the parts, whichever runs wrote them. Runs started from a script resume when given the
 pipeline object or the script's module.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -51,7 +52,13 @@ def test_loaded_counts_agree_with_the_runs_own(reused) -> None:
         for name, s in result.stages.items():
             got = loaded.stages[name]
             assert (got.items, got.reused_items, got.failed_items, got.rows, got.batches, got.reused_batches) == (
-                s.items, s.reused_items, s.failed_items, s.rows, s.batches, s.reused_batches), name
+                s.items,
+                s.reused_items,
+                s.failed_items,
+                s.rows,
+                s.batches,
+                s.reused_batches,
+            ), name
 
 
 def test_load_by_pipeline_name_and_unknown_runs(reused) -> None:
@@ -68,8 +75,11 @@ def test_export_writes_a_stage_in_the_format_of_its_extension(reused, tmp_path: 
     target = tmp_path / f"out{suffix}"
     proc = cli("export", "latest", "doubled", "-o", str(target), "--store", str(store), check=0)
     assert "doubled of run " in proc.stdout and str(target) in proc.stdout
-    read = {".parquet": pq.read_table, ".csv": pcsv.read_csv,
-            ".arrow": lambda p: ipc.open_file(pa.memory_map(str(p))).read_all()}[suffix]
+    read = {
+        ".parquet": pq.read_table,
+        ".csv": pcsv.read_csv,
+        ".arrow": lambda p: ipc.open_file(pa.memory_map(str(p))).read_all(),
+    }[suffix]
     table = read(target)
     assert table.to_pylist() == first.table("doubled").to_pylist()
 
@@ -129,7 +139,7 @@ class TestLatestScoped:
         assert f"run {squares} is a run of pipeline 'cli_squares', not 'cli_failing'" in proc.stderr
 
 
-SCRIPT = '''
+SCRIPT = """
 import os
 from pipelines import Pipeline
 
@@ -150,7 +160,7 @@ def checked(x: int) -> int:
 
 result = pipeline.run(executor="threads")
 print(result.run_id, result.status.value)
-'''
+"""
 
 
 def test_a_run_from_a_script_resumes_given_its_module(tmp_path: Path) -> None:

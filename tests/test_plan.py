@@ -3,6 +3,7 @@
 Nothing here starts an executor. ``max_workers`` is always given so that plans do not
 depend on the machine's CPU count.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -10,8 +11,8 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
-from pipelines.define.model import Pipeline
 from pipelines._engine.plan import PROCESS_PRELOAD, ExecutorSpec, Plan, RunOptions, StagePlan, plan
+from pipelines.define.model import Pipeline
 
 
 def mixed() -> Pipeline:
@@ -88,11 +89,14 @@ def test_cpu_stages_share_one_process_pool() -> None:
 
     assert plan(pipeline, RunOptions(max_workers=3)) == Plan(
         order=("numbers", "a", "b"),
-        stages={"numbers": DRIVER,
-                "a": StagePlan("a", "processes", "processes", 6, None, None, 0.1, 4),
-                "b": StagePlan("b", "processes", "processes", 6, None, 100, 0.1, 4)},
-        executors={"processes": ExecutorSpec("processes", "processes",
-                                             {"max_workers": 3, "preload": PROCESS_PRELOAD}, 6)},
+        stages={
+            "numbers": DRIVER,
+            "a": StagePlan("a", "processes", "processes", 6, None, None, 0.1, 4),
+            "b": StagePlan("b", "processes", "processes", 6, None, 100, 0.1, 4),
+        },
+        executors={
+            "processes": ExecutorSpec("processes", "processes", {"max_workers": 3, "preload": PROCESS_PRELOAD}, 6)
+        },
     )
 
 
@@ -108,7 +112,8 @@ def test_async_concurrency_sizes_in_flight_items() -> None:
         return url
 
     assert plan(pipeline, RunOptions(max_workers=2)).stages["get"] == StagePlan(
-        "get", "asyncio", "asyncio", 64, 40, None, 0.5, 5, 5)
+        "get", "asyncio", "asyncio", 64, 40, None, 0.5, 5, 5
+    )
 
 
 def test_async_stage_on_threads_is_sized_by_its_concurrency() -> None:
@@ -150,8 +155,7 @@ def test_run_option_moves_every_stage_but_pinned_ones() -> None:
     }
     assert the_plan.executors["threads:fetch"].options == {"max_workers": 4}
     assert the_plan.executors["threads:crunch"].options == {"max_workers": 8}
-    assert set(the_plan.executors) == {"threads:crunch", "threads:fetch", "threads:download", "threads:save",
-                                       "inline"}
+    assert set(the_plan.executors) == {"threads:crunch", "threads:fetch", "threads:download", "threads:save", "inline"}
 
 
 @pytest.mark.parametrize("backend", ["inline", "processes", "asyncio", "joblib"])
@@ -181,8 +185,12 @@ def test_stage_executor_wins_over_kind_and_run_option() -> None:
     async def c(x: int) -> int:
         return x
 
-    expected = {"numbers": (None, "driver"), "a": ("threads:a", "threads"), "b": ("processes", "processes"),
-                "c": ("inline", "inline")}
+    expected = {
+        "numbers": (None, "driver"),
+        "a": ("threads:a", "threads"),
+        "b": ("processes", "processes"),
+        "c": ("inline", "inline"),
+    }
     assert placement(plan(pipeline, RunOptions(max_workers=2))) == expected
     assert placement(plan(pipeline, RunOptions(executor="asyncio", max_workers=2))) == expected
 
@@ -195,26 +203,34 @@ def test_sources_stay_on_the_driver_even_when_pinned() -> None:
         yield 1
 
     assert plan(pipeline, RunOptions(executor="dask")).stages["numbers"] == StagePlan(
-        "numbers", None, "driver", 1, None, 7, 0.0, 0)
+        "numbers", None, "driver", 1, None, 7, 0.0, 0
+    )
 
 
 def test_cluster_options_reach_the_executor() -> None:
-    options = RunOptions(executor="dask", address="tcp://10.0.0.1:8786", max_workers=2,
-                         dashboard_address=":0", keep_cluster=True)
+    options = RunOptions(
+        executor="dask", address="tcp://10.0.0.1:8786", max_workers=2, dashboard_address=":0", keep_cluster=True
+    )
     the_plan = plan(mixed(), options)
     assert the_plan.executors == {
-        "dask": ExecutorSpec("dask", "dask", {"max_workers": 2, "address": "tcp://10.0.0.1:8786",
-                                              "dashboard_address": ":0", "keep_cluster": True}, 4),
+        "dask": ExecutorSpec(
+            "dask",
+            "dask",
+            {"max_workers": 2, "address": "tcp://10.0.0.1:8786", "dashboard_address": ":0", "keep_cluster": True},
+            4,
+        ),
         "inline": INLINE,
     }
     assert {sp.slot for sp in the_plan.stages.values()} == {None, "dask", "inline"}
 
 
 def test_ray_gets_the_address_but_no_dask_options() -> None:
-    options = RunOptions(executor="ray", address="ray://h:10001", max_workers=2, dashboard_address=":0",
-                         keep_cluster=True)
+    options = RunOptions(
+        executor="ray", address="ray://h:10001", max_workers=2, dashboard_address=":0", keep_cluster=True
+    )
     assert plan(mixed(), options).executors["ray"] == ExecutorSpec(
-        "ray", "ray", {"max_workers": 2, "address": "ray://h:10001"}, 4)
+        "ray", "ray", {"max_workers": 2, "address": "ray://h:10001"}, 4
+    )
 
 
 def test_start_method_reaches_the_process_pool() -> None:
@@ -233,5 +249,4 @@ def test_plan_is_pure() -> None:
 
 def test_describe_is_what_a_resume_needs() -> None:
     options = RunOptions(executor="dask", address="tcp://h:1", max_workers=3, start_method="spawn", fresh=True)
-    assert options.describe() == {"executor": "dask", "address": "tcp://h:1", "max_workers": 3,
-                                  "start_method": "spawn"}
+    assert options.describe() == {"executor": "dask", "address": "tcp://h:1", "max_workers": 3, "start_method": "spawn"}

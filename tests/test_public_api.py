@@ -2,6 +2,7 @@
 
 A name added to or removed from ``__all__`` is an API change: update the list here on purpose.
 """
+
 from __future__ import annotations
 
 import executors
@@ -80,13 +81,17 @@ def test_every_executors_name_resolves() -> None:
 
 
 def test_lazy_names_are_the_engine_objects() -> None:
-    from pipelines.define.model import Pipeline, Stage
     from pipelines._engine.plan import RunOptions
     from pipelines.api import resume, run
+    from pipelines.define.model import Pipeline, Stage
     from pipelines.store import Store
 
     assert (pipelines.Pipeline, pipelines.Stage, pipelines.RunOptions, pipelines.Store) == (
-        Pipeline, Stage, RunOptions, Store)
+        Pipeline,
+        Stage,
+        RunOptions,
+        Store,
+    )
     assert (pipelines.run, pipelines.resume) == (run, resume)
 
 

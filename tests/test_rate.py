@@ -4,6 +4,7 @@ The bucket's rate is measured on a clock the test drives (``time.monotonic`` and
 are replaced), so it is exact and does not depend on how loaded the machine is; the one
 real-time test asserts only a lower bound.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,18 +19,21 @@ from pipelines.define import rate
 from pipelines.define.rate import RateLimiter, parse_rate
 
 
-@pytest.mark.parametrize(("text", "per_second"), [
-    ("50/s", 50.0),
-    ("600/min", 10.0),
-    ("1000/h", 1000 / 3600),
-    ("2/5s", 0.4),
-    ("3/2min", 3 / 120),
-    ("1.5/sec", 1.5),
-    (" 30 / minute ", 0.5),
-    ("10/S", 10.0),
-    ("7/second", 7.0),
-    ("36/hour", 0.01),
-])
+@pytest.mark.parametrize(
+    ("text", "per_second"),
+    [
+        ("50/s", 50.0),
+        ("600/min", 10.0),
+        ("1000/h", 1000 / 3600),
+        ("2/5s", 0.4),
+        ("3/2min", 3 / 120),
+        ("1.5/sec", 1.5),
+        (" 30 / minute ", 0.5),
+        ("10/S", 10.0),
+        ("7/second", 7.0),
+        ("36/hour", 0.01),
+    ],
+)
 def test_parse_rate_reads_items_per_second(text, per_second):
     assert parse_rate(text) == pytest.approx(per_second)
 

@@ -14,6 +14,7 @@ The rules, so that a block is never silently left out:
   is marked ``skip``; other lines are commands this test cannot run (``make``, ``ray start``)
   and must be in a skipped block.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,10 @@ class Block:
 
 def blocks() -> list[Block]:
     text = README.read_text()
-    return [Block(m["lang"], m["code"], (m["mark"] or "").strip(), text.count("\n", 0, m.start("code")) + 1)
-            for m in FENCE.finditer(text)]
+    return [
+        Block(m["lang"], m["code"], (m["mark"] or "").strip(), text.count("\n", 0, m.start("code")) + 1)
+        for m in FENCE.finditer(text)
+    ]
 
 
 PYTHON = [b for b in blocks() if b.lang == "python"]
@@ -61,8 +64,9 @@ SHELL = [b for b in blocks() if b.lang == "sh"]
 
 def test_marks_are_known() -> None:
     for block in blocks():
-        assert block.mark in ("", "continue") or block.mark.startswith(("skip because ", "output of python -m pipelines ")), \
-            (block.id, block.mark)
+        assert block.mark in ("", "continue") or block.mark.startswith(
+            ("skip because ", "output of python -m pipelines ")
+        ), (block.id, block.mark)
 
 
 @pytest.mark.parametrize("block", [b for b in PYTHON if b.shown_file], ids=lambda b: b.id)
@@ -106,8 +110,9 @@ def test_python_block_runs(group: list[Block], tmp_path: Path) -> None:
     script = tmp_path / "readme_block.py"
     script.write_text("\n\n".join(block.code for block in group) + RUN_TESTS)
     env = {**os.environ, "PIPELINES_STORE": str(tmp_path / "store"), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, f"{group[0].id}:\n{proc.stdout}\n{proc.stderr}"
     for block in group:  # a printed value the block announces in a comment ("# 1,000") must be right
         for expected in re.findall(r"print\(.*\)\s+# (?:prints |→ )(.+)$", block.code, re.M):
@@ -131,8 +136,12 @@ def test_shell_blocks_are_runnable_or_skipped() -> None:
 @pytest.mark.parametrize("block", [b for b in SHELL if not b.mark.startswith("skip")], ids=lambda b: b.id)
 def test_shell_block_runs(block: Block, tmp_path: Path) -> None:
     """Run each command as the README says, through a shell, from a scratch folder with the repository's dags."""
-    env = {**os.environ, "PIPELINES_STORE": str(tmp_path / "store"), "PIPELINES_DAGS": str(ROOT / "dags"),
-           "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "PIPELINES_STORE": str(tmp_path / "store"),
+        "PIPELINES_DAGS": str(ROOT / "dags"),
+        "COLUMNS": "200",
+    }
     for command in _commands(block):
         line = shlex.quote(sys.executable) + command.removeprefix("python")
         proc = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -144,4 +153,6 @@ def test_shown_output_is_current(block: Block) -> None:
     argv = [sys.executable, *shlex.split(block.mark.removeprefix("output of "))[1:]]
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
-    assert proc.stdout == block.code, f"{block.id} is out of date; {block.mark.removeprefix('output of ')} prints:\n{proc.stdout}"
+    assert proc.stdout == block.code, (
+        f"{block.id} is out of date; {block.mark.removeprefix('output of ')} prints:\n{proc.stdout}"
+    )

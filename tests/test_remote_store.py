@@ -1,4 +1,5 @@
 """A store on an object store: batch files on S3 (a real S3 server, moto, on 127.0.0.1)."""
+
 from __future__ import annotations
 
 import os
@@ -25,10 +26,17 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-           "PIPELINES_LEDGER_DIR": str(tmp_path_factory.mktemp("ledgers"))}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "PIPELINES_LEDGER_DIR": str(tmp_path_factory.mktemp("ledgers")),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -61,8 +69,10 @@ def test_batches_go_to_s3_and_are_reused(s3: str, load) -> None:
     with Store(s3) as store:
         paths = [row["path"] for row in store.ledger.query("SELECT path FROM parts")]
         assert paths and all(p.startswith("runs/") for p in paths)  # relative to the store: it can move
-        assert all(p.path.startswith("s3://pipelines-test/store/runs/") for p in store.ledger.parts(
-            store.ledger.query("SELECT key FROM parts LIMIT 1")[0]["key"]))
+        assert all(
+            p.path.startswith("s3://pipelines-test/store/runs/")
+            for p in store.ledger.parts(store.ledger.query("SELECT key FROM parts LIMIT 1")[0]["key"])
+        )
     second = pipelines.run(load("counted"), {"n": 3000}, store=s3)
     assert second.stages["square"].reused_items == 3000 and second.stages["plus_one"].reused_items == 3000
 
@@ -72,8 +82,11 @@ def test_a_damaged_object_is_recomputed(s3: str, load) -> None:
 
     first = pipelines.run(load("counted"), {"n": 1000}, store=s3, fresh=True)
     with Store(s3) as store:
-        path = store.ledger.absolute(store.ledger.query("SELECT p.path FROM parts p JOIN objects o ON o.key = p.key "
-                                                        "WHERE o.stage = 'square' LIMIT 1")[0]["path"])
+        path = store.ledger.absolute(
+            store.ledger.query(
+                "SELECT p.path FROM parts p JOIN objects o ON o.key = p.key WHERE o.stage = 'square' LIMIT 1"
+            )[0]["path"]
+        )
     fs = pafs.FileSystem.from_uri("s3://pipelines-test?region=us-east-1")[0]
     inner = path.removeprefix("s3://").split("?")[0]
     with fs.open_output_stream(inner) as out:

@@ -4,6 +4,7 @@ The CLI runs are real subprocesses on ``tests/dags/slowed.py`` (whose output is 
 so progress comes as plain lines); the hooks, totals and log handlers are also checked in
 process, where a failure names the number that went wrong.
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,8 +22,19 @@ from pipelines.observe.report import ProgressLines, progress_line, summary_table
 from tests.conftest import ROOT, TEST_DAGS, cli
 
 N, DELAY, TALLY_DELAY = 100, 0.02, 0.3  # slowed: two maps of N items (DELAY s each) and a reduce
-SLOWED = ("run", "slowed", "--dags", str(TEST_DAGS), "--param", f"n={N}", "--param", f"delay={DELAY}",
-          "--param", f"tally_delay={TALLY_DELAY}", "--wide")
+SLOWED = (
+    "run",
+    "slowed",
+    "--dags",
+    str(TEST_DAGS),
+    "--param",
+    f"n={N}",
+    "--param",
+    f"delay={DELAY}",
+    "--param",
+    f"tally_delay={TALLY_DELAY}",
+    "--wide",
+)
 FAST = {"PIPELINES_PROGRESS_INTERVAL": "0.1"}
 PROGRESS = re.compile(r"^(numbers|warm_up|cool_down|tally): (finished, )?[\d,]+(/[\d,]+)? items?,", re.MULTILINE)
 
@@ -48,7 +60,7 @@ def summary_rows(text: str) -> dict[str, dict[str, str]]:
         regions.append(region)
         end = region[1]
     rows = {}
-    for line in lines[header + 2:]:
+    for line in lines[header + 2 :]:
         if not line.strip() or not line.startswith(" "):
             break
         cells = [line[a:b].strip() for a, b in regions]
@@ -65,8 +77,9 @@ def plain_run(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 class TestPlainProgress:
     def test_periodic_lines_show_counts_totals_rates_and_time(self, plain_run: str) -> None:
-        moving = re.findall(r"^(warm_up|cool_down): (\d+)/(\d+) items, ([\d,.]+) items/s, (\d+\.\d)s$", plain_run,
-                            re.MULTILINE)
+        moving = re.findall(
+            r"^(warm_up|cool_down): (\d+)/(\d+) items, ([\d,.]+) items/s, (\d+\.\d)s$", plain_run, re.MULTILINE
+        )
         assert moving, plain_run
         assert all(int(total) == N and int(done) <= N for _, done, total, _, _ in moving), moving
         assert all(float(rate.replace(",", "")) > 0 for *_, rate, _ in moving), moving
@@ -95,7 +108,9 @@ class TestPlainProgress:
         lines.update(stats("warm_up", done=20, total=20, wall=2.0, final=True))
         lines.update(stats("warm_up", done=20, total=20, wall=2.0, final=True))
         assert out.file.getvalue().splitlines() == [  # type: ignore[attr-defined]
-            "warm_up: 5/10 items, 1.0s", "warm_up: finished, 20 items, 10 items/s, 2.0s"]
+            "warm_up: 5/10 items, 1.0s",
+            "warm_up: finished, 20 items, 10 items/s, 2.0s",
+        ]
 
     def test_a_long_task_still_says_it_is_alive(self, tmp_path: Path) -> None:
         """A reduce that works for a while, its count unchanged, gets a line every interval."""
@@ -109,19 +124,43 @@ class TestPlainProgress:
         assert line == "describe: 1,253 items, 50 reused, 3 failed, 400 items/s, 3.0s"
 
 
-def stats(stage: str, *, done: int, total: int | None, wall: float, reused: int = 0, failed: int = 0,
-          final: bool = False) -> StageStats:
-    return StageStats(stage=stage, backend="threads", items_done=done, items_reused=reused, items_failed=failed,
-                      items_in_flight=0, batches_final=0, batches_seen=1, final=final, seconds=wall,
-                      items_total=total, wall_seconds=wall)
+def stats(
+    stage: str, *, done: int, total: int | None, wall: float, reused: int = 0, failed: int = 0, final: bool = False
+) -> StageStats:
+    return StageStats(
+        stage=stage,
+        backend="threads",
+        items_done=done,
+        items_reused=reused,
+        items_failed=failed,
+        items_in_flight=0,
+        batches_final=0,
+        batches_seen=1,
+        final=final,
+        seconds=wall,
+        items_total=total,
+        wall_seconds=wall,
+    )
 
 
 class TestSummary:
     def test_columns_and_throughput_is_items_over_wall(self, plain_run: str) -> None:
         rows = summary_rows(plain_run)
         run_seconds = float(re.search(r"slowed · \S+ · ok · ([\d.]+)s", plain_run).group(1))  # type: ignore[union-attr]
-        assert list(rows["warm_up"]) == ["stage", "executor", "batches", "reused batches", "items", "reused items",
-                                         "failed", "rows out", "wall s", "busy s", "items/s", "recomputed because"]
+        assert list(rows["warm_up"]) == [
+            "stage",
+            "executor",
+            "batches",
+            "reused batches",
+            "items",
+            "reused items",
+            "failed",
+            "rows out",
+            "wall s",
+            "busy s",
+            "items/s",
+            "recomputed because",
+        ]
         for stage in ("warm_up", "cool_down"):
             row = rows[stage]
             wall, rate = float(row["wall s"]), float(row["items/s"].replace(",", ""))
@@ -163,8 +202,13 @@ def observed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[pipelines.Ru
     from pipelines.define import loader
 
     collect = Collect()
-    result = pipelines.run(loader.load("slowed", TEST_DAGS), {"n": N, "delay": DELAY, "tally_delay": 0.1},
-                           store=tmp_path_factory.mktemp("store"), observers=[collect], executor="threads")
+    result = pipelines.run(
+        loader.load("slowed", TEST_DAGS),
+        {"n": N, "delay": DELAY, "tally_delay": 0.1},
+        store=tmp_path_factory.mktemp("store"),
+        observers=[collect],
+        executor="threads",
+    )
     assert result.ok
     return result, collect.seen
 
@@ -206,14 +250,20 @@ def test_totals_follow_the_chain_as_stages_finish() -> None:
     from pipelines._engine.batching import TaskSizer
     from pipelines._engine.state import StageState, expected_totals
 
-    shape = {"src": ("source", ()), "fm": ("flat", ("src",)), "m": ("item", ("fm",)), "m2": ("item", ("m",)),
-             "b": ("batch", ("m2",)), "r": ("all", ("b",))}
-    stages = {n: SimpleNamespace(granularity=g, inputs=ins, itemwise=g in ("item", "flat"))
-              for n, (g, ins) in shape.items()}
+    shape = {
+        "src": ("source", ()),
+        "fm": ("flat", ("src",)),
+        "m": ("item", ("fm",)),
+        "m2": ("item", ("m",)),
+        "b": ("batch", ("m2",)),
+        "r": ("all", ("b",)),
+    }
+    stages = {
+        n: SimpleNamespace(granularity=g, inputs=ins, itemwise=g in ("item", "flat")) for n, (g, ins) in shape.items()
+    }
     states = {n: StageState(n, TaskSizer()) for n in shape}
     order = list(shape)
-    assert expected_totals(order, stages, states) == {"src": None, "fm": None, "m": None, "m2": None, "b": None,
-                                                      "r": 1}
+    assert expected_totals(order, stages, states) == {"src": None, "fm": None, "m": None, "m2": None, "b": None, "r": 1}
     src = states["src"]
     src.final, src.items_done, src.rows = True, 100, 100
     assert expected_totals(order, stages, states)["fm"] == 100
@@ -288,12 +338,19 @@ class TestLogging:
             Observers([Listen()]).message("checkpoint is truncated", level="warning")
             Observers([Listen()]).message("just so you know")
         assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pipelines.observe.hooks"] == [
-            (logging.WARNING, "checkpoint is truncated"), (logging.INFO, "just so you know")]
+            (logging.WARNING, "checkpoint is truncated"),
+            (logging.INFO, "just so you know"),
+        ]
         assert got == [("checkpoint is truncated", "warning"), ("just so you know", "info")]
 
 
-ALLOWED_TO_PRINT = {"pipelines/cli/commands.py", "pipelines/observe/report.py", "pipelines/cli/views.py", "pipelines/cli/upkeep.py",
-                    "executors/dask_tls.py"}  # command-line code: it talks to a person
+ALLOWED_TO_PRINT = {
+    "pipelines/cli/commands.py",
+    "pipelines/observe/report.py",
+    "pipelines/cli/views.py",
+    "pipelines/cli/upkeep.py",
+    "executors/dask_tls.py",
+}  # command-line code: it talks to a person
 
 
 def test_the_library_does_not_print() -> None:
@@ -309,7 +366,11 @@ def test_the_library_does_not_print() -> None:
                     continue
                 func = node.func
                 if (isinstance(func, ast.Name) and func.id == "print") or (
-                        isinstance(func, ast.Attribute) and (func.attr == "print" or (
-                            func.attr == "write" and ast.unparse(func.value) in ("sys.stdout", "sys.stderr")))):
+                    isinstance(func, ast.Attribute)
+                    and (
+                        func.attr == "print"
+                        or (func.attr == "write" and ast.unparse(func.value) in ("sys.stdout", "sys.stderr"))
+                    )
+                ):
                     found.append(f"{rel}:{node.lineno}: {ast.unparse(node)[:60]}")
     assert found == []

@@ -4,6 +4,7 @@ Stages of tests/dags/counted.py log every call to a file, so each test can asser
 that the final output equals an uninterrupted run's, but that a resume computed exactly the
 work that was not finished: the items the ledger did not hold when the run stopped.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,18 @@ class TestFailedItems:
         assert resumed.table("plus_one").column("plus_one").to_pylist() == [x * x + 1 for x in range(10_000)]
 
     def test_the_hint_line_has_counts_and_the_command(self, store: Path) -> None:
-        proc = cli("run", "counted_skip", "--dags", str(TEST_DAGS), "--store", str(store), "--param", "n=10000",
-                   env={"COUNTED_FAIL": "1,2,3"}, check=0)
+        proc = cli(
+            "run",
+            "counted_skip",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(store),
+            "--param",
+            "n=10000",
+            env={"COUNTED_FAIL": "1,2,3"},
+            check=0,
+        )
         run_id = run_id_of(proc.stdout)
         line = next(ln for ln in proc.stdout.splitlines() if "failed in stage" in ln)
         assert "3 of 10,000 items failed in stage 'square' (ValueError: item 1 is broken)" in line
@@ -70,8 +81,9 @@ class TestFailedItems:
     def test_fail_policy_resume_finishes_the_rest(self, store: Path, tmp_path: Path) -> None:
         log = tmp_path / "calls.log"
         env = {"COUNTED_LOG": str(log), "COUNTED_FAIL": "700"}
-        proc = cli("run", "counted", "--dags", str(TEST_DAGS), "--store", str(store), "--param", "n=5000", env=env,
-                   check=1)
+        proc = cli(
+            "run", "counted", "--dags", str(TEST_DAGS), "--store", str(store), "--param", "n=5000", env=env, check=1
+        )
         assert "stage 'square'" in proc.stdout + proc.stderr and "item 700 is broken" in proc.stdout
         run_id = run_id_of(proc.stdout)
         done = done_in_ledger(store)
@@ -83,12 +95,36 @@ class TestFailedItems:
 
 
 def start_run(store: Path, log: Path, n: int, delay: float, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "COUNTED_LOG": str(log), "COUNTED_DELAY": str(delay), "PYTHONUNBUFFERED": "1",
-           "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "COUNTED_LOG": str(log),
+        "COUNTED_DELAY": str(delay),
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "run", "counted", "--dags", str(TEST_DAGS), "--store", str(store),
-         "--param", f"n={n}", "--quiet", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            "counted",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(store),
+            "--param",
+            f"n={n}",
+            "--quiet",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for_calls(log: Path, at_least: int, proc: subprocess.Popen[str]) -> None:
@@ -156,8 +192,9 @@ class TestKill:
 
 
 class TestReuse:
-    def test_truncated_checkpoint_is_recomputed_with_a_warning(self, load, store: Path, tmp_path: Path,
-                                                               monkeypatch) -> None:
+    def test_truncated_checkpoint_is_recomputed_with_a_warning(
+        self, load, store: Path, tmp_path: Path, monkeypatch
+    ) -> None:
         log = tmp_path / "calls.log"
         monkeypatch.setenv("COUNTED_LOG", str(log))
         first = pipelines.run(load("counted"), {"n": 3000}, store=store)
@@ -191,8 +228,7 @@ class TestReuse:
         assert rows["total"]["reused items"] == "0" and rows["total"]["recomputed because"] == "inputs changed"
         assert first.returncode == 0
 
-    def test_fresh_stage_recomputes_it_and_its_downstream(self, load, store: Path, tmp_path: Path,
-                                                         monkeypatch) -> None:
+    def test_fresh_stage_recomputes_it_and_its_downstream(self, load, store: Path, tmp_path: Path, monkeypatch) -> None:
         log = tmp_path / "calls.log"
         monkeypatch.setenv("COUNTED_LOG", str(log))
         pipelines.run(load("counted"), {"n": 1000}, store=store)
@@ -204,8 +240,7 @@ class TestReuse:
         pipelines.run(load("counted"), {"n": 1000}, store=store, fresh=True)
         assert calls(log, before) == {"square": 1000, "plus_one": 1000, "total": 1}
 
-    def test_a_run_can_be_resumed_on_another_executor(self, load, store: Path, tmp_path: Path,
-                                                      monkeypatch) -> None:
+    def test_a_run_can_be_resumed_on_another_executor(self, load, store: Path, tmp_path: Path, monkeypatch) -> None:
         monkeypatch.setenv("COUNTED_FAIL", "50")
         first = pipelines.run(load("counted"), {"n": 2000}, store=store, executor="threads")
         assert first.status is RunStatus.FAILED
@@ -248,18 +283,45 @@ class TestKillIngest:
 
     def run_ingest(self, store: Path, url: str, *extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipelines", "run", "ingest", "--store", str(store), "--quiet",
-             "--param", f"base_url={url}", "--param", f"scale={self.SCALE}", *extra],
-            cwd=ROOT, env={**os.environ, "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipelines",
+                "run",
+                "ingest",
+                "--store",
+                str(store),
+                "--quiet",
+                "--param",
+                f"base_url={url}",
+                "--param",
+                f"scale={self.SCALE}",
+                *extra,
+            ],
+            cwd=ROOT,
+            env={**os.environ, "COLUMNS": "200"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
     @pytest.mark.parametrize("moment", ["downloading", "describing"])
     def test_kill_9_during_ingest_then_resume(self, moment: str, server, store: Path, tmp_path: Path) -> None:
         url, hits = server
         total = 15 * self.SCALE
         reference = tmp_path / "reference"
-        cli("run", "ingest", "--store", str(reference), "--param", f"base_url={url}", "--param",
-            f"scale={self.SCALE}", check=0)
+        cli(
+            "run",
+            "ingest",
+            "--store",
+            str(reference),
+            "--param",
+            f"base_url={url}",
+            "--param",
+            f"scale={self.SCALE}",
+            check=0,
+        )
         hits.clear()
 
         proc = self.run_ingest(store, url)

@@ -1,4 +1,5 @@
 """The runner on local executors: same results everywhere, streaming, backpressure, resources."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ LOCAL_EXECUTORS = ["inline", "threads", "processes", "asyncio"]
 def diamond_baseline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pa.Table]:
     from pipelines.define import loader
 
-    result = pipelines.run(loader.load("diamond", TEST_DAGS), {"n": 1500}, store=tmp_path_factory.mktemp("base"),
-                           executor="inline")
+    result = pipelines.run(
+        loader.load("diamond", TEST_DAGS), {"n": 1500}, store=tmp_path_factory.mktemp("base"), executor="inline"
+    )
     assert result.status is RunStatus.OK
     return {stage: result.table(stage) for stage in result.stages}
 
@@ -43,8 +45,14 @@ def test_every_local_executor_gives_identical_results(executor: str, load, store
 def test_default_executors_follow_stage_kinds(load, store: Path, diamond_baseline) -> None:
     result = pipelines.run(load("diamond"), {"n": 1500}, store=store)
     backends = {name: s.backend for name, s in result.stages.items()}
-    assert backends == {"numbers": "driver", "label": "processes", "divisors": "processes",
-                        "per_batch": "processes", "doubled": "asyncio", "summary": "processes"}
+    assert backends == {
+        "numbers": "driver",
+        "label": "processes",
+        "divisors": "processes",
+        "per_batch": "processes",
+        "doubled": "asyncio",
+        "summary": "processes",
+    }
     assert result.table("summary").equals(diamond_baseline["summary"])
 
 
@@ -77,8 +85,9 @@ def test_source_read_ahead_is_bounded(load, store: Path, tmp_path: Path, monkeyp
     gate = tmp_path / "gate"
     monkeypatch.setenv("GATE_FILE", str(gate))
     holder: dict[str, object] = {}
-    runner = threading.Thread(target=lambda: holder.update(
-        result=pipelines.run(load("gated"), store=store, executor="threads")))
+    runner = threading.Thread(
+        target=lambda: holder.update(result=pipelines.run(load("gated"), store=store, executor="threads"))
+    )
     runner.start()
     counts = [0]
     while not (counts[-1] and len(counts) > 20 and counts[-1] == counts[-20]):  # written, then a second still
@@ -103,8 +112,10 @@ def test_resources_are_made_once_per_worker(load, store: Path, tmp_path: Path, m
     result = pipelines.run(load("resourced"), store=store)
     assert result.status is RunStatus.OK, result.error
     lines = [line.split() for line in log.read_text().splitlines()]
-    where = {what: Counter((pid, tid) for w, pid, tid in lines if w == what)
-             for what in ("open-sync", "call-sync", "open-async", "call-async", "close-async")}
+    where = {
+        what: Counter((pid, tid) for w, pid, tid in lines if w == what)
+        for what in ("open-sync", "call-sync", "open-async", "call-async", "close-async")
+    }
     assert where["call-sync"].total() == 1200 and where["call-async"].total() == 600
     assert set(where["open-sync"]) == set(where["call-sync"]), "a worker ran a task without its own resource"
     assert set(where["open-sync"].values()) == {1}, f"made more than once by a worker: {where['open-sync']}"
@@ -155,8 +166,13 @@ def test_spawn_start_method_needs_no_main_guard(store: Path, tmp_path: Path) -> 
     """A script that runs a pipeline at top level, on spawned worker processes, runs its body once."""
     script, body_log = tmp_path / "unguarded.py", tmp_path / "body.log"
     script.write_text(SCRIPT_WITHOUT_GUARD)
-    proc = subprocess.run([sys.executable, str(script), str(store)], capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "PIPELINES_START_METHOD": "spawn", "BODY_LOG": str(body_log)})
+    proc = subprocess.run(
+        [sys.executable, str(script), str(store)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PIPELINES_START_METHOD": "spawn", "BODY_LOG": str(body_log)},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "backend processes" in proc.stdout.splitlines()
     assert f"total {[{'rows': 500, 'sum': sum(x * x for x in range(500))}]}" in proc.stdout.splitlines()

@@ -3,6 +3,7 @@
 The crash test kills a real writer process with SIGKILL many times mid-loop and then reads
 every ``*.arrow`` file it left: a file that exists is always whole.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,13 @@ from pipelines.store import arrow as batch_files
 
 def sample(rows: int = 1000, seed: int = 0) -> pa.Table:
     rng = random.Random(seed)
-    return pa.table({"id": list(range(rows)), "text": [f"row {rng.random()}" for _ in range(rows)],
-                     "blob": [rng.randbytes(rng.randint(0, 40)) for _ in range(rows)]})
+    return pa.table(
+        {
+            "id": list(range(rows)),
+            "text": [f"row {rng.random()}" for _ in range(rows)],
+            "blob": [rng.randbytes(rng.randint(0, 40)) for _ in range(rows)],
+        }
+    )
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -117,7 +123,9 @@ class TestRead:
 
     def test_truncated_with_expect(self, written: batch_files.FileInfo) -> None:
         os.truncate(written.path, written.bytes - 100)
-        with pytest.raises(CheckpointError, match=rf"is truncated: {written.bytes - 100} bytes, expected {written.bytes}"):
+        with pytest.raises(
+            CheckpointError, match=rf"is truncated: {written.bytes - 100} bytes, expected {written.bytes}"
+        ):
             batch_files.read_table(written.path, expect=written)
 
     def test_truncated_without_expect(self, written: batch_files.FileInfo) -> None:

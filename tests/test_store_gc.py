@@ -2,6 +2,7 @@
 
 Real runs of ``tests/dags/durable.py`` through the CLI, a real ``kill -9``, real files.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,18 @@ N = 2000
 def run(store: Path, *params: str, log: Path | None = None) -> str:
     """Run durable to the end; return its run id."""
     args = [p for param in params for p in ("--param", param)]
-    cli("run", "durable", "--dags", str(TEST_DAGS), "--store", str(store), "--quiet", *args,
-        env={"DURABLE_LOG": str(log)} if log else None, check=0)
+    cli(
+        "run",
+        "durable",
+        "--dags",
+        str(TEST_DAGS),
+        "--store",
+        str(store),
+        "--quiet",
+        *args,
+        env={"DURABLE_LOG": str(log)} if log else None,
+        check=0,
+    )
     with Store(store) as s:
         return s.ledger.latest_run()["id"]
 
@@ -75,14 +86,14 @@ class TestRetention:
 
         with Store(store) as s:
             assert read_stage(s, ids[2], "total").to_pylist() == [
-                {"rows": N, "sum": sum(3 * x + 1 for x in range(20_000, 20_000 + N))}]
+                {"rows": N, "sum": sum(3 * x + 1 for x in range(20_000, 20_000 + N))}
+            ]
         log = tmp_path / "calls.log"
         run(store, "offset=20000", log=log)
         assert calls(log) == Counter()
         assert pipelines  # imported for its side of the run above
 
-    def test_shared_objects_of_a_dropped_run_stay_while_a_kept_run_uses_them(self, store: Path,
-                                                                          tmp_path: Path) -> None:
+    def test_shared_objects_of_a_dropped_run_stay_while_a_kept_run_uses_them(self, store: Path, tmp_path: Path) -> None:
         first = run(store)
         second = run(store)  # reuses every object of the first run
         cli("gc", "--keep-runs", "1", "--store", str(store), check=0)
@@ -120,9 +131,26 @@ class TestOrphans:
         log = tmp_path / "calls.log"
         env = {**os.environ, "DURABLE_LOG": str(log), "DURABLE_DELAY": "0.002", "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines", "run", "durable", "--dags", str(TEST_DAGS), "--store", str(store),
-             "--quiet", "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipelines",
+                "run",
+                "durable",
+                "--dags",
+                str(TEST_DAGS),
+                "--store",
+                str(store),
+                "--quiet",
+                "--workers",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             while calls(log)["second"] < 100:
                 assert proc.poll() is None, "the run ended before it could be stopped"
@@ -156,9 +184,27 @@ class TestRunningRuns:
         log = tmp_path / "calls.log"
         env = {**os.environ, "DURABLE_LOG": str(log), "DURABLE_DELAY": "0.005", "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines", "run", "durable", "--dags", str(TEST_DAGS), "--store", str(store),
-             "--quiet", "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipelines",
+                "run",
+                "durable",
+                "--dags",
+                str(TEST_DAGS),
+                "--store",
+                str(store),
+                "--quiet",
+                "--workers",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             while calls(log)["second"] < 100:
                 assert proc.poll() is None, "the run ended before gc could run beside it"
@@ -179,7 +225,6 @@ class TestRunningRuns:
         from pipelines.store.outputs import read_stage
 
         with Store(store) as s:
-            assert read_stage(s, running, "total").to_pylist() == [
-                {"rows": N, "sum": sum(3 * x + 1 for x in range(N))}]
+            assert read_stage(s, running, "total").to_pylist() == [{"rows": N, "sum": sum(3 * x + 1 for x in range(N))}]
         out = cli("gc", "--keep-runs", "1", "--store", str(store), check=0).stdout
         assert f"removed 1 run(s) ({old})" in out

@@ -3,6 +3,7 @@
 Real runs of ``tests/dags/durable.py`` (every call logged), real files flipped, moved, copied
 and deleted, a real ``kill -9`` of the driver; the CLI runs in subprocesses.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,15 +39,26 @@ def calls(log: Path, start: int = 0) -> Counter[str]:
 
 
 def run_cli(store: Path, log: Path, *args: str, check: int = 0) -> subprocess.CompletedProcess[str]:
-    return cli("run", "durable", "--dags", str(TEST_DAGS), "--store", str(store), "--quiet", *args,
-               env={"DURABLE_LOG": str(log)}, check=check)
+    return cli(
+        "run",
+        "durable",
+        "--dags",
+        str(TEST_DAGS),
+        "--store",
+        str(store),
+        "--quiet",
+        *args,
+        env={"DURABLE_LOG": str(log)},
+        check=check,
+    )
 
 
 def part_files(store: Path, run_id: str) -> dict[str, list[Path]]:
     """The run's part files by stage, from the ledger, made whole."""
     with Store(store) as s:
-        rows = s.ledger.query("SELECT o.stage, p.path FROM parts p JOIN objects o ON o.key = p.key WHERE p.run_id=?",
-                              (run_id,))
+        rows = s.ledger.query(
+            "SELECT o.stage, p.path FROM parts p JOIN objects o ON o.key = p.key WHERE p.run_id=?", (run_id,)
+        )
         out: dict[str, list[Path]] = {}
         for row in rows:
             out.setdefault(row["stage"], []).append(Path(s.ledger.absolute(row["path"])))
@@ -88,8 +100,10 @@ class TestVerifiedReads:
                     except CheckpointError as exc:
                         assert str(path) in str(exc)
                     else:  # never: a flipped byte is always caught
-                        pytest.fail(f"{path} with byte {offset} flipped read back as data "
-                                    f"({'equal' if table.equals(originals[stage]) else 'WRONG'})")
+                        pytest.fail(
+                            f"{path} with byte {offset} flipped read back as data "
+                            f"({'equal' if table.equals(originals[stage]) else 'WRONG'})"
+                        )
                     flip(path, offset)
                     checked += 1
         assert checked >= 9 * sum(len(p) for p in files.values())
@@ -103,8 +117,9 @@ class TestVerifiedReads:
             assert str(path) in proc.stderr and "checksum" in proc.stderr, proc.stderr
             assert "Traceback" not in proc.stderr
 
-    def test_a_rerun_recomputes_a_damaged_part_and_reuses_the_rest(self, load, finished, store: Path,
-                                                                   tmp_path: Path, monkeypatch) -> None:
+    def test_a_rerun_recomputes_a_damaged_part_and_reuses_the_rest(
+        self, load, finished, store: Path, tmp_path: Path, monkeypatch
+    ) -> None:
         damaged = part_files(store, finished.run_id)["second"][0]
         ids = IdSet.from_json(batch_files.part_info(batch_files.read_table(damaged, raw=True))["ids"])
         flip(damaged, damaged.stat().st_size // 2)
@@ -117,8 +132,11 @@ class TestVerifiedReads:
     def test_a_file_is_checked_against_its_own_checksum_without_the_ledger(self, tmp_path: Path) -> None:
         import pyarrow as pa
 
-        info = batch_files.write_table(tmp_path / "p.arrow", pa.table({"x": list(range(100))}),
-                                       part={"key": "k", "stage": "s", "batch": 0, "part": 0, "ids": "[[0,100]]"})
+        info = batch_files.write_table(
+            tmp_path / "p.arrow",
+            pa.table({"x": list(range(100))}),
+            part={"key": "k", "stage": "s", "batch": 0, "part": 0, "ids": "[[0,100]]"},
+        )
         raw = batch_files.read_table(info.path, raw=True)
         assert batch_files.carried_checksum(raw) == info.checksum
         assert batch_files.part_info(raw)["key"] == "k"
@@ -202,9 +220,26 @@ class TestLostLedger:
         log = tmp_path / "calls.log"
         env = {**os.environ, "DURABLE_LOG": str(log), "DURABLE_DELAY": "0.01", "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines", "run", "durable", "--dags", str(TEST_DAGS), "--store", str(store),
-             "--quiet", "--workers", "2"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipelines",
+                "run",
+                "durable",
+                "--dags",
+                str(TEST_DAGS),
+                "--store",
+                str(store),
+                "--quiet",
+                "--workers",
+                "2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             started = time.monotonic()
             # first stage finished, second under way, and the run older than two WAL checkpoints

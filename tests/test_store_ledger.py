@@ -1,4 +1,5 @@
 """The SQLite ledger (runs, stages, parts, errors) and the store's per-run lock, on real files."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ def error(item: int | None, batch: int = 0, stage: str = "parse", message: str =
 
 def part(ledger: Ledger, key: str, path: str, done: IdSet, *, errors=(), run_id: str = "r1") -> None:  # noqa: ANN001
     info = FileInfo(path, len(done), 100 + len(done), f"{len(done):08x}")
-    ledger.record_part(run_id=run_id, stage="parse", batch=0, key=key, fingerprint="fp", info=info, done=done,
-                       errors=errors)
+    ledger.record_part(
+        run_id=run_id, stage="parse", batch=0, key=key, fingerprint="fp", info=info, done=done, errors=errors
+    )
 
 
 class TestLedger:
@@ -56,11 +58,17 @@ class TestLedger:
             second.close()
 
     def test_run_round_trip(self, ledger: Ledger) -> None:
-        ledger.create_run("r1", pipeline="p", module="dags.p", dags_dir="/d", params='{"n": 3}',
-                          options={"executor": "threads"})
+        ledger.create_run(
+            "r1", pipeline="p", module="dags.p", dags_dir="/d", params='{"n": 3}', options={"executor": "threads"}
+        )
         row = ledger.run("r1")
         assert (row["id"], row["pipeline"], row["module"], row["dags_dir"], row["status"]) == (
-            "r1", "p", "dags.p", "/d", "running")
+            "r1",
+            "p",
+            "dags.p",
+            "/d",
+            "running",
+        )
         assert json.loads(row["params"]) == {"n": 3}
         assert json.loads(row["options"]) == {"executor": "threads"}
         assert row["pid"] == os.getpid() and row["attempts"] == 1 and row["ended"] is None
@@ -91,7 +99,12 @@ class TestLedger:
         assert set(stages) == {"parse", "load"}
         row = stages["parse"]
         assert (row["fingerprint"], row["executor"], row["status"], row["batches"], row["items"]) == (
-            "f1", "threads", "done", 3, 30)
+            "f1",
+            "threads",
+            "done",
+            3,
+            30,
+        )
 
     def test_previous_stages(self, ledger: Ledger) -> None:
         for run_id in ("r1", "r2"):
@@ -125,7 +138,9 @@ class TestLedger:
         ledger.set_batch("r1", "parse", 1, "k1", "done", 10, 0)
         rows = ledger.run_batches("r1", "parse")
         assert [(r["batch"], r["key"], r["status"], r["rows"], r["failed"]) for r in rows] == [
-            (0, "k0", "done", 10, 0), (1, "k1", "done", 10, 0)]
+            (0, "k0", "done", 10, 0),
+            (1, "k1", "done", 10, 0),
+        ]
         assert ledger.run_batches("r1", "other") == []
 
 
@@ -181,8 +196,9 @@ HOLDER = textwrap.dedent("""
 @pytest.fixture
 def holder(tmp_path: Path):
     """A second process holding the lock of run 'r1' in the store at tmp_path/'store'."""
-    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "store"), "r1"],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "store"), "r1"], stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout is not None and child.stdout.readline() == "locked\n"
     yield child
     if child.poll() is None:
@@ -197,7 +213,8 @@ class TestStore:
             assert (tmp_path / "store" / "ledger.sqlite").is_file()
             assert store.run_dir("r1") == tmp_path / "store" / "runs" / "r1"
             assert store.part_path("r1", "parse", 3, "1f2e3d4c5b6a", 1) == str(
-                tmp_path / "store" / "runs" / "r1" / "parse" / "000003-1f2e3d4c-00001.arrow")
+                tmp_path / "store" / "runs" / "r1" / "parse" / "000003-1f2e3d4c-00001.arrow"
+            )
         assert [p.name for p in (tmp_path / "store").iterdir() if p.name.startswith(".probe")] == []
 
     def test_relative_root_is_made_absolute(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,8 +288,11 @@ class TestRunLock:
 
     def test_held_by_another_process(self, tmp_path: Path, holder: subprocess.Popen) -> None:
         with Store(tmp_path / "store") as store:
-            with pytest.raises(RunLockedError, match=rf"run r1 is already running \(pid {holder.pid}\); "
-                                                      r"wait for it or stop it first"):
+            with pytest.raises(
+                RunLockedError,
+                match=rf"run r1 is already running \(pid {holder.pid}\); "
+                r"wait for it or stop it first",
+            ):
                 store.lock("r1")
             store.lock("r2")
 

@@ -5,6 +5,7 @@ does); the plugin (the ``pytest11`` entry point) puts the project's root there, 
 throwaway store. ``--dags`` from another folder finds modules beside ``dags/``. Reduce and
 batch parameters get what their annotations ask for, or the pipeline is refused when defined.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ import pytest
 from pipelines import ArityError, Pipeline, UnknownStageError
 from tests.conftest import ROOT, cli
 
-TEST_FILE = '''
+TEST_FILE = """
 from dags.process_pool import count_primes, pipeline
 
 
@@ -34,7 +35,7 @@ def test_pipeline(pipelines_store):
     assert result.ok
     assert result.table("total").to_pylist() == [{"limits": 3, "primes": 4 + 8 + 10}]
     assert list(pipelines_store.iterdir())  # the run went to the throwaway store
-'''
+"""
 
 
 def make_project(where: Path) -> Path:
@@ -82,7 +83,8 @@ def test_dags_from_another_folder_imports_modules_beside_it(tmp_path: Path) -> N
     project = tmp_path / "proj"
     (project / "dags").mkdir(parents=True)
     (project / "mylib.py").write_text("def triple(x):\n    return 3 * x\n")
-    (project / "dags" / "tripled.py").write_text(textwrap.dedent('''
+    (project / "dags" / "tripled.py").write_text(
+        textwrap.dedent("""
         from mylib import triple
         from pipelines import Pipeline
 
@@ -97,7 +99,8 @@ def test_dags_from_another_folder_imports_modules_beside_it(tmp_path: Path) -> N
         @pipeline.map(over=numbers, kind="cpu")
         def tripled(x: int) -> int:
             return triple(x)
-    '''))
+    """)
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     proc = cli("run", "tripled", "--dags", str(project / "dags"), cwd=elsewhere, check=0)
@@ -105,7 +108,8 @@ def test_dags_from_another_folder_imports_modules_beside_it(tmp_path: Path) -> N
 
 
 def test_unknown_upstream_fails_when_the_pipeline_is_loaded(tmp_path: Path) -> None:
-    (tmp_path / "typo.py").write_text(textwrap.dedent('''
+    (tmp_path / "typo.py").write_text(
+        textwrap.dedent("""
         from pipelines import Pipeline
 
         pipeline = Pipeline("typo")
@@ -119,7 +123,8 @@ def test_unknown_upstream_fails_when_the_pipeline_is_loaded(tmp_path: Path) -> N
         @pipeline.map(over="numbrs")
         def double(x: int) -> int:
             return 2 * x
-    '''))
+    """)
+    )
     proc = cli("show", "typo", "--dags", str(tmp_path), check=2)
     assert "stage 'double': unknown input stage 'numbrs'" in proc.stderr and "numbers" in proc.stderr
     from pipelines.define import loader
@@ -166,8 +171,12 @@ class TestTableAnnotations:
 
     def test_any_other_annotation_is_refused_when_defined(self) -> None:
         pipeline, square = self.pipeline()
-        with pytest.raises(ArityError, match=r"parameter 'values' is annotated int, but it receives a whole table "
-                                             r"of values: annotate it pa.Table, pd.DataFrame or list\[T\]"):
+        with pytest.raises(
+            ArityError,
+            match=r"parameter 'values' is annotated int, but it receives a whole table "
+            r"of values: annotate it pa.Table, pd.DataFrame or list\[T\]",
+        ):
+
             @pipeline.reduce(inputs=[square])
             def total(values: int) -> int:
                 return values
@@ -179,7 +188,12 @@ def test_plain_pytest_finds_the_installed_plugin_by_itself(tmp_path: Path) -> No
         pytest.skip("this environment's install predates the pytest11 entry point (reinstall to test it)")
     project = make_project(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("PIPELINES_STORE", "PYTHONPATH")}
-    plain = subprocess.run([str(Path(sys.executable).with_name("pytest")), "-q", "-p", "no:cacheprovider"],
-                           cwd=project, env=env, capture_output=True, text=True)
+    plain = subprocess.run(
+        [str(Path(sys.executable).with_name("pytest")), "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "2 passed" in plain.stdout

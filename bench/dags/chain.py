@@ -3,6 +3,7 @@
 Built in a loop, as a program would; each stage adds one to the single item. ``bench_chain``
 runs its stages on threads (``kind="io"``), ``bench_chain_cpu`` on the process pool.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,9 @@ def extend(chain: Pipeline, stages: int, kind: str) -> Pipeline:
     return chain
 
 
-pipeline = extend(Pipeline("bench_chain", module=__name__, description="a chain of single-item thread stages"),
-                  STAGES, "io")
-on_processes = extend(Pipeline("bench_chain_cpu", module=__name__, description="a chain of single-item process stages"),
-                      STAGES, "cpu")
+pipeline = extend(
+    Pipeline("bench_chain", module=__name__, description="a chain of single-item thread stages"), STAGES, "io"
+)
+on_processes = extend(
+    Pipeline("bench_chain_cpu", module=__name__, description="a chain of single-item process stages"), STAGES, "cpu"
+)

@@ -1,4 +1,5 @@
 """CPU scaling: a fixed number of equal pure-Python tasks on the process pool (bench ``cpu_scaling``)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -5,6 +5,7 @@
 (``probe``) reports how much of its input sits in Arrow's memory pool: near zero when the
 checkpoint it reads is memory-mapped (bench ``checkpoint``).
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -39,8 +40,9 @@ def features_lean(seed: int, params: Params) -> float:
 
 def probe(table: pa.Table) -> pa.Table:
     """Rows seen, the input's size, and the bytes Arrow's pool holds while the input is open."""
-    return pa.table({"rows": [table.num_rows], "input_bytes": [table.nbytes],
-                     "pool_bytes": [pa.total_allocated_bytes()]})
+    return pa.table(
+        {"rows": [table.num_rows], "input_bytes": [table.nbytes], "pool_bytes": [pa.total_allocated_bytes()]}
+    )
 
 
 pipeline.map(features, over=seeds, kind="cpu")

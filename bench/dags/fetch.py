@@ -1,4 +1,5 @@
 """Async IO: download N URLs with the library's HTTP stage, 64 in flight (bench ``async_io``)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -5,6 +5,7 @@ parses each one, a batch stage sums each batch per category as soon as it is par
 the reduce only combines those small partial sums. Memory stays bounded because the engine
 streams batches (read-ahead is limited) and nothing ever holds all the parsed records.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -37,12 +38,14 @@ pipeline.map(parse_event, over=lines, kind="cpu", name="parse")
 @pipeline.batch(over="parse", kind="cpu")
 def partial(table: pa.Table) -> pa.Table:
     """Per batch: events and value sum per category (the combiner)."""
-    return aggregate.summarize(table, by="category", aggregations={
-        "events": ("id", "count"), "value_sum": ("value", "sum")})
+    return aggregate.summarize(
+        table, by="category", aggregations={"events": ("id", "count"), "value_sum": ("value", "sum")}
+    )
 
 
 @pipeline.reduce(inputs=[partial])
 def by_category(partial: pa.Table) -> pa.Table:
-    totals = aggregate.summarize(partial, by="category", aggregations={
-        "events": ("events", "sum"), "value_sum": ("value_sum", "sum")})
+    totals = aggregate.summarize(
+        partial, by="category", aggregations={"events": ("events", "sum"), "value_sum": ("value_sum", "sum")}
+    )
     return totals.append_column("value_mean", pc.divide(totals["value_sum"], pc.cast(totals["events"], pa.float64())))

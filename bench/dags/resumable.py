@@ -1,4 +1,5 @@
 """Resume: a CPU map that logs every call to ``$BENCH_CALL_LOG``, then a total (bench ``resume``)."""
+
 from __future__ import annotations
 
 import pyarrow as pa

@@ -1,4 +1,5 @@
 """Tiny map: x*x over N ints on the process pool, checkpointed (bench workload ``tiny_map``)."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel

@@ -4,6 +4,7 @@ The records are copied unchanged (same keys, same values, same order); only the 
 ours. cars.json's licence applies (see data/LICENSES.md). Rerunning it rewrites the same
 bytes: ``python data/json_files/make.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ def main() -> None:
     for old in HERE.glob("cars-*.json"):
         old.unlink()
     for number, start in enumerate(range(0, len(cars), RECORDS_PER_FILE)):
-        chunk = cars[start:start + RECORDS_PER_FILE]
+        chunk = cars[start : start + RECORDS_PER_FILE]
         lines = ",\n".join(json.dumps(record, ensure_ascii=False) for record in chunk)
         (HERE / f"cars-{number:03d}.json").write_text(f"[\n{lines}\n]\n", encoding="utf-8")
 

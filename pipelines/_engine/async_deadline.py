@@ -18,6 +18,7 @@ So an item with a timeout runs as a task of its own and is awaited until its dea
   names the task running on the loop. The stall counts against that task alone, which is
   logged by name while it blocks, and fails with the time it blocked the loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -106,9 +107,13 @@ class LoopWatch:
             del loop
             if warn:
                 name = self._labels.get(suspect) if suspect is not None else None
-                logger.warning("%s has blocked its event loop for %.1f s: a blocking call in an async def "
-                               "(run blocking code on threads: a plain def with kind=\"io\", or "
-                               "asyncio.to_thread)", name or "a callback", late)
+                logger.warning(
+                    "%s has blocked its event loop for %.1f s: a blocking call in an async def "
+                    '(run blocking code on threads: a plain def with kind="io", or '
+                    "asyncio.to_thread)",
+                    name or "a callback",
+                    late,
+                )
 
     # -- questions --------------------------------------------------------------------------
     def _stall_list(self, now: float) -> list[tuple[float, float, Any]]:
@@ -183,8 +188,10 @@ async def run_with_deadline(awaitable: Awaitable[Any], timeout: float, label: st
                 task._log_destroy_pending = False  # type: ignore[attr-defined]
     message = f"timed out after {timeout:g} s"
     if blocked >= STALL:
-        message += (f": it blocked the event loop for {blocked:.1f} s (a blocking call in an async def; the other "
-                    f"items on the loop were given that time back)")
+        message += (
+            f": it blocked the event loop for {blocked:.1f} s (a blocking call in an async def; the other "
+            f"items on the loop were given that time back)"
+        )
     if abandoned:
         message += "; it ignored its cancellation and was abandoned (it runs on in the background)"
     raise ItemTimeout(message)

@@ -6,6 +6,7 @@ that per-task overhead (a round trip to a worker, one checkpoint file, one ledge
 stays a few per cent, short enough to balance load and keep batches flowing. Near the end
 of a batch the remaining items are split evenly over the workers.
 """
+
 from __future__ import annotations
 
 import math

@@ -16,6 +16,7 @@ key stays the digest of its bytes, so a collision can move a cut but never mix t
 items, a hard test (more bits zero) before ``average``, an easy one after, a forced cut at
 ``maximum``; batch sizes then cluster around ``average``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,8 +80,7 @@ def array_hashes(arr: pa.Array) -> np.ndarray:
         return array_hashes(arr.storage)
     elif pa.types.is_boolean(t):
         h = _mix(np.asarray(arr.fill_null(False), dtype=_U64) + _U64(1))
-    elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) \
-            or pa.types.is_large_binary(t):
+    elif pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
         h = _var_bytes(arr)
     elif pa.types.is_fixed_size_binary(t) or pa.types.is_decimal(t) or _fixed_width(t):
         h = _fixed_bytes(arr)
@@ -97,22 +97,31 @@ def array_hashes(arr: pa.Array) -> np.ndarray:
         child = arr.values.slice(arr.offset * size, n * size)
         h = _segments(array_hashes(child), np.arange(0, (n + 1) * size, size, dtype=np.int64))
     else:  # unions, run-end encoded, views...: a digest per value, in Python (rare)
-        h = np.array([int.from_bytes(hashlib.blake2b(repr(v).encode(), digest_size=8).digest(), "little")
-                      for v in arr.to_pylist()], dtype=_U64)
+        h = np.array(
+            [
+                int.from_bytes(hashlib.blake2b(repr(v).encode(), digest_size=8).digest(), "little")
+                for v in arr.to_pylist()
+            ],
+            dtype=_U64,
+        )
     if arr.null_count:
         h = np.where(np.asarray(arr.is_null()), _NULL, h)
     return h
 
 
 def _fixed_width(t: pa.DataType) -> bool:
-    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t)) \
-        and t.bit_width in (8, 16, 32, 64)
+    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t)) and t.bit_width in (
+        8,
+        16,
+        32,
+        64,
+    )
 
 
 def _fixed_bytes(arr: pa.Array) -> np.ndarray:
     """Fixed-width values: their bytes, one row after the other."""
     n, width = len(arr), arr.type.byte_width
-    data = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[arr.offset * width:(arr.offset + n) * width]
+    data = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[arr.offset * width : (arr.offset + n) * width]
     if width in (1, 2, 4, 8):
         return _mix(data.view(f"<u{width}").astype(_U64) + _U64(width))
     return _segments(_BYTES[data], np.arange(0, (n + 1) * width, width, dtype=np.int64))
@@ -122,10 +131,11 @@ def _var_bytes(arr: pa.Array) -> np.ndarray:
     """Strings and binaries: a list of bytes each."""
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     raw = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)
-    offsets = raw[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
+    offsets = raw[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
     buffer = arr.buffers()[2]
-    data = np.frombuffer(buffer, dtype=np.uint8)[offsets[0]:offsets[-1]] if buffer is not None \
-        else np.zeros(0, np.uint8)
+    data = (
+        np.frombuffer(buffer, dtype=np.uint8)[offsets[0] : offsets[-1]] if buffer is not None else np.zeros(0, np.uint8)
+    )
     return _segments(_BYTES[data], offsets - offsets[0])
 
 
@@ -197,8 +207,10 @@ class Cutter:
 
     def __post_init__(self) -> None:
         if not 1 <= self.minimum <= self.average <= self.maximum:
-            raise ValueError(f"batch sizes need 1 <= minimum <= average <= maximum, got "
-                             f"{self.minimum}, {self.average}, {self.maximum}")
+            raise ValueError(
+                f"batch sizes need 1 <= minimum <= average <= maximum, got "
+                f"{self.minimum}, {self.average}, {self.maximum}"
+            )
 
     @classmethod
     def for_source(cls, batch_size: int | None, position: int = 0) -> Cutter:
@@ -235,7 +247,7 @@ class Cutter:
         bits = max(1, round(np.log2(self.average)))
         hard, easy = _top_bits(bits + 2), _top_bits(bits - 2)  # the easy bits are among the hard ones
         lo = min(self.minimum, limit) - 1
-        window = hashes[lo:min(n, limit)]
+        window = hashes[lo : min(n, limit)]
         for i in np.flatnonzero((window & easy) == 0):  # easy candidates include the hard ones
             at = lo + int(i)
             if at + 1 >= self.average or (hashes[at] & hard) == 0:
@@ -260,7 +272,7 @@ def row_sizes(table: pa.Table) -> np.ndarray:
         if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
             large = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
             offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)
-            sizes += np.diff(offsets[arr.offset:arr.offset + len(arr) + 1]).astype(np.int64) + 8
+            sizes += np.diff(offsets[arr.offset : arr.offset + len(arr) + 1]).astype(np.int64) + 8
         elif _fixed_width(t):
             sizes += t.byte_width
         else:

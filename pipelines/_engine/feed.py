@@ -6,6 +6,7 @@ open in the stages that follow it batch by batch (backpressure). A resume of a r
 source finished reads the stored batches back, verified, instead of calling the source again.
 The offsets of its batches give every item an overall position for error messages.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,21 +18,21 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from pipelines.errors import StageFailed
 from pipelines._engine.idset import IdSet
-from pipelines.define.model import Pipeline
 from pipelines._engine.source import SourceBatch, SourceReader
+from pipelines.define.model import Pipeline
+from pipelines.errors import StageFailed
 from pipelines.store import arrow as batch_files
-from pipelines.store.outputs import distinct_parts
 from pipelines.store.ledger import Part
+from pipelines.store.outputs import distinct_parts
 
 if TYPE_CHECKING:
     from pipelines._engine.graph import RunGraph
-    from pipelines.observe.hooks import RunObserver
     from pipelines._engine.plan import Plan
     from pipelines._engine.state import Flow, StageState
-    from pipelines.store import Store
     from pipelines._engine.workers import Workers
+    from pipelines.observe.hooks import RunObserver
+    from pipelines.store import Store
 
 MAX_OPEN_SOURCE_BATCHES = 6
 logger = logging.getLogger(__name__)
@@ -44,9 +45,22 @@ class SourceFeed:
     It owns only source state; ids it produces go through the runner's ``Flow``.
     """
 
-    def __init__(self, graph: RunGraph, plan: Plan, states: dict[str, StageState], store: Store, run_id: str, *,
-                 params: Any, resumed: bool, fresh: set[str], observer: RunObserver, workers: Workers,
-                 fingerprints: dict[str, str], flow: Flow) -> None:
+    def __init__(
+        self,
+        graph: RunGraph,
+        plan: Plan,
+        states: dict[str, StageState],
+        store: Store,
+        run_id: str,
+        *,
+        params: Any,
+        resumed: bool,
+        fresh: set[str],
+        observer: RunObserver,
+        workers: Workers,
+        fingerprints: dict[str, str],
+        flow: Flow,
+    ) -> None:
         self.graph = graph
         self.stages = graph.stages
         self.plan = plan
@@ -89,13 +103,18 @@ class SourceFeed:
         if self.resumed and pinned is not None and pinned["source_complete"] and name not in self.fresh:
             if self._reload_source(name):
                 return
-            self.observer.message(f"source {name!r}: stored batches are damaged; reading the source again",
-                                  level="warning")
+            self.observer.message(
+                f"source {name!r}: stored batches are damaged; reading the source again", level="warning"
+            )
         loop = self.workers.get("asyncio").loop if stage.is_async and "asyncio" in self.plan.executors else None
         in_process = any(self.plan.stages[c].backend in IN_PROCESS for c in self.graph.consumers[name])
         self._readers[name] = SourceReader(
-            stage, self.params, lambda k, key, n=name: self.store.part_path(self.run_id, n, k, key, 0), loop=loop,
-            keep=in_process)
+            stage,
+            self.params,
+            lambda k, key, n=name: self.store.part_path(self.run_id, n, k, key, 0),
+            loop=loop,
+            keep=in_process,
+        )
         self._source_threads[name] = ThreadPoolExecutor(1, thread_name_prefix=f"pipelines-source-{name}")
 
     def _reload_source(self, name: str) -> bool:
@@ -113,8 +132,12 @@ class SourceFeed:
             b.done = b.available = parts[0].done
             st.items_reused += len(b.done)
             self._batch_ready(name, batch, sum(p.rows for p in parts))
-        logger.info("source %r: reusing its %d stored batches (%s items) instead of reading it again", name,
-                    len(loaded), f"{st.items_reused:,}")
+        logger.info(
+            "source %r: reusing its %d stored batches (%s items) instead of reading it again",
+            name,
+            len(loaded),
+            f"{st.items_reused:,}",
+        )
         st.upstream_final = True
         self.flow.check_stage_final(name)
         return True
@@ -152,8 +175,15 @@ class SourceFeed:
             return True
         b = st.batch(batch.batch)
         ids = IdSet.span(0, batch.file.rows)
-        self.store.ledger.record_part(run_id=self.run_id, stage=name, batch=batch.batch, key=batch.key,
-                                      fingerprint=self.fingerprints[name], info=batch.file, done=ids)
+        self.store.ledger.record_part(
+            run_id=self.run_id,
+            stage=name,
+            batch=batch.batch,
+            key=batch.key,
+            fingerprint=self.fingerprints[name],
+            info=batch.file,
+            done=ids,
+        )
         b.key, b.available, b.done, b.computed_parts = batch.key, ids, ids, 1
         b.parts = [Part(batch.key, batch.file.path, ids, batch.file.rows, batch.file.bytes, batch.file.checksum, 0)]
         st.items_done += len(ids)
@@ -193,7 +223,7 @@ def lifespan(pipeline: Pipeline, params: Any) -> Iterator[None]:
         yield
         return
     takes_params = "params" in inspect.signature(pipeline.lifespan).parameters
-    with (pipeline.lifespan(params) if takes_params else pipeline.lifespan()) as env:
+    with pipeline.lifespan(params) if takes_params else pipeline.lifespan() as env:
         saved = {k: os.environ.get(k) for k in (env or {})}
         os.environ.update({k: str(v) for k, v in (env or {}).items()})
         try:

@@ -14,6 +14,7 @@ batch key          = hash(stage fingerprint, the lineage ids of its input batche
 project's ``stages`` library: upgrading pandas does not invalidate a run, editing
 ``stages/images.py`` does.
 """
+
 from __future__ import annotations
 
 import functools

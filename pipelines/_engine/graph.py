@@ -4,14 +4,15 @@ by batch, where item ids come from, and which stages share an executor slot.
 Pure: built from the pipeline and its plan, it never changes during the run, so the runner's
 collaborators (``feed``, ``recovery``, ``keys``) can share it without sharing state.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipelines.define.model import Pipeline, Stage
     from pipelines._engine.plan import Plan
+    from pipelines.define.model import Pipeline, Stage
 
 
 class RunGraph:

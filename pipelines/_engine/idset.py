@@ -4,6 +4,7 @@ Batches are numbered and items inside them are ids 0..n-1; what a task computed,
 and what is left are nearly always a few contiguous runs, so ranges keep the ledger small
 and the set arithmetic cheap.
 """
+
 from __future__ import annotations
 
 import bisect

@@ -5,6 +5,7 @@ back: tasks whose files are whole would be left unrecorded and computed again. I
 ``deferred()`` SIGINT is only noted; it is delivered again, to whatever handler was there,
 as soon as the block ends (after the commit).
 """
+
 from __future__ import annotations
 
 import contextlib

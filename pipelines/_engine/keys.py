@@ -8,6 +8,7 @@ and reduce consumers, it is the producer batch's *content*: its key plus the exa
 ids it holds. A key is therefore known as soon as the inputs' keys are, and a consumer of a
 map can start before the map's batch is whole.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,22 +16,29 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipelines._engine import fingerprint as fp
-from pipelines.observe.hooks import RunObserver
 from pipelines._engine.idset import IdSet
-from pipelines.store.outputs import distinct_parts
+from pipelines.observe.hooks import RunObserver
 from pipelines.store import arrow as batch_files
 from pipelines.store.ledger import Ledger, Part
+from pipelines.store.outputs import distinct_parts
 
 if TYPE_CHECKING:
-    from pipelines.define.model import Stage
     from pipelines._engine.state import BatchState, StageState
+    from pipelines.define.model import Stage
 
 
 class Keys:
     """Computes batch keys from the run's state, and finds reusable parts under them."""
 
-    def __init__(self, stages: Mapping[str, Stage], states: dict[str, StageState], fingerprints: dict[str, str],
-                 ledger: Ledger, observer: RunObserver, fresh: set[str]) -> None:
+    def __init__(
+        self,
+        stages: Mapping[str, Stage],
+        states: dict[str, StageState],
+        fingerprints: dict[str, str],
+        ledger: Ledger,
+        observer: RunObserver,
+        fresh: set[str],
+    ) -> None:
         self.stages = stages
         self.states = states
         self.fingerprints = fingerprints
@@ -87,8 +95,9 @@ class Keys:
         for part in distinct_parts(self.ledger.parts(b.key)):
             problem = batch_files.verify(part.info)
             if problem:
-                self.observer.message(f"stage {name!r} batch {k}: checkpoint {part.path} is {problem}; "
-                                      f"recomputing it", level="warning")
+                self.observer.message(
+                    f"stage {name!r} batch {k}: checkpoint {part.path} is {problem}; recomputing it", level="warning"
+                )
                 self.ledger.forget_part(part.key, part.path)
                 continue
             parts.append(part)

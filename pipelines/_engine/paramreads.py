@@ -12,6 +12,7 @@ see, to ``getattr``, stores it, returns it), the answer is "the whole model", wi
 which ``show`` prints: a wrong "it does not read that field" would reuse stale results, a
 wrong "it reads everything" only recomputes.
 """
+
 from __future__ import annotations
 
 import ast
@@ -89,7 +90,7 @@ def _passed_to(fn: types.FunctionType, call: ast.Call, use: ast.Name, seen: froz
     positional = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if use in call.args:
         at = call.args.index(use)
-        if any(isinstance(a, ast.Starred) for a in call.args[:at + 1]) or at >= len(positional):
+        if any(isinstance(a, ast.Starred) for a in call.args[: at + 1]) or at >= len(positional):
             return Reads(None, f"params goes to {where}() through *args")
         return _reads(callee, positional[at].name, seen)
     for keyword in call.keywords:
@@ -120,8 +121,9 @@ def _uses(node: ast.AST, name: str) -> list[tuple[ast.Name, ast.AST]]:
     out: list[tuple[ast.Name, ast.AST]] = []
 
     def visit(n: ast.AST, parent: ast.AST) -> None:
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) \
-                and name in {a.arg for a in _arguments(n.args)}:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) and name in {
+            a.arg for a in _arguments(n.args)
+        }:
             return
         if isinstance(n, ast.Name) and n.id == name:
             out.append((n, parent))

@@ -15,6 +15,7 @@ A pure function of the pipeline and the run's options, testable without running 
                stage's items in flight at ``concurrency`` instead, so the stage keeps its
                promise however its items are cut into tasks.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,12 @@ class RunOptions:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able form, kept in the ledger so a resume runs the same way."""
-        return {"executor": self.executor, "address": self.address, "max_workers": self.max_workers,
-                "start_method": self.start_method}
+        return {
+            "executor": self.executor,
+            "address": self.address,
+            "max_workers": self.max_workers,
+            "start_method": self.start_method,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +138,9 @@ def plan(pipeline: Pipeline, options: RunOptions = RunOptions()) -> Plan:
 def _slot(stage: Stage, backend: str, options: RunOptions, cpus: int) -> tuple[str, ExecutorSpec]:
     if backend == "threads":
         workers = stage.concurrency or (DEFAULT_CONCURRENCY if stage.is_async else DEFAULT_THREADS)
-        return f"threads:{stage.name}", ExecutorSpec(f"threads:{stage.name}", "threads", {"max_workers": workers}, workers)
+        return f"threads:{stage.name}", ExecutorSpec(
+            f"threads:{stage.name}", "threads", {"max_workers": workers}, workers
+        )
     if backend == "processes":
         opts: dict[str, Any] = {"max_workers": cpus, "preload": PROCESS_PRELOAD}
         if options.start_method:

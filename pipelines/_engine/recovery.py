@@ -12,6 +12,7 @@
 It changes the run's state only through the runner's ``Flow`` and the batches it is given.
 (Ctrl-C is the loop's own business: see ``Runner``.)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,21 +25,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from executors import WorkerLostError
-
-from pipelines.errors import StageFailed
 from pipelines._engine.idset import IdSet
+from pipelines.errors import StageFailed
 from pipelines.store.ledger import ItemError
 
 if TYPE_CHECKING:
     from pipelines._engine.feed import SourceFeed
     from pipelines._engine.graph import RunGraph
-    from pipelines.observe.hooks import RunObserver
-    from pipelines.define.model import Stage
     from pipelines._engine.plan import Plan
     from pipelines._engine.state import BatchState, Flow, StageState
-    from pipelines.store import Store
     from pipelines._engine.task import BatchTask
     from pipelines._engine.workers import Workers
+    from pipelines.define.model import Stage
+    from pipelines.observe.hooks import RunObserver
+    from pipelines.store import Store
 
 WATCHDOG_GRACE_SECONDS = 2.0
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -61,9 +61,20 @@ class Running:
 class Recovery:
     """Failure handling for the runner (see the module docstring)."""
 
-    def __init__(self, graph: RunGraph, plan: Plan, states: dict[str, StageState], store: Store, run_id: str, *,
-                 observer: RunObserver, workers: Workers, running: dict[Future[Any], Running], feed: SourceFeed,
-                 flow: Flow) -> None:
+    def __init__(
+        self,
+        graph: RunGraph,
+        plan: Plan,
+        states: dict[str, StageState],
+        store: Store,
+        run_id: str,
+        *,
+        observer: RunObserver,
+        workers: Workers,
+        running: dict[Future[Any], Running],
+        feed: SourceFeed,
+        flow: Flow,
+    ) -> None:
         self.stages = graph.stages
         self.plan = plan
         self.states = states
@@ -96,8 +107,17 @@ class Recovery:
         st.items_failed += len(errors)
         first = errors[0]
         if stage.on_error == "fail":
-            self.flow.fail(StageFailed(name, first.message, batch=k, item=first.item, error_type=first.error_type,
-                                   remote_traceback=first.traceback, position=first.position))
+            self.flow.fail(
+                StageFailed(
+                    name,
+                    first.message,
+                    batch=k,
+                    item=first.item,
+                    error_type=first.error_type,
+                    remote_traceback=first.traceback,
+                    position=first.position,
+                )
+            )
 
     def record_errors(self, name: str, k: int, errors: list[ItemError]) -> None:
         b = self.states[name].batch(k)
@@ -115,8 +135,11 @@ class Recovery:
             cause = f"timed out: ran past {stage.timeout:g} s per item, and its worker was killed"
         if not running.solo:
             self._add_suspects(name, b, running.ids)
-            self.observer.message(f"stage {name!r} batch {k}: {cause}; re-running its {len(running.ids):,} "
-                                  f"item(s) alone to find the cause", level="warning")
+            self.observer.message(
+                f"stage {name!r} batch {k}: {cause}; re-running its {len(running.ids):,} "
+                f"item(s) alone to find the cause",
+                level="warning",
+            )
             return
         if stage.itemwise and len(running.ids) > 1:
             self._add_suspects(name, b, *running.ids.take(len(running.ids) // 2))
@@ -146,8 +169,11 @@ class Recovery:
     def task_broken(self, name: str, k: int, running: Running, exc: BaseException) -> None:
         if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
             # the disk, not the items: stop cleanly; the items stay pending for a resume
-            self.flow.fail(StageFailed(name, f"cannot write its checkpoint: {exc.strerror or exc}", batch=k,
-                                   error_type=type(exc).__name__))
+            self.flow.fail(
+                StageFailed(
+                    name, f"cannot write its checkpoint: {exc.strerror or exc}", batch=k, error_type=type(exc).__name__
+                )
+            )
             self.flow.finalize_batch(name, k)
             return
         stage = self.stages[name]
@@ -174,8 +200,10 @@ class Recovery:
                 continue
             self._overdue.add(future)
             self._collateral.update(f for f, r in self.running.items() if r.slot == running.slot and f is not future)
-            self.observer.message(f"stage {running.stage!r} batch {running.batch}: a task ran past its timeout; "
-                                  f"killing its worker", level="warning")
+            self.observer.message(
+                f"stage {running.stage!r} batch {running.batch}: a task ran past its timeout; killing its worker",
+                level="warning",
+            )
             executor.kill_workers()
 
     def lost_kind(self, future: Future[Any]) -> tuple[bool, bool]:

@@ -18,6 +18,7 @@ Keys make reuse exact (see ``keys.py``): whatever the ledger holds under a batch
 an earlier run or an earlier attempt of this run, is reused item by item; only the rest is
 computed. Failures are handled in ``recovery.py``, executors in ``workers.py``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,29 +30,27 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from executors import WorkerLostError
-
 from pipelines._engine import fingerprint as fp
-from pipelines.define import effects
 from pipelines._engine import interrupts
-from pipelines.define import resources
 from pipelines._engine.batching import TaskSizer
-from pipelines.errors import StageFailed, UsageError
-from pipelines.observe.hooks import Observers, RunObserver
-from pipelines._engine.idset import IdSet
-from pipelines._engine.keys import Keys, change_reason
-from pipelines.define.model import Pipeline
-from pipelines.store.outputs import distinct_parts
-from pipelines._engine.plan import Plan, RunOptions, plan
 from pipelines._engine.feed import SourceFeed, lifespan
 from pipelines._engine.graph import RunGraph
+from pipelines._engine.idset import IdSet
+from pipelines._engine.keys import Keys, change_reason
+from pipelines._engine.plan import Plan, RunOptions, plan
 from pipelines._engine.recovery import Recovery, Running
-from pipelines.observe.progress import Progress
-from pipelines.observe.result import RunResult, RunStatus
 from pipelines._engine.state import StageState, describe
-from pipelines.store import Store
-from pipelines.store.ledger import Part, TaskTiming
 from pipelines._engine.task import BatchTask, InputPart, InputSpec, TaskResult, TaskStop
 from pipelines._engine.workers import Workers
+from pipelines.define import effects, resources
+from pipelines.define.model import Pipeline
+from pipelines.errors import StageFailed, UsageError
+from pipelines.observe.hooks import Observers, RunObserver
+from pipelines.observe.progress import Progress
+from pipelines.observe.result import RunResult, RunStatus
+from pipelines.store import Store
+from pipelines.store.ledger import Part, TaskTiming
+from pipelines.store.outputs import distinct_parts
 
 INTERRUPT_GRACE_SECONDS = 5.0  # running tasks may finish this long after Ctrl-C
 STOP_GRACE_SECONDS = 2.0  # then tasks asked to stop may take this long to report what they finished
@@ -71,17 +70,27 @@ class Runner:
         >>> result.table("by_category").to_pandas()                     # doctest: +SKIP
     """
 
-    def __init__(self, pipeline: Pipeline, *, params: Any = None, options: RunOptions = RunOptions(),
-                 store: Store | str | None = None, observers: Iterable[RunObserver] = (),
-                 resume: str | None = None, dags_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        params: Any = None,
+        options: RunOptions = RunOptions(),
+        store: Store | str | None = None,
+        observers: Iterable[RunObserver] = (),
+        resume: str | None = None,
+        dags_dir: str | None = None,
+    ) -> None:
         self.pipeline = pipeline.validate()
         self.params = pipeline.parse_params(params)
         self.params_json = self.params.model_dump_json() if self.params is not None else None
         self.options = options
         self.plan: Plan = plan(pipeline, options)
         if options.address and not any(sp.backend in ("dask", "ray") for sp in self.plan.stages.values()):
-            raise UsageError(f"--address {options.address} is for a Dask or Ray cluster, but no stage runs on "
-                             f"one: add --executor dask (or ray)")
+            raise UsageError(
+                f"--address {options.address} is for a Dask or Ray cluster, but no stage runs on "
+                f"one: add --executor dask (or ray)"
+            )
         self._own_store = not isinstance(store, Store)
         self.store = store if isinstance(store, Store) else Store(store)
         self.observer = Observers(list(observers))
@@ -103,12 +112,33 @@ class Runner:
         self.interrupted = False
         self.keys = Keys(self.stages, self.states, self.fingerprints, self.store.ledger, self.observer, self.fresh)
         self.workers = Workers(self.pipeline, self.plan, self.observer)
-        self.feed = SourceFeed(self.graph, self.plan, self.states, self.store, self.run_id, params=self.params,
-                               resumed=self.resumed, fresh=self.fresh, observer=self.observer, workers=self.workers,
-                               fingerprints=self.fingerprints, flow=self)
+        self.feed = SourceFeed(
+            self.graph,
+            self.plan,
+            self.states,
+            self.store,
+            self.run_id,
+            params=self.params,
+            resumed=self.resumed,
+            fresh=self.fresh,
+            observer=self.observer,
+            workers=self.workers,
+            fingerprints=self.fingerprints,
+            flow=self,
+        )
         self._running: dict[Future[Any], Running] = {}
-        self.recovery = Recovery(self.graph, self.plan, self.states, self.store, self.run_id, observer=self.observer,
-                                 workers=self.workers, running=self._running, feed=self.feed, flow=self)
+        self.recovery = Recovery(
+            self.graph,
+            self.plan,
+            self.states,
+            self.store,
+            self.run_id,
+            observer=self.observer,
+            workers=self.workers,
+            running=self._running,
+            feed=self.feed,
+            flow=self,
+        )
         self._dirty: set[str] = set(self.order)
         self._waiting: dict[str, set[str]] = {}  # slot -> stages that found it full
         self._item_cap: dict[str, int] = {}
@@ -166,8 +196,14 @@ class Runner:
             pinned = ledger.stages(self.run_id)
             ledger.reopen_run(self.run_id)
         else:
-            ledger.create_run(self.run_id, pipeline=self.pipeline.name, module=self.pipeline.module,
-                              dags_dir=self.dags_dir, params=self.params_json, options=self.options.describe())
+            ledger.create_run(
+                self.run_id,
+                pipeline=self.pipeline.name,
+                module=self.pipeline.module,
+                dags_dir=self.dags_dir,
+                params=self.params_json,
+                options=self.options.describe(),
+            )
         previous = {} if self.resumed else ledger.previous_stages(self.pipeline.name, self.run_id)
         rows: dict[str, dict[str, Any]] = {}
         for name in self.order:
@@ -178,21 +214,34 @@ class Runner:
             if old is not None and old["fingerprint"] and old["fingerprint"] != current:
                 self.observer.message(
                     f"stage {name!r} changed since this run started; the resume keeps its finished items "
-                    f"(use `run --fresh {name}` to recompute them all)", level="warning")
+                    f"(use `run --fresh {name}` to recompute them all)",
+                    level="warning",
+                )
                 current = old["fingerprint"]
             self.fingerprints[name] = current
             self.reasons[name] = self.side_effects.get(name) or change_reason(
-                parts, previous.get(name), fresh=name in self.fresh, resumed=self.resumed)
+                parts, previous.get(name), fresh=name in self.fresh, resumed=self.resumed
+            )
             workers = self.workers.workers(sp.slot) if sp.slot else 1
             sizer = TaskSizer(fixed=sp.task_size, target=sp.target_seconds, start=sp.start_size, workers=workers)
             if sp.max_size:
                 sizer.maximum = sp.max_size
             self.states[name] = StageState(name, sizer)
-            if sp.max_items is not None and self.stages[name].is_async and sp.slot is not None \
-                    and self.plan.executors[sp.slot].backend not in ("threads", "asyncio", "inline"):
+            if (
+                sp.max_items is not None
+                and self.stages[name].is_async
+                and sp.slot is not None
+                and self.plan.executors[sp.slot].backend not in ("threads", "asyncio", "inline")
+            ):
                 self._item_cap[name] = sp.max_items * workers  # each worker loop has its own budget
-            rows[name] = {"fingerprint": current, "code_fp": parts["code"], "config_fp": parts["config"],
-                          "params_fp": parts["params"], "executor": sp.backend, "status": "running"}
+            rows[name] = {
+                "fingerprint": current,
+                "code_fp": parts["code"],
+                "config_fp": parts["config"],
+                "params_fp": parts["params"],
+                "executor": sp.backend,
+                "status": "running",
+            }
         ledger.save_stages(self.run_id, rows)
         self._log_plan()
         for name in self.graph.streams:
@@ -200,13 +249,27 @@ class Runner:
 
     def _log_plan(self) -> None:
         """Say where each stage runs (INFO: the executors; DEBUG: stage by stage)."""
-        slots = "; ".join(f"{slot} with {self.workers.workers(slot)} worker(s) for {', '.join(names)}"
-                          for slot, names in self.graph.on_slot.items() if names)
-        logger.info("%s %s of pipeline %r: %d stages; executors: %s", "resuming" if self.resumed else "run",
-                    self.run_id, self.pipeline.name, len(self.order), slots or "none")
+        slots = "; ".join(
+            f"{slot} with {self.workers.workers(slot)} worker(s) for {', '.join(names)}"
+            for slot, names in self.graph.on_slot.items()
+            if names
+        )
+        logger.info(
+            "%s %s of pipeline %r: %d stages; executors: %s",
+            "resuming" if self.resumed else "run",
+            self.run_id,
+            self.pipeline.name,
+            len(self.order),
+            slots or "none",
+        )
         for name, sp in self.plan.stages.items():
-            logger.debug("stage %r on %s: up to %d task(s) in flight, %s", name, sp.slot or "the driver", sp.max_tasks,
-                         f"recompute: {self.reasons[name]}" if self.reasons.get(name) else "reuse what is stored")
+            logger.debug(
+                "stage %r on %s: up to %d task(s) in flight, %s",
+                name,
+                sp.slot or "the driver",
+                sp.max_tasks,
+                f"recompute: {self.reasons[name]}" if self.reasons.get(name) else "reuse what is stored",
+            )
 
     # == keys and reuse =========================================================================
     def _ensure_key(self, name: str, k: int) -> bool:
@@ -284,14 +347,24 @@ class Runner:
             st.ended = time.time()
             self._final_stages += 1
             processed = st.items_done + st.items_reused + st.items_failed
-            logger.info("stage %r finished: %s item%s, %s reused, %s failed; %.2f s wall, %.2f s busy",
-                        name, f"{processed:,}", "" if processed == 1 else "s", f"{st.items_reused:,}",
-                        f"{st.items_failed:,}", st.wall_seconds(), st.seconds)
+            logger.info(
+                "stage %r finished: %s item%s, %s reused, %s failed; %.2f s wall, %.2f s busy",
+                name,
+                f"{processed:,}",
+                "" if processed == 1 else "s",
+                f"{st.items_reused:,}",
+                f"{st.items_failed:,}",
+                st.wall_seconds(),
+                st.seconds,
+            )
             slot = self.plan.stages[name].slot
-            if slot is not None and slot.startswith("threads:") and all(self.states[n].final for n in self.graph.on_slot[slot]):
+            if (
+                slot is not None
+                and slot.startswith("threads:")
+                and all(self.states[n].final for n in self.graph.on_slot[slot])
+            ):
                 self.workers.release(slot)  # a finished stage's own thread pool: its threads end now
-            self._save_stage(name, ("failed" if stage.on_error == "fail" else "partial") if st.items_failed
-                             else "done")
+            self._save_stage(name, ("failed" if stage.on_error == "fail" else "partial") if st.items_failed else "done")
             for c in self.consumers[name] + self.graph.side_users[name]:
                 self._dirty.add(c)
                 todo.append(c)
@@ -385,8 +458,9 @@ class Runner:
         u = self.stages[name].inputs[0]
         keeps = self.stages[u].keeps_item_ids
         parts = [p for p in _in_order(self.states[u].batches[k].parts) if not keeps or p.done & ids]
-        self._submit(name, k, ids, (InputSpec(u, tuple(InputPart(p.path, batch=k) for p in parts), keeps, ids),),
-                     solo=solo)
+        self._submit(
+            name, k, ids, (InputSpec(u, tuple(InputPart(p.path, batch=k) for p in parts), keeps, ids),), solo=solo
+        )
 
     def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
         stage = self.stages[name]
@@ -398,11 +472,17 @@ class Runner:
         executor = self.workers.get(sp.slot)
         caps = executor.capabilities
         task = BatchTask(
-            handle=self.workers.handle, stage=name, batch=k, part=part, inputs=inputs,  # type: ignore[arg-type]
+            handle=self.workers.handle,
+            stage=name,
+            batch=k,
+            part=part,
+            inputs=inputs,  # type: ignore[arg-type]
             output_path=self.store.part_path(self.run_id, name, k, b.key, part),
-            params_json=self.params_json, side={s: self._parts_of(s) for s in stage.side},
+            params_json=self.params_json,
+            side={s: self._parts_of(s) for s in stage.side},
             rate_share=1.0 if caps.in_process else 1.0 / max(1, caps.max_workers),
-            pipeline=self.pipeline if caps.in_process else None, object_key=b.key,
+            pipeline=self.pipeline if caps.in_process else None,
+            object_key=b.key,
             stop=TaskStop() if caps.in_process and stage.is_async else None,
         )
         future = executor.submit(task, key=task.key)
@@ -430,15 +510,18 @@ class Runner:
             if not futures:
                 if self.stopping:
                     return
-                raise RuntimeError(f"pipelines bug: nothing to wait for, but stages are not final: {describe(self.states)}")
+                raise RuntimeError(
+                    f"pipelines bug: nothing to wait for, but stages are not final: {describe(self.states)}"
+                )
             done, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
             try:
                 with interrupts.deferred(), self.store.ledger.batch():  # Ctrl-C waits for the commit
                     for future in done:
                         self._complete(future)
             except (sqlite3.Error, OSError) as exc:  # the ledger's disk is full: stop cleanly
-                self.fail(StageFailed(self.order[0], f"the ledger could not be written: {exc}",
-                                       error_type=type(exc).__name__))
+                self.fail(
+                    StageFailed(self.order[0], f"the ledger could not be written: {exc}", error_type=type(exc).__name__)
+                )
             self.recovery.watchdog()
             self.progress.tick()
 
@@ -482,17 +565,37 @@ class Runner:
         b = st.batch(k)
         assert b.key is not None
         errors = self.recovery.positioned(name, k, result.errors)
-        timing = TaskTiming(result.worker, result.started, result.ended, result.items, len(errors)) \
-            if result.started else None
-        self.store.ledger.record_part(run_id=self.run_id, stage=name, batch=k, key=b.key,
-                                      fingerprint=self.fingerprints[name], info=result.file, done=result.done,
-                                      errors=errors, task=timing)
+        timing = (
+            TaskTiming(result.worker, result.started, result.ended, result.items, len(errors))
+            if result.started
+            else None
+        )
+        self.store.ledger.record_part(
+            run_id=self.run_id,
+            stage=name,
+            batch=k,
+            key=b.key,
+            fingerprint=self.fingerprints[name],
+            info=result.file,
+            done=result.done,
+            errors=errors,
+            task=timing,
+        )
         st.sizer.observe(result.items, result.seconds)
         st.seconds += result.seconds
         if result.file is not None:
             info = result.file
-            b.parts.append(Part(b.key, info.path, result.done, info.rows, info.bytes, info.checksum,
-                                result.done.first() if result.done else -1))
+            b.parts.append(
+                Part(
+                    b.key,
+                    info.path,
+                    result.done,
+                    info.rows,
+                    info.bytes,
+                    info.checksum,
+                    result.done.first() if result.done else -1,
+                )
+            )
             b.rows += info.rows
             b.computed_parts += 1
         if self.stages[name].itemwise:
@@ -529,8 +632,9 @@ class Runner:
 
     def _drain(self, deadline: float) -> None:
         while self._running and time.monotonic() < deadline:
-            done, _ = wait(set(self._running), timeout=max(0.0, deadline - time.monotonic()),
-                           return_when=FIRST_COMPLETED)
+            done, _ = wait(
+                set(self._running), timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED
+            )
             self._record_done(done)
 
     def _record_done(self, futures: Iterable[Future[Any]]) -> None:
@@ -542,10 +646,18 @@ class Runner:
     def _save_stage(self, name: str, status: str) -> None:
         st = self.states[name]
         self.store.ledger.save_stage(
-            self.run_id, name, status=status, batches=len(st.batches), reused=st.reused_batches,
-            computed=st.computed_batches, items=st.items_done + st.items_reused + st.items_failed,
-            failed=st.items_failed, reason=self._stage_reason(name), seconds=st.seconds,
-            source_complete=int(self.stages[name].granularity == "source" and st.final))
+            self.run_id,
+            name,
+            status=status,
+            batches=len(st.batches),
+            reused=st.reused_batches,
+            computed=st.computed_batches,
+            items=st.items_done + st.items_reused + st.items_failed,
+            failed=st.items_failed,
+            reason=self._stage_reason(name),
+            seconds=st.seconds,
+            source_complete=int(self.stages[name].granularity == "source" and st.final),
+        )
 
     def _stage_reason(self, name: str) -> str:
         if not self.states[name].computed_batches or self.stages[name].granularity == "source":
@@ -557,16 +669,24 @@ class Runner:
             failures = self._record_end()
         except (sqlite3.Error, OSError) as exc:  # a full disk: the result still says what happened
             self.observer.message(f"could not record the end of the run: {exc}", level="warning")
-            self.fail(StageFailed(self.order[0], f"the ledger could not be written: {exc}",
-                                   error_type=type(exc).__name__))
+            self.fail(
+                StageFailed(self.order[0], f"the ledger could not be written: {exc}", error_type=type(exc).__name__)
+            )
             failures = []
         status = self._status(failures)
         result = RunResult(
-            run_id=self.run_id, pipeline=self.pipeline.name, status=status,
-            stages={n: self.progress.summary(n, self._stage_reason(n)) for n in self.order}, failures=failures,
-            error=self.failure, seconds=self._duration(started), store_root=self.store.data_root, resumed=self.resumed,
+            run_id=self.run_id,
+            pipeline=self.pipeline.name,
+            status=status,
+            stages={n: self.progress.summary(n, self._stage_reason(n)) for n in self.order},
+            failures=failures,
+            error=self.failure,
+            seconds=self._duration(started),
+            store_root=self.store.data_root,
+            resumed=self.resumed,
             clusters=tuple(self.workers.kept),
-            leaves=self.graph.leaves())
+            leaves=self.graph.leaves(),
+        )
         self.progress.tick(force=True)
         logger.info("run %s %s in %.1f s", self.run_id, status.value, result.seconds)
         self.observer.run_finished(result)
@@ -597,15 +717,19 @@ class Runner:
                 self._save_stage(name, "interrupted" if self.interrupted else "incomplete")
         failures = self.store.ledger.open_errors(self.run_id)
         items = sum(self.states[n].items_done + self.states[n].items_reused for n in self.graph.streams)
-        self.store.ledger.finish_run(self.run_id, status=self._status(failures).value, items=items,
-                                     failed=len(failures), message=str(self.failure) if self.failure else None)
+        self.store.ledger.finish_run(
+            self.run_id,
+            status=self._status(failures).value,
+            items=items,
+            failed=len(failures),
+            message=str(self.failure) if self.failure else None,
+        )
         collecting = [n for n in self.order if self.stages[n].on_error == "collect"]
         if collecting:
             from pipelines.store.deadletter import write_dead_letters
 
             write_dead_letters(self.store, self.run_id, collecting)
         return failures
-
 
 
 def _in_order(parts: list[Part]) -> list[Part]:

@@ -8,6 +8,7 @@ A source may yield items (sync or async generator), return an iterable, or retur
 table-like value (``pa.Table``, ``pd.DataFrame``, numpy array, ``range``) that is sliced
 without iterating it item by item.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines._engine import chunking
+from pipelines._engine.idset import IdSet
 from pipelines.define import codec
 from pipelines.errors import ConversionError, StageFailed
-from pipelines._engine.idset import IdSet
 from pipelines.store import arrow as batch_files
 from pipelines.store import recent
 
@@ -44,8 +45,15 @@ class SourceBatch:
 class SourceReader:
     """Pulls batches from a source stage; ``read_next`` is called from one thread at a time."""
 
-    def __init__(self, stage: Stage, params: Any, path_for: Any, fsync: bool = batch_files.FSYNC,
-                 loop: asyncio.AbstractEventLoop | None = None, keep: bool = True) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        params: Any,
+        path_for: Any,
+        fsync: bool = batch_files.FSYNC,
+        loop: asyncio.AbstractEventLoop | None = None,
+        keep: bool = True,
+    ) -> None:
         self.stage = stage
         self._path_for = path_for  # (batch number, key) -> file path
         self._fsync = fsync
@@ -115,8 +123,7 @@ class SourceReader:
 
     def _encode_items(self, items: list[Any]) -> pa.Table:
         try:
-            return codec.encode(items, stage=self.stage.name, output_type=self.stage.output_type,
-                                first_item=self._read)
+            return codec.encode(items, stage=self.stage.name, output_type=self.stage.output_type, first_item=self._read)
         except ConversionError as exc:
             at = getattr(exc, "item", None)
             raise _BadItem(str(exc), None if at is None else self._read + at) from None
@@ -174,8 +181,9 @@ class SourceReader:
         self._cutter = chunking.Cutter.for_source(self.stage.batch_size, self._cut_so_far)
         return _numbered(table)
 
-    def _join(self, pending: pa.Table, values: list[Any] | None, table: pa.Table,
-              items: list[Any] | None) -> pa.Table | None:
+    def _join(
+        self, pending: pa.Table, values: list[Any] | None, table: pa.Table, items: list[Any] | None
+    ) -> pa.Table | None:
         """One table of what waits and a new window; ``None`` when their types cannot agree."""
         if pending.schema == table.schema:
             return pa.concat_tables([pending, table])
@@ -207,12 +215,12 @@ class SourceReader:
                 return None
             except _BadItem as exc:
                 self._exhausted = True
-                raise StageFailed(self.stage.name, str(exc), position=exc.item,
-                                  error_type="ConversionError") from None
+                raise StageFailed(self.stage.name, str(exc), position=exc.item, error_type="ConversionError") from None
             except Exception as exc:  # noqa: BLE001 - a failing source fails the stage
                 self._exhausted = True
-                raise StageFailed(self.stage.name, str(exc) or type(exc).__name__, batch=self._next,
-                                  error_type=type(exc).__name__) from exc
+                raise StageFailed(
+                    self.stage.name, str(exc) or type(exc).__name__, batch=self._next, error_type=type(exc).__name__
+                ) from exc
             batch = self._next
             self._next += 1
         table = chunk
@@ -220,8 +228,13 @@ class SourceReader:
         key = batch_files.content_digest(data)
         path = self._path_for(batch, key)
         # the key is the digest of the bare table; the file adds its own description (key, ids, checksum)
-        part = {"key": key, "stage": self.stage.name, "batch": batch, "part": 0,
-                "ids": IdSet.span(0, table.num_rows).to_json()}
+        part = {
+            "key": key,
+            "stage": self.stage.name,
+            "batch": batch,
+            "part": 0,
+            "ids": IdSet.span(0, table.num_rows).to_json(),
+        }
         info = batch_files.write_table(path, table, fsync=self._fsync, part=part)
         if self._keep:
             recent.remember(path, table)  # consumers in this process need not read it back
@@ -257,8 +270,10 @@ def _as_table_like(result: Any, stage: str) -> pa.Table | None:
     if isinstance(result, range):
         import numpy as np
 
-        return pa.table({stage: pa.array(np.arange(result.start, result.stop, result.step, dtype=np.int64))},
-                        metadata={codec.SHAPE_KEY: b"scalar"})
+        return pa.table(
+            {stage: pa.array(np.arange(result.start, result.stop, result.step, dtype=np.int64))},
+            metadata={codec.SHAPE_KEY: b"scalar"},
+        )
     module = type(result).__module__
     if module.startswith("pandas"):
         import pandas as pd

@@ -14,6 +14,7 @@ A batch is *final* when its input batch is final and nothing is pending or runni
 positions in the batch for stages that keep item ids (sources, maps); other stages number
 their rows afresh, so their consumers wait for the whole batch.
 """
+
 from __future__ import annotations
 
 import time
@@ -97,8 +98,9 @@ class StageState:
         return sum(1 for b in self.batches.values() if b.computed_parts)
 
 
-def expected_totals(order: Sequence[str], stages: Mapping[str, Any],
-                    states: Mapping[str, StageState]) -> dict[str, int | None]:
+def expected_totals(
+    order: Sequence[str], stages: Mapping[str, Any], states: Mapping[str, StageState]
+) -> dict[str, int | None]:
     """Each stage's items to process once final (``StageStats.items_total``), where known already.
 
     A map or flat-map processes what its input outputs: a source's items once it is final, a
@@ -129,11 +131,14 @@ def expected_totals(order: Sequence[str], stages: Mapping[str, Any],
 def describe(states: Mapping[str, StageState]) -> str:
     """Every batch's bookkeeping on one line (for the message of an engine bug)."""
     return "; ".join(
-        f"{name}: final={st.final} upstream_final={st.upstream_final} batches=" + ", ".join(
+        f"{name}: final={st.final} upstream_final={st.upstream_final} batches="
+        + ", ".join(
             f"{k}(key={bool(b.key)} avail={len(b.available)} done={len(b.done)} failed={len(b.failed)} "
             f"pending={len(b.pending)} flight={b.in_flight} up_final={b.upstream_final} final={b.final})"
-            for k, b in sorted(st.batches.items()))
-        for name, st in states.items())
+            for k, b in sorted(st.batches.items())
+        )
+        for name, st in states.items()
+    )
 
 
 class Flow(Protocol):

@@ -8,6 +8,7 @@ results to Arrow, writes its own checkpoint atomically and returns metadata only
 driver. An ``async def`` stage returns a coroutine from ``__call__``; executors await it on
 their loop, so items of one task run concurrently up to the stage's ``concurrency``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -19,8 +20,8 @@ import signal
 import socket
 import threading
 import time
-import typing
 import traceback
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,14 +29,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.define import codec
-from pipelines.define import resources
-from pipelines.define import retry
 from pipelines._engine.async_deadline import ItemTimeout, LoopWatch, run_with_deadline
-from pipelines.errors import ConversionError
 from pipelines._engine.idset import IdSet
+from pipelines.define import codec, resources, retry
 from pipelines.define.loader import PipelineHandle
 from pipelines.define.rate import RateLimiter, parse_rate
+from pipelines.errors import ConversionError
 from pipelines.store import arrow as batch_files
 from pipelines.store.ledger import ItemError
 
@@ -167,9 +166,15 @@ class BatchTask:
     def _read(self, pipeline: Pipeline, stage: Stage) -> tuple[np.ndarray, list[Any], list[pa.Table]]:
         tables = [read_input(spec) for spec in self.inputs]
         if not stage.itemwise:
-            return _NO_IDS, [], [t if spec.parts else _empty_output(pipeline.stages[spec.stage])
-                                 for (t, _), spec in zip(tables, self.inputs)]
-        (table, ids), = tables
+            return (
+                _NO_IDS,
+                [],
+                [
+                    t if spec.parts else _empty_output(pipeline.stages[spec.stage])
+                    for (t, _), spec in zip(tables, self.inputs)
+                ],
+            )
+        ((table, ids),) = tables
         producer = pipeline.stages[self.inputs[0].stage]
         want = _input_annotation(stage)
         values = codec.decode(table, want=want, producer_type=producer.output_type)
@@ -185,8 +190,16 @@ class BatchTask:
         return kwargs
 
     # -- item stages ------------------------------------------------------------------
-    def _finish_items(self, stage: Stage, ids: np.ndarray, values: list[Any], outputs: list[Any],
-                      errors: list[ItemError], t0: float, t1: float) -> TaskResult:
+    def _finish_items(
+        self,
+        stage: Stage,
+        ids: np.ndarray,
+        values: list[Any],
+        outputs: list[Any],
+        errors: list[ItemError],
+        t0: float,
+        t1: float,
+    ) -> TaskResult:
         t2 = time.perf_counter()
         failed = {e.item for e in errors}
         if not failed and stage.granularity == "item":  # the common case: no per-row Python work
@@ -210,15 +223,27 @@ class BatchTask:
                 failed.add(bad_id)
                 kept = [(i, v) for i, v in zip(list(row_ids), row_values) if i != bad_id]
                 row_ids, row_values = [i for i, _ in kept], [v for _, v in kept]
-        done = IdSet.from_sorted(ids if not failed else np.array([i for i in ids.tolist() if i not in failed],
-                                                                  dtype=np.int64))
+        done = IdSet.from_sorted(
+            ids if not failed else np.array([i for i in ids.tolist() if i not in failed], dtype=np.int64)
+        )
         info = None
         if len(row_values) or done:
-            info = batch_files.write_table(self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None,
-                                           part=self._part_meta(done))
+            info = batch_files.write_table(
+                self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None, part=self._part_meta(done)
+            )
         t3 = time.perf_counter()
-        return TaskResult(self.stage, self.batch, self.part, info, done, tuple(errors), len(ids),
-                          seconds=t2 - t1, read_seconds=t1 - t0, write_seconds=t3 - t2)
+        return TaskResult(
+            self.stage,
+            self.batch,
+            self.part,
+            info,
+            done,
+            tuple(errors),
+            len(ids),
+            seconds=t2 - t1,
+            read_seconds=t1 - t0,
+            write_seconds=t3 - t2,
+        )
 
     # -- table stages (batch, reduce) ---------------------------------------------------
     def _table_args(self, stage: Stage, tables: list[pa.Table]) -> list[Any]:
@@ -233,8 +258,9 @@ class BatchTask:
             return [t.to_pandas() for t in tables]
         return tables
 
-    def _run_table_stage(self, stage: Stage, tables: list[pa.Table], kwargs: dict[str, Any], t0: float,
-                         t1: float) -> TaskResult:
+    def _run_table_stage(
+        self, stage: Stage, tables: list[pa.Table], kwargs: dict[str, Any], t0: float, t1: float
+    ) -> TaskResult:
         args = self._table_args(stage, tables)
         call_kwargs = {**kwargs, **dict(zip(stage.input_args, args))}
         attempt = 0
@@ -250,15 +276,17 @@ class BatchTask:
                 return self._table_failure(stage, exc, attempt + 1, t0, t1)
         return self._write_table_result(stage, result, t0, t1)
 
-    async def _run_table_stage_async(self, stage: Stage, tables: list[pa.Table], kwargs: dict[str, Any],
-                                     t0: float, t1: float) -> TaskResult:
+    async def _run_table_stage_async(
+        self, stage: Stage, tables: list[pa.Table], kwargs: dict[str, Any], t0: float, t1: float
+    ) -> TaskResult:
         args = self._table_args(stage, tables)
         call_kwargs = {**kwargs, **dict(zip(stage.input_args, args))}
         attempt = 0
         while True:
             try:
-                result = await _with_timeout(stage.fn(**call_kwargs), stage.timeout,
-                                             f"stage {stage.name!r} batch {self.batch}")
+                result = await _with_timeout(
+                    stage.fn(**call_kwargs), stage.timeout, f"stage {stage.name!r} batch {self.batch}"
+                )
                 break
             except Exception as exc:  # noqa: BLE001
                 if attempt < stage.retries and _retryable(exc, stage.retry_on):
@@ -275,22 +303,48 @@ class BatchTask:
         except ConversionError as exc:
             return self._table_failure(stage, exc, 1, t0, t1)
         done = IdSet.span(0, table.num_rows)
-        info = batch_files.write_table(self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None,
-                                       part=self._part_meta(done))
+        info = batch_files.write_table(
+            self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None, part=self._part_meta(done)
+        )
         t3 = time.perf_counter()
-        return TaskResult(self.stage, self.batch, self.part, info, done, (), 1,
-                          seconds=t2 - t1, read_seconds=t1 - t0, write_seconds=t3 - t2)
+        return TaskResult(
+            self.stage,
+            self.batch,
+            self.part,
+            info,
+            done,
+            (),
+            1,
+            seconds=t2 - t1,
+            read_seconds=t1 - t0,
+            write_seconds=t3 - t2,
+        )
 
     def _part_meta(self, done: IdSet) -> dict[str, Any]:
         """What the output file says about itself, so a lost ledger can be rebuilt from it."""
         owner = self.pipeline if self.pipeline is not None else self.handle
-        return {"key": self.object_key, "pipeline": getattr(owner, "name", None), "stage": self.stage,
-                "batch": self.batch, "part": self.part, "ids": done.to_json()}
+        return {
+            "key": self.object_key,
+            "pipeline": getattr(owner, "name", None),
+            "stage": self.stage,
+            "batch": self.batch,
+            "part": self.part,
+            "ids": done.to_json(),
+        }
 
     def _table_failure(self, stage: Stage, exc: BaseException, attempts: int, t0: float, t1: float) -> TaskResult:
         error = _item_error(stage, self.batch, None, exc, attempts, None)
-        return TaskResult(self.stage, self.batch, self.part, None, IdSet(), (error,), 1,
-                          seconds=time.perf_counter() - t1, read_seconds=t1 - t0)
+        return TaskResult(
+            self.stage,
+            self.batch,
+            self.part,
+            None,
+            IdSet(),
+            (error,),
+            1,
+            seconds=time.perf_counter() - t1,
+            read_seconds=t1 - t0,
+        )
 
 
 class TaskStop:
@@ -323,8 +377,7 @@ def _cancel_all(items: Sequence[asyncio.Future[Any]]) -> None:
         item.cancel()
 
 
-def _finished_only(ids: np.ndarray, values: list[Any],
-                   outputs: list[Any]) -> tuple[np.ndarray, list[Any], list[Any]]:
+def _finished_only(ids: np.ndarray, values: list[Any], outputs: list[Any]) -> tuple[np.ndarray, list[Any], list[Any]]:
     """Drop the items a stop cancelled (they stay pending for a resume); raise what is not an item's."""
     for out in outputs:
         if isinstance(out, BaseException) and not isinstance(out, asyncio.CancelledError):
@@ -332,11 +385,15 @@ def _finished_only(ids: np.ndarray, values: list[Any],
     keep = [not isinstance(out, asyncio.CancelledError) for out in outputs]
     if all(keep):
         return ids, values, outputs
-    return (ids[np.array(keep, dtype=bool)], [v for v, k in zip(values, keep) if k],
-            [o for o, k in zip(outputs, keep) if k])
+    return (
+        ids[np.array(keep, dtype=bool)],
+        [v for v, k in zip(values, keep) if k],
+        [o for o, k in zip(outputs, keep) if k],
+    )
 
 
 # -- reading inputs ------------------------------------------------------------------------
+
 
 def read_input(spec: InputSpec) -> tuple[pa.Table, np.ndarray]:
     """The rows of one input to compute, and their item ids."""
@@ -385,8 +442,10 @@ def _select(table: pa.Table, ids: np.ndarray, select: IdSet) -> tuple[pa.Table, 
     if len(pieces) == 1:
         lo, hi = pieces[0]
         return table.slice(lo, hi - lo), ids[lo:hi]
-    return (pa.concat_tables([table.slice(lo, hi - lo) for lo, hi in pieces]),
-            np.concatenate([ids[lo:hi] for lo, hi in pieces]))
+    return (
+        pa.concat_tables([table.slice(lo, hi - lo) for lo, hi in pieces]),
+        np.concatenate([ids[lo:hi] for lo, hi in pieces]),
+    )
 
 
 def _concat(tables: Sequence[pa.Table]) -> pa.Table:
@@ -402,6 +461,7 @@ def _concat(tables: Sequence[pa.Table]) -> pa.Table:
 
 
 # -- per item: retries, timeouts, rate limits, concurrency ------------------------------
+
 
 class _ItemRunner:
     """Runs the stage function on single items; collects errors instead of raising."""
@@ -491,12 +551,16 @@ async def _with_timeout(awaitable: Any, timeout: float | None, label: str) -> An
     return await awaitable
 
 
-def _item_error(stage: Stage, batch: int, item: int | None, exc: BaseException, attempts: int,
-                value: Any) -> ItemError:
+def _item_error(stage: Stage, batch: int, item: int | None, exc: BaseException, attempts: int, value: Any) -> ItemError:
     return ItemError(
-        stage=stage.name, batch=batch, item=item, error_type=type(exc).__name__,
-        message=describe_exception(exc), traceback=_format_traceback(exc),
-        attempts=attempts, input=_short_repr(value) if item is not None else None,
+        stage=stage.name,
+        batch=batch,
+        item=item,
+        error_type=type(exc).__name__,
+        message=describe_exception(exc),
+        traceback=_format_traceback(exc),
+        attempts=attempts,
+        input=_short_repr(value) if item is not None else None,
     )
 
 
@@ -548,6 +612,7 @@ def _short_repr(value: Any) -> str:
 
 # -- timeouts for plain functions ----------------------------------------------------------
 
+
 def call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
     """Call ``fn(*args)``, giving up after ``timeout`` seconds.
 
@@ -571,8 +636,9 @@ def call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], timeout: fl
 
     threading.Thread(target=target, name="pipelines-timeout", daemon=True).start()
     if not done.wait(timeout):
-        raise ItemTimeout(f"timed out after {timeout:g} s (the call was abandoned on its thread, which runs on "
-                          f"until it returns)")
+        raise ItemTimeout(
+            f"timed out after {timeout:g} s (the call was abandoned on its thread, which runs on until it returns)"
+        )
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -652,13 +718,20 @@ def _first_param(fn: Callable[..., Any]) -> str | None:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return None
-    return params[0].name if params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD) else None
+    return (
+        params[0].name
+        if params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD)
+        else None
+    )
 
 
 def _params(pipeline: Pipeline, params_json: str | None) -> Any:
     key = (id(pipeline), params_json)
     if key not in _params_cache:
         model = pipeline.params_model
-        _params_cache[key] = model.model_validate_json(params_json) if model is not None and params_json else (
-            model() if model is not None else None)
+        _params_cache[key] = (
+            model.model_validate_json(params_json)
+            if model is not None and params_json
+            else (model() if model is not None else None)
+        )
     return _params_cache[key]

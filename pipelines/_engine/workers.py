@@ -4,6 +4,7 @@ Counts the tasks in flight per slot (the runner keeps about two per worker), mak
 handle out-of-process workers use to find the pipeline (refusing, before any work, a stage
 that cannot travel), and proves that workers on other hosts can reach the store.
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,12 +15,11 @@ import sys
 from typing import Any
 
 import executors as registry
-
-from pipelines.errors import UsageError
-from pipelines.observe.hooks import RunObserver
+from pipelines._engine.plan import Plan
 from pipelines.define.loader import PipelineHandle, handle_for
 from pipelines.define.model import Pipeline
-from pipelines._engine.plan import Plan
+from pipelines.errors import UsageError
+from pipelines.observe.hooks import RunObserver
 from pipelines.store import Store
 from pipelines.store import arrow as batch_files
 
@@ -90,20 +90,28 @@ class Workers:
             else:
                 executor.submit(probe, key=f"store-probe-{token}").result(timeout=120)
         except Exception as exc:  # noqa: BLE001 - any failure means the workers cannot use the store
-            raise UsageError(f"store {store.data_root} is not reachable from the {executor.name} workers: "
-                             f"{exc}; use a folder they share or a URL (s3://...) they can reach") from None
+            raise UsageError(
+                f"store {store.data_root} is not reachable from the {executor.name} workers: "
+                f"{exc}; use a folder they share or a URL (s3://...) they can reach"
+            ) from None
         finally:
             batch_files.remove(location)
 
     def _worker_handle(self, backend: str) -> PipelineHandle:
         """How out-of-process workers find the pipeline; a stage that cannot travel is a usage error."""
         module = sys.modules.get(self.pipeline.module)
-        importable = module is not None and self.pipeline.module not in ("__main__", "__mp_main__") and any(
-            v is self.pipeline for v in vars(module).values())
+        importable = (
+            module is not None
+            and self.pipeline.module not in ("__main__", "__mp_main__")
+            and any(v is self.pipeline for v in vars(module).values())
+        )
         if importable:
             return handle_for(self.pipeline)
-        remote = {n for n, sp in self.plan.stages.items()
-                  if sp.slot is not None and self.plan.executors[sp.slot].backend not in IN_PROCESS}
+        remote = {
+            n
+            for n, sp in self.plan.stages.items()
+            if sp.slot is not None and self.plan.executors[sp.slot].backend not in IN_PROCESS
+        }
         try:
             return handle_for(_trimmed(self.pipeline, keep=remote))
         except Exception as exc:  # noqa: BLE001 - cloudpickle raises many types
@@ -111,7 +119,8 @@ class Workers:
             raise UsageError(
                 f"stage {culprit!r} cannot be sent to {backend} workers ({type(exc).__name__}: {exc}); define "
                 f"the pipeline at module level in a dags module, or run the stage on threads "
-                f"(executor=\"threads\")") from None
+                f'(executor="threads")'
+            ) from None
 
     def release(self, slot: str) -> None:
         """Shut down a slot no stage needs any more (its tasks are all done)."""
@@ -146,8 +155,12 @@ class Workers:
 def _trimmed(pipeline: Pipeline, keep: set[str]) -> Pipeline:
     """A copy of ``pipeline`` for workers: stages they never run keep their types, not their code."""
     clone = copy.copy(pipeline)
-    clone._stages = {name: (stage if name in keep else dataclasses.replace(
-        stage, fn=_not_here, kwargs={}, resources={}, retry_on=None)) for name, stage in pipeline.stages.items()}
+    clone._stages = {
+        name: (
+            stage if name in keep else dataclasses.replace(stage, fn=_not_here, kwargs={}, resources={}, retry_on=None)
+        )
+        for name, stage in pipeline.stages.items()
+    }
     clone._by_fn = {}
     clone.lifespan = None
     return clone

@@ -5,6 +5,7 @@ error (a short message, no traceback; ``--debug`` shows it), 130 interrupted.
 Heavy modules (pyarrow, pandas, executors' backends) load only when a command needs them,
 so ``--help`` and ``list`` answer at once.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,94 +37,164 @@ def _common(*, command: bool) -> argparse.ArgumentParser:
     """
     unset = argparse.SUPPRESS if command else None
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="PATH", default=unset,
-                        help="store folder (default: $PIPELINES_STORE or ./.pipelines)")
-    common.add_argument("--dags", metavar="DIR", default=unset,
-                        help="folder of pipeline modules (default: $PIPELINES_DAGS or ./dags)")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if command else False,
-                        help="show tracebacks for errors")
+    common.add_argument(
+        "--store", metavar="PATH", default=unset, help="store folder (default: $PIPELINES_STORE or ./.pipelines)"
+    )
+    common.add_argument(
+        "--dags", metavar="DIR", default=unset, help="folder of pipeline modules (default: $PIPELINES_DAGS or ./dags)"
+    )
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if command else False,
+        help="show tracebacks for errors",
+    )
     # counted apart after the command (a subcommand's count would replace the one before it); main adds them
-    common.add_argument("-v", "--verbose", action="count", dest="more_verbose" if command else "verbose",
-                        default=argparse.SUPPRESS if command else 0,
-                        help="log more: -v shows INFO records (run plan, stages finished), -vv DEBUG")
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if command else False,
-                        help="no progress: only results, warnings and errors")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        dest="more_verbose" if command else "verbose",
+        default=argparse.SUPPRESS if command else 0,
+        help="log more: -v shows INFO records (run plan, stages finished), -vv DEBUG",
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS if command else False,
+        help="no progress: only results, warnings and errors",
+    )
     return common
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", metavar="NAME",
-                        help="run every stage on one executor: inline, threads, processes, asyncio, joblib, dask, ray "
-                             "(a stage's own executor= still wins)")
+    parser.add_argument(
+        "--executor",
+        metavar="NAME",
+        help="run every stage on one executor: inline, threads, processes, asyncio, joblib, dask, ray "
+        "(a stage's own executor= still wins)",
+    )
     parser.add_argument("--address", metavar="ADDR", help="an existing Dask scheduler (tcp://...) or Ray cluster")
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default: CPU count)")
-    parser.add_argument("--keep-cluster", action="store_true",
-                        help="keep a started Dask cluster and its dashboard up after the run, until Ctrl-C")
-    parser.add_argument("--output", metavar="DIR", help="write the final stages as Parquet here "
-                                                        "(default: the run's outputs/ folder)")
-    parser.add_argument("--wide", action="store_true",
-                        help="the summary with every column: batches, reused batches, wall and busy seconds, "
-                             "items/s (-v too)")
+    parser.add_argument(
+        "--keep-cluster",
+        action="store_true",
+        help="keep a started Dask cluster and its dashboard up after the run, until Ctrl-C",
+    )
+    parser.add_argument(
+        "--output", metavar="DIR", help="write the final stages as Parquet here (default: the run's outputs/ folder)"
+    )
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="the summary with every column: batches, reused batches, wall and busy seconds, items/s (-v too)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common(command=True)
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines", parents=[_common(command=False)],
-        description="Declarative data pipelines: parallel stages, Arrow checkpoints, exact resume.")
+        prog="python -m pipelines",
+        parents=[_common(command=False)],
+        description="Declarative data pipelines: parallel stages, Arrow checkpoints, exact resume.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", parents=[common], help="run a pipeline",
-                         description="Run pipeline NAME from the dags folder.")
+    run = sub.add_parser(
+        "run", parents=[common], help="run a pipeline", description="Run pipeline NAME from the dags folder."
+    )
     run.add_argument("name", help="pipeline name (see `list`)")
-    run.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
-                     help="a pipeline parameter (repeatable); validated against the pipeline's params model")
-    run.add_argument("--fresh", nargs="?", action="append", const="*", metavar="STAGE",
-                     help="recompute instead of reusing: all stages, or STAGE and what depends on it (repeatable)")
+    run.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a pipeline parameter (repeatable); validated against the pipeline's params model",
+    )
+    run.add_argument(
+        "--fresh",
+        nargs="?",
+        action="append",
+        const="*",
+        metavar="STAGE",
+        help="recompute instead of reusing: all stages, or STAGE and what depends on it (repeatable)",
+    )
     _run_options(run)
 
-    resume = sub.add_parser("resume", parents=[common], help="continue a failed or interrupted run",
-                            description="Reuse what RUN_ID finished; compute failed items and unfinished batches.")
+    resume = sub.add_parser(
+        "resume",
+        parents=[common],
+        help="continue a failed or interrupted run",
+        description="Reuse what RUN_ID finished; compute failed items and unfinished batches.",
+    )
     resume.add_argument("run_id", help="a run id (see `runs`), `latest`, or a pipeline's name (its latest run)")
-    resume.add_argument("--retry-failed", action="store_true",
-                        help="retry items that failed under on_error=skip/collect (a resume always does)")
+    resume.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="retry items that failed under on_error=skip/collect (a resume always does)",
+    )
     resume.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
-    resume.add_argument("--module", metavar="MODULE",
-                        help="the module (a name, or a .py file) that defines the pipeline, for a run started "
-                             "from a script")
+    resume.add_argument(
+        "--module",
+        metavar="MODULE",
+        help="the module (a name, or a .py file) that defines the pipeline, for a run started from a script",
+    )
     _run_options(resume)
 
     sub.add_parser("list", parents=[common], help="list the pipelines in the dags folder")
-    show = sub.add_parser("show", parents=[common], help="show a pipeline's DAG: stages, kinds, executors",
-                          description="Show pipeline NAME as a tree (default), a table, or Mermaid or Graphviz "
-                                      "DOT text for docs (`show NAME --format mermaid > dag.mmd`).")
+    show = sub.add_parser(
+        "show",
+        parents=[common],
+        help="show a pipeline's DAG: stages, kinds, executors",
+        description="Show pipeline NAME as a tree (default), a table, or Mermaid or Graphviz "
+        "DOT text for docs (`show NAME --format mermaid > dag.mmd`).",
+    )
     show.add_argument("name")
-    show.add_argument("--format", choices=("tree", "table", "mermaid", "dot"), default="tree",
-                      help="tree (default), table (every option and docstring), mermaid, dot")
+    show.add_argument(
+        "--format",
+        choices=("tree", "table", "mermaid", "dot"),
+        default="tree",
+        help="tree (default), table (every option and docstring), mermaid, dot",
+    )
     show.add_argument("--executor", metavar="NAME", help="plan as if run with --executor NAME")
     runs = sub.add_parser("runs", parents=[common], help="list recent runs")
     runs.add_argument("--limit", type=int, default=20, metavar="N", help="runs to list, newest first (default 20)")
     inspect = sub.add_parser("inspect", parents=[common], help="show a run's stages, rows and failed items")
     inspect.add_argument("run_id", help="a run id, or `latest`")
     inspect.add_argument("stage", nargs="?")
-    inspect.add_argument("--rows", type=int, default=5, metavar="N",
-                         help="rows and failed items to show (default 5)")
+    inspect.add_argument("--rows", type=int, default=5, metavar="N", help="rows and failed items to show (default 5)")
     inspect.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
-    export = sub.add_parser("export", parents=[common], help="write a stage of a past run to a file",
-                            description="Write stage STAGE of run RUN (a run id, `latest`, or a pipeline's name) "
-                                        "to FILE: Parquet, CSV or Arrow IPC, after its extension.")
+    export = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write a stage of a past run to a file",
+        description="Write stage STAGE of run RUN (a run id, `latest`, or a pipeline's name) "
+        "to FILE: Parquet, CSV or Arrow IPC, after its extension.",
+    )
     export.add_argument("run_id", metavar="RUN", help="a run id, `latest`, or a pipeline's name (its latest run)")
     export.add_argument("stage")
-    export.add_argument("-o", "--output", required=True, metavar="FILE",
-                        help="the file to write: .parquet, .csv or .arrow (also .feather, .ipc)")
+    export.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="the file to write: .parquet, .csv or .arrow (also .feather, .ipc)",
+    )
     export.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
-    report = sub.add_parser("report", parents=[common], help="write a run's report as one HTML file",
-                            description="Write the report of run RUN (a run id, `latest`, or a pipeline's name) as "
-                                        "one self-contained HTML file: the DAG, the stages, a timeline of every task "
-                                        "per worker, items per second over time, the failed items.")
+    report = sub.add_parser(
+        "report",
+        parents=[common],
+        help="write a run's report as one HTML file",
+        description="Write the report of run RUN (a run id, `latest`, or a pipeline's name) as "
+        "one self-contained HTML file: the DAG, the stages, a timeline of every task "
+        "per worker, items per second over time, the failed items.",
+    )
     report.add_argument("run_id", metavar="RUN", help="a run id, `latest`, or a pipeline's name (its latest run)")
-    report.add_argument("-o", "--output", default="report.html", metavar="FILE",
-                        help="the HTML file to write (default report.html)")
+    report.add_argument(
+        "-o", "--output", default="report.html", metavar="FILE", help="the HTML file to write (default report.html)"
+    )
     report.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
     from pipelines.cli.upkeep import add_commands
 
@@ -132,8 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # option: (smallest value allowed, what to call it); checked before anything runs
-_COUNTS = {"workers": (1, "a positive integer"), "limit": (1, "a positive integer"),
-           "rows": (0, "zero or a positive integer")}
+_COUNTS = {
+    "workers": (1, "a positive integer"),
+    "limit": (1, "a positive integer"),
+    "rows": (0, "zero or a positive integer"),
+}
 # options that name something: an empty value would silently mean the default
 _NAMES = ("store", "dags", "executor", "address", "output")
 
@@ -166,8 +240,10 @@ def check_counts(args: argparse.Namespace) -> None:
     check_output_folder(getattr(args, "output", None))
     workers, most = getattr(args, "workers", None), max_local_workers()
     if workers is not None and workers > most and not getattr(args, "address", None):
-        raise UsageError(f"--workers {workers} is more than this machine can run: at most {most} "
-                         f"(4 per CPU, at least 32), or use a cluster with --address")
+        raise UsageError(
+            f"--workers {workers} is more than this machine can run: at most {most} "
+            f"(4 per CPU, at least 32), or use a cluster with --address"
+        )
 
 
 def check_output_folder(output: str | None) -> None:
@@ -222,11 +298,28 @@ def _exit_now(code: int) -> None:
 def _exit_code(exc: BaseException) -> ExitCode | None:
     """USAGE for the errors a person fixes by editing a command or a module; None: a bug."""
     from executors import BackendUnavailableError, UnknownExecutorError
+    from pipelines.errors import (
+        CheckpointError,
+        DefinitionError,
+        LoadError,
+        ParamError,
+        RunLockedError,
+        StageFailed,
+        UsageError,
+    )
 
-    from pipelines.errors import CheckpointError, DefinitionError, LoadError, ParamError, RunLockedError, StageFailed, UsageError
-
-    if isinstance(exc, (DefinitionError, LoadError, ParamError, UsageError, RunLockedError, UnknownExecutorError,
-                        BackendUnavailableError)):
+    if isinstance(
+        exc,
+        (
+            DefinitionError,
+            LoadError,
+            ParamError,
+            UsageError,
+            RunLockedError,
+            UnknownExecutorError,
+            BackendUnavailableError,
+        ),
+    ):
         return ExitCode.USAGE
     if isinstance(exc, (StageFailed, CheckpointError)):
         return ExitCode.RUN_FAILED
@@ -242,8 +335,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     with _logs_shown(args.verbose) as view:
         if args.command in ("run", "resume"):
             return _run(args, view)
-        from pipelines.cli import upkeep
-        from pipelines.cli import views
+        from pipelines.cli import upkeep, views
 
         return getattr(upkeep if args.command in ("gc", "repair") else views, f"cmd_{args.command}")(args)
 
@@ -322,46 +414,66 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
 
 def _run(args: argparse.Namespace, view: LogView) -> int:
     import executors
-
-    from pipelines.define import loader
-    from pipelines.api import resume
     from pipelines._engine.plan import RunOptions
+    from pipelines._engine.runner import Runner
+    from pipelines.api import resume
+    from pipelines.define import loader
     from pipelines.observe.report import ProgressReport
     from pipelines.observe.result import RunStatus
-    from pipelines._engine.runner import Runner
     from pipelines.store import Store
 
     if args.executor:
         executors.check_name(args.executor)
         executors.executor_class(args.executor)  # a missing optional dependency is a usage error now
     store_flag = f" --store {shlex.quote(args.store)}" if args.store else ""
-    report = ProgressReport(store_flag=store_flag, quiet=args.quiet, log_view=view,
-                            wide=args.wide or args.verbose > 0)
+    report = ProgressReport(store_flag=store_flag, quiet=args.quiet, log_view=view, wide=args.wide or args.verbose > 0)
     with Store(args.store) as store:
         if args.command == "run":
             pipeline = loader.load(args.name, args.dags)
             fresh: bool | frozenset[str] = False
             if args.fresh:
                 fresh = True if "*" in args.fresh else frozenset(args.fresh)
-            options = RunOptions(executor=args.executor, address=args.address, max_workers=args.workers,
-                                 fresh=fresh, keep_cluster=args.keep_cluster)
-            runner = Runner(pipeline, params=parse_params(args.param), options=options, store=store,
-                            observers=[report], dags_dir=str(loader.dags_dir(args.dags)))
+            options = RunOptions(
+                executor=args.executor,
+                address=args.address,
+                max_workers=args.workers,
+                fresh=fresh,
+                keep_cluster=args.keep_cluster,
+            )
+            runner = Runner(
+                pipeline,
+                params=parse_params(args.param),
+                options=options,
+                store=store,
+                observers=[report],
+                dags_dir=str(loader.dags_dir(args.dags)),
+            )
             result = runner.run()
         else:
             from pipelines.store.past import find_run
 
             row = find_run(store, args.run_id, args.pipeline)
             pipeline = loader.pipeline_in_module(args.module, row["pipeline"]) if args.module else None
-            result = resume(row["id"], store=store, observers=[report], executor=args.executor, pipeline=pipeline,
-                            address=args.address, max_workers=args.workers, keep_cluster=args.keep_cluster or None)
+            result = resume(
+                row["id"],
+                store=store,
+                observers=[report],
+                executor=args.executor,
+                pipeline=pipeline,
+                address=args.address,
+                max_workers=args.workers,
+                keep_cluster=args.keep_cluster or None,
+            )
         if result.ok:
             _write_outputs(result, store, args.output, report)
     for cluster in result.clusters:  # --keep-cluster: the dashboard stays up until Ctrl-C
         join = getattr(cluster, "join_hint", None) or f"--address {cluster.scheduler_address}"
-        report.out.print(f"cluster kept up: dashboard {cluster.dashboard_link}, scheduler "
-                         f"{cluster.scheduler_address} (other runs join with: {join}); Ctrl-C to stop it",
-                         markup=False, soft_wrap=True)
+        report.out.print(
+            f"cluster kept up: dashboard {cluster.dashboard_link}, scheduler "
+            f"{cluster.scheduler_address} (other runs join with: {join}); Ctrl-C to stop it",
+            markup=False,
+            soft_wrap=True,
+        )
         cluster.wait_until_interrupted()
     if result.status is RunStatus.INTERRUPTED:
         return ExitCode.INTERRUPTED
@@ -370,8 +482,8 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
 
 def _write_outputs(result, store, output: str | None, report) -> None:
     """Write the final stages as Parquet and say where; show their first rows unless quiet."""
-    from pipelines.store.outputs import export_parquet, read_stage
     from pipelines.observe.report import plural, print_table, shown_path
+    from pipelines.store.outputs import export_parquet, read_stage
 
     directory = output or store.run_data(result.run_id, "outputs")
     for leaf in result.leaves:

@@ -3,6 +3,7 @@
 Every function takes the pipeline and the plan (which executor each stage gets) and returns
 text; ``python -m pipelines show NAME --format tree|mermaid|dot`` prints it.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -10,8 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.tree import Tree
 
-    from pipelines.define.model import Pipeline, Stage
     from pipelines._engine.plan import Plan
+    from pipelines.define.model import Pipeline, Stage
 
 GRANULARITY = {"source": "source", "item": "map", "flat": "flat_map", "batch": "batch", "all": "reduce"}
 
@@ -28,9 +29,17 @@ def label(stage: Stage, backend: str) -> str:
 
 def options(stage: Stage) -> list[str]:
     """The policies a stage sets away from their defaults, as ``name=value``."""
-    found = [f"{name}={value}" for name, value in (("concurrency", stage.concurrency), ("retries", stage.retries),
-                                                    ("timeout", stage.timeout), ("rate", stage.rate),
-                                                    ("batch_size", stage.batch_size)) if value]
+    found = [
+        f"{name}={value}"
+        for name, value in (
+            ("concurrency", stage.concurrency),
+            ("retries", stage.retries),
+            ("timeout", stage.timeout),
+            ("rate", stage.rate),
+            ("batch_size", stage.batch_size),
+        )
+        if value
+    ]
     if stage.on_error != "fail":
         found.append(f"on_error={stage.on_error}")
     if stage.executor:
@@ -112,8 +121,11 @@ def _dot_id(text: str) -> str:
 def dot(pipeline: Pipeline, the_plan: Plan) -> str:
     """A Graphviz ``digraph`` (render with ``dot -Tsvg``); names are quoted, so any name is safe."""
     shapes = {"source": "parallelogram", "all": "hexagon"}
-    lines = [f"digraph {_dot_id(pipeline.name)} {{", "    rankdir=TB;",
-             '    node [shape=box, style=rounded, fontname="Helvetica"];']
+    lines = [
+        f"digraph {_dot_id(pipeline.name)} {{",
+        "    rankdir=TB;",
+        '    node [shape=box, style=rounded, fontname="Helvetica"];',
+    ]
     for name in the_plan.order:
         stage = pipeline.stages[name]
         text = f"{name}\n{label(stage, the_plan.stages[name].backend)}"
@@ -154,10 +166,12 @@ def svg(order: list[str], edges: list[tuple[str, str]], captions: dict[str, str]
         top = (height - len(names) * (box_h + gap_y) + gap_y) / 2
         for i, name in enumerate(names):
             where[name] = (gap_x + d * (box_w + gap_x), top + i * (box_h + gap_y))
-    parts = [f'<svg class="dag" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             'style="max-width:100%;height:auto">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#666"/></marker></defs>']
+    parts = [
+        f'<svg class="dag" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        'style="max-width:100%;height:auto">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#666"/></marker></defs>',
+    ]
     for a, b in edges:
         if a not in where or b not in where:
             continue
@@ -168,10 +182,12 @@ def svg(order: list[str], edges: list[tuple[str, str]], captions: dict[str, str]
         parts.append(f'<path class="edge" d="{curve}" fill="none" stroke="#666" marker-end="url(#arrow)"/>')
     for name in order:
         x, y = where[name]
-        parts.append(f'<g class="stage" data-stage="{escape(name)}"><rect x="{x:.0f}" y="{y:.0f}" width="{box_w}" '
-                     f'height="{box_h}" rx="6" fill="#fff" stroke="{colours.get(name, "#888")}" stroke-width="3"/>'
-                     f'<text x="{x + box_w / 2:.0f}" y="{y + 18:.0f}" text-anchor="middle" font-weight="bold">'
-                     f'{escape(name)}</text><text x="{x + box_w / 2:.0f}" y="{y + 35:.0f}" text-anchor="middle" '
-                     f'font-size="11" fill="#555">{escape(captions.get(name, ""))}</text></g>')
+        parts.append(
+            f'<g class="stage" data-stage="{escape(name)}"><rect x="{x:.0f}" y="{y:.0f}" width="{box_w}" '
+            f'height="{box_h}" rx="6" fill="#fff" stroke="{colours.get(name, "#888")}" stroke-width="3"/>'
+            f'<text x="{x + box_w / 2:.0f}" y="{y + 18:.0f}" text-anchor="middle" font-weight="bold">'
+            f'{escape(name)}</text><text x="{x + box_w / 2:.0f}" y="{y + 35:.0f}" text-anchor="middle" '
+            f'font-size="11" fill="#555">{escape(captions.get(name, ""))}</text></g>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)

@@ -3,6 +3,7 @@
 The format follows the file's extension: ``.parquet``, ``.csv`` or ``.arrow`` (Arrow IPC,
 also ``.feather`` and ``.ipc``). The file is written whole (temp file, then rename).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,9 @@ def write(table: pa.Table, path: str | os.PathLike[str]) -> str:
     target = Path(path)
     kind = FORMATS.get(target.suffix.lower())
     if kind is None:
-        raise UsageError(f"-o {path}: unknown format {target.suffix or '(no extension)'!r}; "
-                         f"use one of {', '.join(FORMATS)}")
+        raise UsageError(
+            f"-o {path}: unknown format {target.suffix or '(no extension)'!r}; use one of {', '.join(FORMATS)}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     try:
@@ -36,11 +38,16 @@ def write(table: pa.Table, path: str | os.PathLike[str]) -> str:
         elif kind == "csv":
             import pyarrow.csv as pcsv
 
-            nested = [f.name for f in table.schema if pa.types.is_nested(f.type) or pa.types.is_binary(f.type)
-                      or pa.types.is_large_binary(f.type)]
+            nested = [
+                f.name
+                for f in table.schema
+                if pa.types.is_nested(f.type) or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+            ]
             if nested:
-                raise UsageError(f"-o {path}: CSV cannot hold the nested or binary column(s) {', '.join(nested)}; "
-                                 f"use .parquet or .arrow")
+                raise UsageError(
+                    f"-o {path}: CSV cannot hold the nested or binary column(s) {', '.join(nested)}; "
+                    f"use .parquet or .arrow"
+                )
             pcsv.write_csv(table, tmp)
         else:
             with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:

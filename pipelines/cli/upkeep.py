@@ -3,6 +3,7 @@
 The work is done in ``store/gc.py`` and ``store/repair.py``; this module parses nothing and
 prints: what went (or would go, with ``--dry-run``), with sizes, and the store's size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,16 +46,24 @@ def size_line(store: Store) -> str:
 
 def add_commands(sub: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
     """The ``gc`` and ``repair`` subcommands (called by ``cli.build_parser``)."""
-    gc = sub.add_parser("gc", parents=[common], help="drop old runs and files no run needs",
-                        description="Remove runs beyond the retention rules, then every file no ledger record "
-                                    "needs (orphan parts and temp files left by kills). Running runs are never "
-                                    "touched. With both rules, a run goes only if both let it go.")
+    gc = sub.add_parser(
+        "gc",
+        parents=[common],
+        help="drop old runs and files no run needs",
+        description="Remove runs beyond the retention rules, then every file no ledger record "
+        "needs (orphan parts and temp files left by kills). Running runs are never "
+        "touched. With both rules, a run goes only if both let it go.",
+    )
     gc.add_argument("--keep-runs", type=int, metavar="N", help="keep the N newest runs of each pipeline")
     gc.add_argument("--older-than", metavar="AGE", help="drop runs started longer ago than AGE (30d, 12h, 90m)")
     gc.add_argument("--dry-run", action="store_true", help="list what would go, with sizes; change nothing")
-    sub.add_parser("repair", parents=[common], help="rebuild the ledger's index of part files from the files",
-                   description="Record every part file the ledger does not know and that verifies against its "
-                               "own checksum (after a lost ledger or WAL); list damaged files.")
+    sub.add_parser(
+        "repair",
+        parents=[common],
+        help="rebuild the ledger's index of part files from the files",
+        description="Record every part file the ledger does not know and that verifies against its "
+        "own checksum (after a lost ledger or WAL); list damaged files.",
+    )
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -72,8 +81,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if found.skipped:
             out.print(f"left alone (running): {', '.join(found.skipped)}", markup=False)
         if args.dry_run and found.files:
-            print_table([{"file": d.rel, "size": human(d.bytes), "why": d.why} for d in found.files],
-                        ["file", "size", "why"], out=out)
+            print_table(
+                [{"file": d.rel, "size": human(d.bytes), "why": d.why} for d in found.files],
+                ["file", "size", "why"],
+                out=out,
+            )
         reasons: dict[str, list[int]] = defaultdict(list)
         for d in found.files:
             reasons[d.why.split(" ", 2)[0] if d.why.startswith("run ") else d.why].append(d.bytes)

@@ -1,4 +1,5 @@
 """Read-only commands: ``show`` a pipeline, list ``runs``, ``inspect`` a run's stages, ``export`` one."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,14 +14,14 @@ from rich.markup import escape
 from rich.text import Text
 
 from pipelines.errors import UsageError
-from pipelines.store.past import find_run, run_items, run_status
 from pipelines.observe.report import console, plural, print_table
+from pipelines.store.past import find_run, run_items, run_status
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from pipelines._engine.plan import RunOptions, plan
     from pipelines.cli import diagram
     from pipelines.define import loader
-    from pipelines._engine.plan import RunOptions, plan
 
     if args.executor:
         import executors
@@ -51,9 +52,17 @@ def cmd_show(args: argparse.Namespace) -> int:
         options = diagram.options(stage)
         if stage.side:
             options.append(f"side={','.join(stage.side)}")
-        rows.append({"stage": name, "granularity": diagram.GRANULARITY[stage.granularity], "kind": diagram.kind(stage),
-                     "executor": the_plan.stages[name].backend, "inputs": ", ".join(stage.inputs),
-                     "options": " ".join(options), "doc": stage.doc})
+        rows.append(
+            {
+                "stage": name,
+                "granularity": diagram.GRANULARITY[stage.granularity],
+                "kind": diagram.kind(stage),
+                "executor": the_plan.stages[name].backend,
+                "inputs": ", ".join(stage.inputs),
+                "options": " ".join(options),
+                "doc": stage.doc,
+            }
+        )
     print_table(rows, ["stage", "granularity", "kind", "executor", "inputs", "options", "doc"], out=out)
     return 0
 
@@ -70,9 +79,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for r in store.ledger.runs(args.limit):
             started = dt.datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M:%S") if r["started"] else ""
             duration = f"{r['ended'] - r['started']:.1f}s" if r["ended"] and r["started"] else ""
-            rows.append({"run": r["id"], "pipeline": r["pipeline"], "status": run_status(store, r),
-                         "started": started, "duration": duration, "items": f"{run_items(store, r):,}",
-                         "failed": f"{r['failed'] or 0:,}"})
+            rows.append(
+                {
+                    "run": r["id"],
+                    "pipeline": r["pipeline"],
+                    "status": run_status(store, r),
+                    "started": started,
+                    "duration": duration,
+                    "items": f"{run_items(store, r):,}",
+                    "failed": f"{r['failed'] or 0:,}",
+                }
+            )
         if not rows:
             console().print(f"no runs in {store.root}", markup=False)
             return 0
@@ -101,13 +118,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         run_id = row["id"]
         stages = stages_in_order(store, run_id)
         out = console()
-        out.print(f"[bold]{run_id}[/bold] · {row['pipeline']} · {run_status(store, row)} · files under "
-                  f"{escape(os.path.relpath(store.run_dir(run_id)))}")
+        out.print(
+            f"[bold]{run_id}[/bold] · {row['pipeline']} · {run_status(store, row)} · files under "
+            f"{escape(os.path.relpath(store.run_dir(run_id)))}"
+        )
         if args.stage is None:
-            rows = [{"stage": s["stage"], "status": s["status"], "executor": s["executor"], "batches": s["batches"],
-                     "reused": s["reused"], "items": s["items"], "failed": s["failed"], "reason": s["reason"]}
-                    for s in stages.values()]
-            print_table(rows, ["stage", "status", "executor", "batches", "reused", "items", "failed", "reason"], out=out)
+            rows = [
+                {
+                    "stage": s["stage"],
+                    "status": s["status"],
+                    "executor": s["executor"],
+                    "batches": s["batches"],
+                    "reused": s["reused"],
+                    "items": s["items"],
+                    "failed": s["failed"],
+                    "reason": s["reason"],
+                }
+                for s in stages.values()
+            ]
+            print_table(
+                rows, ["stage", "status", "executor", "batches", "reused", "items", "failed", "reason"], out=out
+            )
             errors = store.ledger.open_errors(run_id)
             if errors:
                 out.print(f"{plural(len(errors), 'failed item')}; `inspect {run_id} STAGE` shows them", markup=False)
@@ -119,20 +150,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         table = read_stage(store, run_id, args.stage)
         out.print(f"stage [cyan]{args.stage}[/cyan]: {table.num_rows:,} rows")
         out.print("schema:")  # the engine's own metadata (how values were encoded) is not the user's business
-        out.print(textwrap.indent(table.schema.to_string(show_field_metadata=False, show_schema_metadata=False), "  "),
-                  markup=False)
+        out.print(
+            textwrap.indent(table.schema.to_string(show_field_metadata=False, show_schema_metadata=False), "  "),
+            markup=False,
+        )
         if table.num_rows and args.rows:
-            print_table(table.slice(0, args.rows).to_pylist(), table.column_names, title=f"first {args.rows} rows",
-                        out=out)
+            print_table(
+                table.slice(0, args.rows).to_pylist(), table.column_names, title=f"first {args.rows} rows", out=out
+            )
         _print_errors(out, store, run_id, args.stage, shown=max(args.rows, 1), everything=args.debug)
     return 0
 
 
 def _print_errors(out, store, run_id: str, stage: str, *, shown: int, everything: bool) -> None:
     """Each failed item (the first ``shown``): where, why, its input and its whole traceback."""
-    from pipelines.store.deadletter import dead_letter_path
     from pipelines.observe.report import plural
     from pipelines.observe.tracebacks import readable
+    from pipelines.store.deadletter import dead_letter_path
 
     errors = store.ledger.open_errors(run_id, stage)
     if not errors:

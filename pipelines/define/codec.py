@@ -27,6 +27,7 @@ Reading back, a consumer gets values of the type its parameter is annotated with
 A value that cannot be converted raises ``ConversionError`` naming the stage and the item.
 Checkpoints hold only Arrow data: no pickle is ever written or read.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,11 +74,13 @@ _SCALARS: dict[type, pa.DataType] = {
 
 # -- types ------------------------------------------------------------------------------
 
+
 def is_table_type(tp: Any) -> bool:
     module = getattr(tp, "__module__", "") or ""
     name = getattr(tp, "__name__", "")
     return (module.startswith("pyarrow") and name in ("Table", "RecordBatch")) or (
-        module.startswith("pandas") and name == "DataFrame")
+        module.startswith("pandas") and name == "DataFrame"
+    )
 
 
 def is_record_type(tp: Any) -> bool:
@@ -87,8 +90,12 @@ def is_record_type(tp: Any) -> bool:
         return True
     if not isinstance(tp, type):
         return False
-    return (dataclasses.is_dataclass(tp) or _is_pydantic(tp) or typing.is_typeddict(tp)
-            or (issubclass(tp, tuple) and hasattr(tp, "_fields")))
+    return (
+        dataclasses.is_dataclass(tp)
+        or _is_pydantic(tp)
+        or typing.is_typeddict(tp)
+        or (issubclass(tp, tuple) and hasattr(tp, "_fields"))
+    )
 
 
 def _is_pydantic(tp: Any) -> bool:
@@ -169,8 +176,10 @@ def _arrow_type(tp: Any) -> pa.DataType | None:
         if issubclass(tp, enum.Enum):  # stored as the members' values
             kinds = {type(m.value) for m in tp}
             if len(kinds) > 1:
-                raise TypeError(f"the members of {tp.__name__} have values of different types "
-                                f"({', '.join(sorted(k.__name__ for k in kinds))}); Arrow columns have one type")
+                raise TypeError(
+                    f"the members of {tp.__name__} have values of different types "
+                    f"({', '.join(sorted(k.__name__ for k in kinds))}); Arrow columns have one type"
+                )
             return _arrow_type(kinds.pop()) if kinds else pa.large_string()
         for base, arrow in _SCALARS.items():
             if tp is base:
@@ -189,8 +198,10 @@ def _arrow_type(tp: Any) -> pa.DataType | None:
         module = getattr(tp, "__module__", "")
         if module.startswith(("numpy", "pyarrow", "pandas")):
             return None
-    raise TypeError(f"{getattr(tp, '__name__', tp)!r} has no Arrow equivalent; return a dict, dataclass, "
-                    f"pydantic model or plain values")
+    raise TypeError(
+        f"{getattr(tp, '__name__', tp)!r} has no Arrow equivalent; return a dict, dataclass, "
+        f"pydantic model or plain values"
+    )
 
 
 # -- encoding ---------------------------------------------------------------------------
@@ -226,8 +237,9 @@ def _admits_none(tp: Any) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
-def encode(values: Sequence[Any], *, stage: str, output_type: Any, item_ids: Sequence[int] | None = None,
-           first_item: int = 0) -> pa.Table:
+def encode(
+    values: Sequence[Any], *, stage: str, output_type: Any, item_ids: Sequence[int] | None = None, first_item: int = 0
+) -> pa.Table:
     """Build one batch table from a stage's values (``item_ids`` fills ``_item``).
 
     Raises:
@@ -241,8 +253,9 @@ def encode(values: Sequence[Any], *, stage: str, output_type: Any, item_ids: Seq
             raise ConversionError(f"stage {stage!r}: cannot make an empty table of {output_type!r}: {exc}") from None
         bad, cause = _first_bad(values, stage, output_type, exc)
         ids = item_ids if item_ids is not None else range(first_item, first_item + len(values))
-        err = ConversionError(f"stage {stage!r}, item {ids[bad]}: cannot convert {type(values[bad]).__name__} "
-                              f"value to Arrow: {cause}")
+        err = ConversionError(
+            f"stage {stage!r}, item {ids[bad]}: cannot convert {type(values[bad]).__name__} value to Arrow: {cause}"
+        )
         err.item = bad  # type: ignore[attr-defined]
         raise err from None
     if item_ids is not None:
@@ -257,6 +270,7 @@ def _first_bad(values: Sequence[Any], stage: str, output_type: Any, exc: BaseExc
     their inferred types differ) the first item that does not fit with the items before
     it, found by bisecting prefixes; or the first item, when all the others agree.
     """
+
     def fails(some: Sequence[Any]) -> str | None:
         try:
             _encode(some, stage, output_type)
@@ -288,8 +302,9 @@ def _first_bad(values: Sequence[Any], stage: str, output_type: Any, exc: BaseExc
 def _encode(values: Sequence[Any], stage: str, output_type: Any) -> pa.Table:
     arrow = arrow_type(output_type) if output_type is not None else None
     if output_type is not None and is_record_type(output_type):  # a bare ``dict``: fields inferred
-        return _encode_records(values, arrow if isinstance(arrow, pa.StructType) else None,
-                               optional=_admits_none(output_type))
+        return _encode_records(
+            values, arrow if isinstance(arrow, pa.StructType) else None, optional=_admits_none(output_type)
+        )
     if output_type is None:
         first = next((v for v in values if v is not None), None)
         if first is not None and _is_record_value(first):
@@ -363,8 +378,12 @@ def _zoned(arrow: pa.DataType, values: Iterable[Any]) -> pa.DataType:
         return pa.null() if aware is None else pa.timestamp(arrow.unit, tz="UTC") if aware else arrow
     present = [v for v in values if v is not None]
     if pa.types.is_struct(arrow):
-        return pa.struct([f.with_type(_zoned(f.type, [row.get(f.name) for row in present]))
-                          if _has_naive_timestamp(f.type) else f for f in arrow])
+        return pa.struct(
+            [
+                f.with_type(_zoned(f.type, [row.get(f.name) for row in present])) if _has_naive_timestamp(f.type) else f
+                for f in arrow
+            ]
+        )
     if pa.types.is_map(arrow):
         pairs = [p for v in present for p in (v.items() if isinstance(v, Mapping) else v)]
         return pa.map_(_zoned(arrow.key_type, [k for k, _ in pairs]), _zoned(arrow.item_type, [x for _, x in pairs]))
@@ -403,10 +422,13 @@ def table_from_result(result: Any, *, stage: str) -> pa.Table:
             return _encode(result, stage, None) if result else pa.table({})
         return _encode([result], stage, None)
     except _ENCODE_ERRORS as exc:
-        raise ConversionError(f"stage {stage!r}: cannot convert its result ({type(result).__name__}) to Arrow: {exc}") from None
+        raise ConversionError(
+            f"stage {stage!r}: cannot convert its result ({type(result).__name__}) to Arrow: {exc}"
+        ) from None
 
 
 # -- decoding ---------------------------------------------------------------------------
+
 
 def data_columns(table: pa.Table) -> pa.Table:
     """The table without engine columns (what users and batch stages see)."""

@@ -12,6 +12,7 @@ stand, which the engine cannot see unless the stage says so:
 Either way the stage's batch keys do not change, so the stages after it are reused as
 usual when it computes the same values again.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -49,9 +50,9 @@ def why_recompute(stage: Stage, params: Any, *, resumed: bool) -> str:
 
 def not_reusable(stages: Mapping[str, Stage], params: Any, *, resumed: bool) -> dict[str, str]:
     """The stages to compute again because of their side effects, each with the reason."""
-    reasons = {name: why_recompute(stage, params, resumed=resumed) for name, stage in stages.items()
-               if stage.reuse != "auto" or stage.outputs}
+    reasons = {
+        name: why_recompute(stage, params, resumed=resumed)
+        for name, stage in stages.items()
+        if stage.reuse != "auto" or stage.outputs
+    }
     return {name: why for name, why in reasons.items() if why}
-
-
-

@@ -10,6 +10,7 @@ script) travels by value instead, pickled with cloudpickle.
 
 ``discover`` reads modules with ``ast`` without importing them, so ``list`` stays fast.
 """
+
 from __future__ import annotations
 
 import ast
@@ -100,9 +101,13 @@ def discover(directory: Path) -> list[PipelineInfo]:
             found.append(PipelineInfo(path.stem, path, "(cannot be parsed; `show` tells why)"))
             continue
         doc = (ast.get_docstring(tree) or "").strip().splitlines()
-        names = [name for node in ast.walk(tree)
-                 if isinstance(node, ast.Call) and _called_name(node.func) == "Pipeline"
-                 and (name := _pipeline_name(node)) is not None]
+        names = [
+            name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and _called_name(node.func) == "Pipeline"
+            and (name := _pipeline_name(node)) is not None
+        ]
         for name in names:
             found.append(PipelineInfo(name, path, doc[0] if doc else ""))
     return found
@@ -169,8 +174,10 @@ def import_dags_module(path: Path, folder: Path) -> types.ModuleType:
     except SystemExit as exc:  # sys.exit() at import would end the command silently, with its code
         frame = _last_frame_in(exc, path)
         where = f"{_display(path)}, line {frame}" if frame else _display(path)
-        raise LoadError(f"{where}: importing {module_name} called sys.exit({exc.code!r}); a dags module "
-                        f"must not exit when it is imported") from exc
+        raise LoadError(
+            f"{where}: importing {module_name} called sys.exit({exc.code!r}); a dags module "
+            f"must not exit when it is imported"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - any failure at import is the module's fault
         frame = _last_frame_in(exc, path)
         where = f"{_display(path)}, line {frame}" if frame else _display(path)
@@ -204,6 +211,7 @@ def find_pipeline(module: types.ModuleType, name: str | None = None) -> Pipeline
 
 
 # -- handles: how a worker finds the pipeline -------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineHandle:
@@ -270,5 +278,7 @@ def handle_for(pipeline: Pipeline) -> PipelineHandle:
         data = cloudpickle.dumps(pipeline)
         handle = PipelineHandle(pipeline.name, pickled=data, digest=hashlib.blake2b(data, digest_size=16).hexdigest())
     with _lock:
-        _resolved[handle.digest if handle.pickled is not None else (handle.module, handle.name, handle.package)] = pipeline
+        _resolved[handle.digest if handle.pickled is not None else (handle.module, handle.name, handle.package)] = (
+            pipeline
+        )
     return handle

@@ -14,6 +14,7 @@ Granularities:
 
 This module imports neither executors nor the store.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -31,8 +32,8 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from pipelines.define import codec
-from pipelines.errors import ArityError, CycleError, DefinitionError, DuplicateStageError, UnknownStageError
 from pipelines.define.resources import resources_of
+from pipelines.errors import ArityError, CycleError, DefinitionError, DuplicateStageError, UnknownStageError
 
 Granularity = Literal["source", "item", "flat", "batch", "all"]
 Kind = Literal["cpu", "io"]
@@ -141,8 +142,14 @@ class Pipeline:
         [{'total': 285}]
     """
 
-    def __init__(self, name: str, *, params: type[BaseModel] | None = None, description: str | None = None,
-                 module: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        params: type[BaseModel] | None = None,
+        description: str | None = None,
+        module: str | None = None,
+    ) -> None:
         if not name.isidentifier():
             raise DefinitionError(f"pipeline name {name!r} must be a Python identifier")
         _check_name_length(name, "pipeline name")
@@ -169,7 +176,9 @@ class Pipeline:
         try:
             return self._stages[name]
         except KeyError:
-            raise UnknownStageError(_unknown(f"pipeline {self.name!r} has no stage {name!r}", name, self._stages)) from None
+            raise UnknownStageError(
+                _unknown(f"pipeline {self.name!r} has no stage {name!r}", name, self._stages)
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._stages
@@ -248,16 +257,25 @@ class Pipeline:
         self.lifespan = fn
         return fn
 
-    def source(self, fn: Callable[..., Any] | None = None, *, name: str | None = None, kind: Kind = "io",
-               batch_size: int | None = None, executor: str | None = None) -> Any:
+    def source(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        kind: Kind = "io",
+        batch_size: int | None = None,
+        executor: str | None = None,
+    ) -> Any:
         """Declare the function that yields the pipeline's items.
 
         The function takes ``params`` (optional) and yields items, returns an iterable, or
         returns a whole Arrow table / pandas DataFrame / sequence that is cut into batches.
         """
+
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
-            self._add(f, granularity="source", name=name, kind=kind, inputs=(), batch_size=batch_size,
-                      executor=executor)
+            self._add(
+                f, granularity="source", name=name, kind=kind, inputs=(), batch_size=batch_size, executor=executor
+            )
             return f
 
         return add(fn) if fn is not None else add
@@ -284,8 +302,9 @@ class Pipeline:
         """Call ``fn`` once with each input's whole output as a table (fan-in)."""
         return self._declare(fn, "all", tuple(inputs), options)
 
-    def _declare(self, fn: Callable[..., Any] | None, granularity: Granularity, inputs: tuple[Any, ...],
-                 options: dict[str, Any]) -> Any:
+    def _declare(
+        self, fn: Callable[..., Any] | None, granularity: Granularity, inputs: tuple[Any, ...], options: dict[str, Any]
+    ) -> Any:
         if fn is not None:
             return self._add(fn, granularity=granularity, inputs=inputs, **options)
 
@@ -297,23 +316,44 @@ class Pipeline:
 
     # stage options, each with what its value looks like (to suggest one for a misspelt keyword)
     _OPTIONS: Mapping[str, Callable[[Any], bool]] = {
-        "name": lambda v: isinstance(v, str), "kind": lambda v: isinstance(v, str),
-        "concurrency": lambda v: _is_int(v), "retries": lambda v: _is_int(v),
+        "name": lambda v: isinstance(v, str),
+        "kind": lambda v: isinstance(v, str),
+        "concurrency": lambda v: _is_int(v),
+        "retries": lambda v: _is_int(v),
         "timeout": lambda v: _is_number(v),
-        "on_error": lambda v: isinstance(v, str), "executor": lambda v: isinstance(v, str),
-        "batch_size": lambda v: _is_int(v), "side": lambda v: isinstance(v, (list, tuple)),
-        "resources": lambda v: isinstance(v, Mapping), "rate": lambda v: isinstance(v, str),
-        "retry_on": callable, "reuse": lambda v: isinstance(v, str),
+        "on_error": lambda v: isinstance(v, str),
+        "executor": lambda v: isinstance(v, str),
+        "batch_size": lambda v: _is_int(v),
+        "side": lambda v: isinstance(v, (list, tuple)),
+        "resources": lambda v: isinstance(v, Mapping),
+        "rate": lambda v: isinstance(v, str),
+        "retry_on": callable,
+        "reuse": lambda v: isinstance(v, str),
         "outputs": lambda v: callable(v) or isinstance(v, (list, tuple, str)),
     }
 
-    def _add(self, fn: Callable[..., Any], *, granularity: Granularity, inputs: tuple[Any, ...],
-             name: str | None = None, kind: Kind | None = None, concurrency: int | None = None,
-             retries: int = 0, timeout: float | None = None, on_error: OnError = "fail",
-             executor: str | None = None, batch_size: int | None = None, side: Iterable[Any] = (),
-             resources: Mapping[str, Callable[[], Any]] | None = None, rate: str | None = None,
-             retry_on: Callable[[BaseException], bool] | None = None, reuse: Reuse = "auto",
-             outputs: Iterable[Any] | Callable[..., Iterable[Any]] = (), **kwargs: Any) -> Stage:
+    def _add(
+        self,
+        fn: Callable[..., Any],
+        *,
+        granularity: Granularity,
+        inputs: tuple[Any, ...],
+        name: str | None = None,
+        kind: Kind | None = None,
+        concurrency: int | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        on_error: OnError = "fail",
+        executor: str | None = None,
+        batch_size: int | None = None,
+        side: Iterable[Any] = (),
+        resources: Mapping[str, Callable[[], Any]] | None = None,
+        rate: str | None = None,
+        retry_on: Callable[[BaseException], bool] | None = None,
+        reuse: Reuse = "auto",
+        outputs: Iterable[Any] | Callable[..., Iterable[Any]] = (),
+        **kwargs: Any,
+    ) -> Stage:
         if not callable(fn):
             raise DefinitionError(f"pipeline {self.name!r}: a stage needs a function, got {fn!r}")
         stage_name = name or getattr(fn, "__name__", "")
@@ -331,7 +371,9 @@ class Pipeline:
             raise DefinitionError(f"{where}: on_error must be one of {ON_ERROR}, not {on_error!r}")
         for label, value in (("retries", retries), ("concurrency", concurrency), ("batch_size", batch_size)):
             if value is not None and (not _is_int(value) or value < (0 if label == "retries" else 1)):
-                raise DefinitionError(f"{where}: {label} must be a {'non-negative' if label == 'retries' else 'positive'} integer, not {value!r}")
+                raise DefinitionError(
+                    f"{where}: {label} must be a {'non-negative' if label == 'retries' else 'positive'} integer, not {value!r}"
+                )
         if timeout is not None and not (_is_number(timeout) and timeout > 0):
             raise DefinitionError(f"{where}: timeout must be a positive number of seconds, not {timeout!r}")
         if reuse not in REUSE:
@@ -348,15 +390,34 @@ class Pipeline:
         input_names = tuple(self._ref(x, where) for x in inputs)
         side_names = tuple(self._ref(x, where) for x in side)
         all_resources = {**resources_of(fn), **(resources or {})}
-        input_args, takes_params, table_format = _bind(fn, where, granularity, input_names, side_names,
-                                                        all_resources, kwargs, self.params_model, self._OPTIONS)
+        input_args, takes_params, table_format = _bind(
+            fn, where, granularity, input_names, side_names, all_resources, kwargs, self.params_model, self._OPTIONS
+        )
         output_type = _output_type(fn, granularity, where)
         stage = Stage(
-            name=stage_name, fn=fn, granularity=granularity, kind=kind, is_async=is_async,
-            inputs=input_names, side=side_names, retries=retries, timeout=timeout, concurrency=concurrency,
-            on_error=on_error, executor=executor, batch_size=batch_size, kwargs=dict(kwargs),
-            resources=all_resources, output_type=output_type, input_args=input_args, takes_params=takes_params,
-            table_format=table_format, rate=rate, retry_on=retry_on, reuse=reuse, outputs=outputs,
+            name=stage_name,
+            fn=fn,
+            granularity=granularity,
+            kind=kind,
+            is_async=is_async,
+            inputs=input_names,
+            side=side_names,
+            retries=retries,
+            timeout=timeout,
+            concurrency=concurrency,
+            on_error=on_error,
+            executor=executor,
+            batch_size=batch_size,
+            kwargs=dict(kwargs),
+            resources=all_resources,
+            output_type=output_type,
+            input_args=input_args,
+            takes_params=takes_params,
+            table_format=table_format,
+            rate=rate,
+            retry_on=retry_on,
+            reuse=reuse,
+            outputs=outputs,
             doc=(inspect.getdoc(fn) or "").split("\n")[0],
         )
         self._stages[stage_name] = stage
@@ -391,7 +452,9 @@ class Pipeline:
         for stage in self._stages.values():
             for up in stage.upstream:
                 if up not in self._stages:
-                    raise UnknownStageError(_unknown(f"stage {stage.name!r}: unknown input stage {up!r}", up, self._stages))
+                    raise UnknownStageError(
+                        _unknown(f"stage {stage.name!r}: unknown input stage {up!r}", up, self._stages)
+                    )
                 if up == stage.name:
                     raise CycleError(f"stage {stage.name!r} reads its own output")
         sorter = graphlib.TopologicalSorter({s.name: s.upstream for s in self._stages.values()})
@@ -413,8 +476,10 @@ def _check_name_length(name: str, what: str) -> None:
     """Refuse a name too long for a file name, now rather than as ``ENAMETOOLONG`` mid-run."""
     size = len(name.encode())
     if size > MAX_NAME_BYTES:
-        raise DefinitionError(f"{what} {name[:40]}… is {size} bytes long; names are at most {MAX_NAME_BYTES} "
-                              f"bytes, since they name folders and files")
+        raise DefinitionError(
+            f"{what} {name[:40]}… is {size} bytes long; names are at most {MAX_NAME_BYTES} "
+            f"bytes, since they name folders and files"
+        )
 
 
 def _unknown(message: str, name: str, choices: Iterable[str]) -> str:
@@ -450,8 +515,9 @@ def _check_outputs(outputs: Any, where: str) -> tuple[str, ...] | Callable[..., 
     try:
         paths = tuple(os.fspath(p) for p in outputs)
     except TypeError:
-        raise DefinitionError(f"{where}: outputs must be paths or a function of the params that returns them, "
-                              f"not {outputs!r}") from None
+        raise DefinitionError(
+            f"{where}: outputs must be paths or a function of the params that returns them, not {outputs!r}"
+        ) from None
     if any(not p for p in paths):
         raise DefinitionError(f"{where}: outputs has an empty path")
     return paths
@@ -466,10 +532,17 @@ def _check_executor_name(name: str, where: str) -> None:
         raise DefinitionError(f"{where}: {exc}") from None
 
 
-def _bind(fn: Callable[..., Any], where: str, granularity: Granularity, inputs: tuple[str, ...],
-          side: tuple[str, ...], resources: Mapping[str, Any], kwargs: Mapping[str, Any],
-          params_model: type[BaseModel] | None, options: Mapping[str, Callable[[Any], bool]] | None = None,
-          ) -> tuple[tuple[str, ...], bool, Literal["arrow", "pandas", "list"]]:
+def _bind(
+    fn: Callable[..., Any],
+    where: str,
+    granularity: Granularity,
+    inputs: tuple[str, ...],
+    side: tuple[str, ...],
+    resources: Mapping[str, Any],
+    kwargs: Mapping[str, Any],
+    params_model: type[BaseModel] | None,
+    options: Mapping[str, Callable[[Any], bool]] | None = None,
+) -> tuple[tuple[str, ...], bool, Literal["arrow", "pandas", "list"]]:
     """Match the function's parameters to inputs, params, side inputs, resources and kwargs.
 
     Returns the parameter names receiving the inputs (in input order), whether it takes
@@ -487,8 +560,13 @@ def _bind(fn: Callable[..., Any], where: str, granularity: Granularity, inputs: 
     for key, value in kwargs.items():
         if key not in names and not accepts_any_kw:
             fitting = [option for option, fits in (options or {}).items() if fits(value)]
-            raise ArityError(_unknown(f"{where}: {getattr(fn, '__name__', fn)}() has no parameter {key!r} for the "
-                                      f"fixed argument", key, [*fitting, *sorted(names)]))
+            raise ArityError(
+                _unknown(
+                    f"{where}: {getattr(fn, '__name__', fn)}() has no parameter {key!r} for the fixed argument",
+                    key,
+                    [*fitting, *sorted(names)],
+                )
+            )
     for name in (*side, *resources):
         if name not in names and not accepts_any_kw:
             raise ArityError(f"{where}: {getattr(fn, '__name__', fn)}() needs a parameter named {name!r} to receive it")
@@ -505,22 +583,30 @@ def _bind(fn: Callable[..., Any], where: str, granularity: Granularity, inputs: 
     else:
         if len(positional) < len(inputs):
             wanted = "one argument per input" if len(inputs) > 1 else "an argument for its input"
-            raise ArityError(f"{where}: {getattr(fn, '__name__', fn)}{sig} needs {wanted} "
-                             f"({', '.join(map(repr, inputs))}), but has {len(positional)} free positional parameter(s)")
+            raise ArityError(
+                f"{where}: {getattr(fn, '__name__', fn)}{sig} needs {wanted} "
+                f"({', '.join(map(repr, inputs))}), but has {len(positional)} free positional parameter(s)"
+            )
         input_args = tuple(p.name for p in positional[: len(inputs)])
     rest = [p for p in free if p.name not in input_args and p.default is p.empty]
     if rest:
-        raise ArityError(f"{where}: parameter(s) {', '.join(repr(p.name) for p in rest)} of "
-                         f"{getattr(fn, '__name__', fn)}() receive nothing; give a default, a fixed argument or a resource")
+        raise ArityError(
+            f"{where}: parameter(s) {', '.join(repr(p.name) for p in rest)} of "
+            f"{getattr(fn, '__name__', fn)}() receive nothing; give a default, a fixed argument or a resource"
+        )
     table_format: Literal["arrow", "pandas", "list"] = "arrow"
     if granularity in ("batch", "all") and input_args:
         hints = _hints(fn)
         written = {p.name: p.annotation for p in params}  # the text, where a name cannot be resolved
-        formats = {name: table_format_of(hints.get(name, written.get(name)), f"{where}: parameter {name!r}")
-                   for name in input_args}
+        formats = {
+            name: table_format_of(hints.get(name, written.get(name)), f"{where}: parameter {name!r}")
+            for name in input_args
+        }
         if len(set(formats.values())) > 1:
-            raise ArityError(f"{where}: its inputs are annotated as different kinds of table "
-                             f"({', '.join(f'{n}: {f}' for n, f in formats.items())}); annotate them alike")
+            raise ArityError(
+                f"{where}: its inputs are annotated as different kinds of table "
+                f"({', '.join(f'{n}: {f}' for n, f in formats.items())}); annotate them alike"
+            )
         table_format = formats[input_args[0]]
     return input_args, takes_params, table_format
 
@@ -542,8 +628,10 @@ def table_format_of(ann: Any, where: str) -> Literal["arrow", "pandas", "list"]:
             return "pandas"
         if text.endswith("Table"):
             return "arrow"
-        raise ArityError(f"{where} is annotated {ann}, but it receives a whole table of values: annotate it "
-                         f"pa.Table, pd.DataFrame or list[T]")
+        raise ArityError(
+            f"{where} is annotated {ann}, but it receives a whole table of values: annotate it "
+            f"pa.Table, pd.DataFrame or list[T]"
+        )
     origin = typing.get_origin(ann) or ann
     if origin is list or origin in (collections.abc.Sequence, collections.abc.Iterable):
         return "list"
@@ -554,8 +642,10 @@ def table_format_of(ann: Any, where: str) -> Literal["arrow", "pandas", "list"]:
         if ann is not pa.Table:
             raise ArityError(f"{where} is annotated {getattr(ann, '__name__', ann)}; a whole input is a pa.Table")
         return "arrow"
-    raise ArityError(f"{where} is annotated {getattr(ann, '__name__', ann)!s}, but it receives a whole table of "
-                     f"values: annotate it pa.Table, pd.DataFrame or list[T]")
+    raise ArityError(
+        f"{where} is annotated {getattr(ann, '__name__', ann)!s}, but it receives a whole table of "
+        f"values: annotate it pa.Table, pd.DataFrame or list[T]"
+    )
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """Pipeline parameters: ``--param key=value`` text (or a dict) validated by the params model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,9 @@ from pydantic import BaseModel, ValidationError
 from pipelines.errors import ParamError
 
 
-def parse_params(pipeline: str, model: type[BaseModel] | None,
-                 values: Mapping[str, Any] | BaseModel | None) -> BaseModel | None:
+def parse_params(
+    pipeline: str, model: type[BaseModel] | None, values: Mapping[str, Any] | BaseModel | None
+) -> BaseModel | None:
     """The validated params of pipeline ``pipeline``; ``ParamError`` names a bad key or value."""
     if model is None:
         if values:
@@ -29,8 +31,10 @@ def parse_params(pipeline: str, model: type[BaseModel] | None,
         if key not in fields:
             from pipelines.define.model import _unknown
 
-            raise ParamError(_unknown(f"pipeline {pipeline!r} has no parameter {key!r}", key, fields)
-                             + f"; its parameters: {', '.join(fields)}")
+            raise ParamError(
+                _unknown(f"pipeline {pipeline!r} has no parameter {key!r}", key, fields)
+                + f"; its parameters: {', '.join(fields)}"
+            )
     try:
         return model.model_validate({k: _parse_cli_value(v, fields[k].annotation) for k, v in raw.items()})
     except ValidationError as exc:
@@ -77,15 +81,25 @@ def _wants_json(annotation: Any) -> bool:
     if isinstance(annotation, type):
         if issubclass(annotation, enum.Enum):  # like a Literal: JSON unless every value is text
             return not all(isinstance(m.value, str) for m in annotation)
-        return (annotation in _CONTAINERS or issubclass(annotation, (BaseModel, list, tuple, set, frozenset, dict))
-                or dataclasses.is_dataclass(annotation) or typing.is_typeddict(annotation))
+        return (
+            annotation in _CONTAINERS
+            or issubclass(annotation, (BaseModel, list, tuple, set, frozenset, dict))
+            or dataclasses.is_dataclass(annotation)
+            or typing.is_typeddict(annotation)
+        )
     return False
 
 
 def _admits_none(annotation: Any) -> bool:
     annotation = _strip_annotated(annotation)
-    return annotation is None or annotation is type(None) or (
-        typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation))
+    return (
+        annotation is None
+        or annotation is type(None)
+        or (
+            typing.get_origin(annotation) in (typing.Union, types.UnionType)
+            and type(None) in typing.get_args(annotation)
+        )
+    )
 
 
 def _strip_annotated(annotation: Any) -> Any:

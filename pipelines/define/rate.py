@@ -1,4 +1,5 @@
 """Rate limits such as ``rate="50/s"``: a token bucket per stage per worker."""
+
 from __future__ import annotations
 
 import asyncio

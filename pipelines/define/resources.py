@@ -14,6 +14,7 @@ event loop (an aiohttp session is bound to its loop); sync resources once per wo
 (a sqlite3 connection is bound to its thread). All are closed when the worker shuts down
 (``close_all``), or at interpreter exit.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,6 +32,7 @@ def uses(**factories: Callable[[], Any]) -> Callable[[Callable[..., Any]], Calla
 
     Returns the same function object, with the factories recorded as metadata.
     """
+
     def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
         setattr(fn, _ATTR, {**resources_of(fn), **factories})
         return fn

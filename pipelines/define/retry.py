@@ -8,6 +8,7 @@ that cannot pass on its own fails at once: a 404 or any other 4xx, an exception 
 attribute allows (``MAX_RETRY_AFTER`` when it has none; ``stages.http.download`` sets it from
 its ``max_retry_after=`` option). A stage can pass its own ``retry_on`` predicate.
 """
+
 from __future__ import annotations
 
 import random
@@ -58,4 +59,4 @@ def delay(attempt: int, exc: BaseException | None = None, *, base: float = BASE_
     after = getattr(exc, "retry_after", None)
     if isinstance(after, (int, float)) and after >= 0:
         return min(float(after), retry_after_limit(exc))
-    return random.uniform(0, min(cap, base * (2 ** attempt)))
+    return random.uniform(0, min(cap, base * (2**attempt)))

@@ -4,6 +4,7 @@
 ``3.0``, and a large id loses digits). Here integer and boolean columns become pandas'
 nullable ``Int64``/``boolean`` dtypes (strings stay ``object``, as pandas users expect).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,14 @@ def to_pandas(table: pa.Table) -> Any:
     import pandas as pd
 
     nullable = {
-        pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
-        pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
-        pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(), pa.bool_(): pd.BooleanDtype(),
+        pa.int8(): pd.Int8Dtype(),
+        pa.int16(): pd.Int16Dtype(),
+        pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(),
+        pa.uint8(): pd.UInt8Dtype(),
+        pa.uint16(): pd.UInt16Dtype(),
+        pa.uint32(): pd.UInt32Dtype(),
+        pa.uint64(): pd.UInt64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
     }
     return table.to_pandas(types_mapper=nullable.get)

@@ -5,6 +5,7 @@ The runner calls these hooks from its own thread; every hook is optional (trio's
 The run's messages are also logged (logger ``pipelines.observe.hooks``), so an application that
 configures ``logging`` sees them without writing an observer.
 """
+
 from __future__ import annotations
 
 import logging

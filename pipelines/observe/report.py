@@ -6,6 +6,7 @@ about terminals. On a terminal each stage has a live bar; elsewhere (CI, a pipe)
 and a line when a stage finishes. Log records, the run's warnings among them, are shown by
 ``LogView`` (a ``logging`` handler the CLI installs), above the bars while they are live.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,16 @@ def progress_interval() -> float:
 class ProgressReport(RunObserver):
     """Live progress (bars on a terminal, plain lines elsewhere) and the end-of-run summary."""
 
-    def __init__(self, out: Console | None = None, *, store_flag: str = "", quiet: bool = False,
-                 interval: float | None = None, log_view: LogView | None = None, wide: bool = False) -> None:
+    def __init__(
+        self,
+        out: Console | None = None,
+        *,
+        store_flag: str = "",
+        quiet: bool = False,
+        interval: float | None = None,
+        log_view: LogView | None = None,
+        wide: bool = False,
+    ) -> None:
         self.out = out or console()
         self.log_view = log_view
         self.store_flag = store_flag
@@ -72,12 +81,21 @@ class ProgressReport(RunObserver):
             return
         width = max(len(name) for name in plan.stages)
         self._progress = Progress(  # the bar takes what the other columns leave of the line: nothing is cut
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[note]}"), StageTimeColumn(),
-            console=self.out, transient=False, expand=True)
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=None),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[note]}"),
+            StageTimeColumn(),
+            console=self.out,
+            transient=False,
+            expand=True,
+        )
         for name in plan.stages:
-            self._tasks[name] = self._progress.add_task(escape(f"{name:<{width}}"), total=None, note="",
-                                                        rate="", wall=0.0, at=0.0, running=False)
+            self._tasks[name] = self._progress.add_task(
+                escape(f"{name:<{width}}"), total=None, note="", rate="", wall=0.0, at=0.0, running=False
+            )
         self._progress.start()
         if self.log_view is not None:
             self.log_view.live = self._progress.console
@@ -98,10 +116,16 @@ class ProgressReport(RunObserver):
         if stats.items_failed:
             note.append(f"[red]{stats.items_failed:,} failed[/red]")
         rate = None if stats.backend == "driver" else stats.items_per_second  # a source's pace is its reader's
-        self._progress.update(self._tasks[stats.stage], completed=stats.items_processed, total=stats.items_total,
-                              note=", ".join(note), rate=f"{_rate(rate)}/s" if rate else "",
-                              wall=stats.wall_seconds, at=time.monotonic(),
-                              running=stats.wall_seconds > 0 and not stats.final)
+        self._progress.update(
+            self._tasks[stats.stage],
+            completed=stats.items_processed,
+            total=stats.items_total,
+            note=", ".join(note),
+            rate=f"{_rate(rate)}/s" if rate else "",
+            wall=stats.wall_seconds,
+            at=time.monotonic(),
+            running=stats.wall_seconds > 0 and not stats.final,
+        )
 
     def _print(self, text: str) -> None:
         (self._progress.console if self._progress is not None else self.out).print(text)
@@ -207,16 +231,26 @@ class LogView(logging.Handler):
 
     def __init__(self, *, verbose: bool = False) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-                          if verbose else logging.Formatter("%(message)s"))
+        self.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            if verbose
+            else logging.Formatter("%(message)s")
+        )
         self._out, self._err = console(), console(stderr=True)
         self.live: Console | None = None  # while progress bars are shown: print there, above them
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
-            style = "red" if record.levelno >= logging.ERROR else "yellow" if record.levelno >= logging.WARNING \
-                else "dim" if record.levelno < logging.INFO else ""
+            style = (
+                "red"
+                if record.levelno >= logging.ERROR
+                else "yellow"
+                if record.levelno >= logging.WARNING
+                else "dim"
+                if record.levelno < logging.INFO
+                else ""
+            )
             target = self.live or (self._err if record.levelno >= logging.WARNING else self._out)
             target.print(Text(text, style=style))
         except Exception:
@@ -230,8 +264,20 @@ def title(result: RunResult) -> str:
 
 
 # the wide table's columns; the default one keeps stage, executor, items, rows, time and reason
-WIDE_COLUMNS = ("stage", "executor", "batches", "reused batches", "items", "reused items", "failed", "rows out",
-                "wall s", "busy s", "items/s", "recomputed because")
+WIDE_COLUMNS = (
+    "stage",
+    "executor",
+    "batches",
+    "reused batches",
+    "items",
+    "reused items",
+    "failed",
+    "rows out",
+    "wall s",
+    "busy s",
+    "items/s",
+    "recomputed because",
+)
 NARROW_COLUMNS = ("stage", "executor", "items", "rows", "time", "recomputed because")
 
 
@@ -249,18 +295,34 @@ def summary_table(result: RunResult, *, wide: bool = False) -> Table:
     table = Table(title=Text(title(result)), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
     for column in WIDE_COLUMNS if wide else NARROW_COLUMNS:
         left = column in ("stage", "executor", "recomputed because")
-        table.add_column(column, justify="left" if left else "right", overflow="fold",
-                         no_wrap=wide or column not in ("stage", "recomputed because"))
+        table.add_column(
+            column,
+            justify="left" if left else "right",
+            overflow="fold",
+            no_wrap=wide or column not in ("stage", "recomputed because"),
+        )
     for s in result.stages.values():
         failed = Text(f"{s.failed_items:,}", style="red" if s.failed_items else "")
         if wide:
             rate = None if s.backend == "driver" else s.items_per_second
-            table.add_row(Text(s.stage), s.backend, str(s.batches), str(s.reused_batches), f"{s.items:,}",
-                          f"{s.reused_items:,}", failed, f"{s.rows:,}", f"{s.wall_seconds:.2f}", f"{s.seconds:.2f}",
-                          _rate(rate), Text(s.reason or ""))
+            table.add_row(
+                Text(s.stage),
+                s.backend,
+                str(s.batches),
+                str(s.reused_batches),
+                f"{s.items:,}",
+                f"{s.reused_items:,}",
+                failed,
+                f"{s.rows:,}",
+                f"{s.wall_seconds:.2f}",
+                f"{s.seconds:.2f}",
+                _rate(rate),
+                Text(s.reason or ""),
+            )
         else:
-            table.add_row(Text(s.stage), s.backend, _items_cell(s), f"{s.rows:,}", _duration(s.wall_seconds),
-                          Text(s.reason or ""))
+            table.add_row(
+                Text(s.stage), s.backend, _items_cell(s), f"{s.rows:,}", _duration(s.wall_seconds), Text(s.reason or "")
+            )
     return table
 
 

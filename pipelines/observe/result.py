@@ -1,4 +1,5 @@
 """What a run returns: status, per-stage counts, failures, and access to the outputs."""
+
 from __future__ import annotations
 
 import enum
@@ -82,8 +83,8 @@ class RunResult:
     def table(self, stage: str | None = None) -> pa.Table:
         """A stage's output (default: the last stage) as one Arrow table, memory-mapped."""
         assert self.store_root is not None, "this result has no store"
-        from pipelines.store.outputs import read_stage
         from pipelines.store import Store
+        from pipelines.store.outputs import read_stage
 
         with Store(self.store_root) as store:
             return read_stage(store, self.run_id, stage or self.leaves[-1])
@@ -98,9 +99,9 @@ class RunResult:
         """The dead-letter table of an ``on_error="collect"`` stage, if this run wrote one."""
         if self.store_root is None:
             return None
-        from pipelines.store.deadletter import dead_letter_path
         from pipelines.store import Store
         from pipelines.store import arrow as batch_files
+        from pipelines.store.deadletter import dead_letter_path
 
         with Store(self.store_root) as store:
             path = dead_letter_path(store, self.run_id, stage)

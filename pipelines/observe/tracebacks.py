@@ -5,6 +5,7 @@ from`` included). Frames of the engine itself (``pipelines``, ``executors``) and
 standard library only say how the item was called; they are folded into one line per run
 of them, so the user's own frames stand out. ``everything=True`` (``--debug``) keeps them.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,10 @@ def readable(traceback: str, *, everything: bool = False) -> str:
             hidden += 1
             continue
         if hidden:
-            out.append(f"  [{hidden} frame{'' if hidden == 1 else 's'} of pipelines or libraries; --debug shows "
-                       f"{'it' if hidden == 1 else 'them'}]")
+            out.append(
+                f"  [{hidden} frame{'' if hidden == 1 else 's'} of pipelines or libraries; --debug shows "
+                f"{'it' if hidden == 1 else 'them'}]"
+            )
             hidden = 0
         if path is not None:
             lines = [lines[0].replace(f'"{path}"', f'"{_short(path)}"', 1), *lines[1:]]

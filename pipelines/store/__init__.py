@@ -20,6 +20,7 @@ filesystems take, query options such as ``endpoint_override`` included) keeps th
 there, where every worker can reach them, and the ledger and run locks on the driver, under
 ``./.pipelines/remote/`` (or ``$PIPELINES_LEDGER_DIR``).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -96,8 +97,12 @@ class Store:
             ledger = Ledger(path, data_root=self.data_root)
         except sqlite3.DatabaseError as exc:
             aside = path.with_name(f"{LEDGER}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-            logger.warning("the ledger %s is damaged (%s); set aside as %s, rebuilding it from the part files",
-                           path, exc, aside.name)
+            logger.warning(
+                "the ledger %s is damaged (%s); set aside as %s, rebuilding it from the part files",
+                path,
+                exc,
+                aside.name,
+            )
             for suffix in ("", "-wal", "-shm"):
                 old = path.with_name(LEDGER + suffix)
                 if old.exists():
@@ -107,8 +112,9 @@ class Store:
             from pipelines.store.repair import rebuild
 
             self.repaired = rebuild(ledger, self.data_root)
-            logger.warning("the store %s had no ledger; rebuilt it from its files: %s", self.data_root,
-                           self.repaired.summary())
+            logger.warning(
+                "the store %s had no ledger; rebuilt it from its files: %s", self.data_root, self.repaired.summary()
+            )
         return ledger
 
     def close(self) -> None:
@@ -178,8 +184,9 @@ class Store:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunLockedError(f"run {run_id} is already running (pid {holder}); "
-                                 f"wait for it or stop it first") from None
+            raise RunLockedError(
+                f"run {run_id} is already running (pid {holder}); wait for it or stop it first"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._locks[run_id] = fd

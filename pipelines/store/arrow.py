@@ -20,6 +20,7 @@ Paths may also be URLs of any filesystem pyarrow knows (``s3://bucket/prefix/...
 ``hdfs://``): there an object is written in one ``open_output_stream`` (object stores make
 it visible only once complete) and read without memory mapping.
 """
+
 from __future__ import annotations
 
 import functools
@@ -99,7 +100,7 @@ def serialize_part(table: pa.Table, part: Mapping[str, Any] | None = None) -> tu
     value = _masked_crc(view, spans)
     digits = value.encode()
     for at in spans:
-        view[at:at + 8] = digits
+        view[at : at + 8] = digits
     return data, value
 
 
@@ -157,7 +158,7 @@ def check(data: pa.Buffer | bytes | memoryview, expect: str | None = None) -> st
             return NOT_ARROW
         return None if f"{zlib.crc32(view):08x}" == expect else "checksum mismatch"
     spans = _checksum_spans(view)
-    carried = {bytes(view[at:at + 8]).decode(errors="replace") for at in spans}
+    carried = {bytes(view[at : at + 8]).decode(errors="replace") for at in spans}
     if expect is None:
         if not carried:
             return None
@@ -179,7 +180,7 @@ def part_info(table: pa.Table) -> dict[str, Any] | None:
 def carried_checksum(table: pa.Table) -> str | None:
     """The checksum a file read raw carries in its metadata (``None`` for older files)."""
     value = (table.schema.metadata or {}).get(CHECKSUM_KEY, b"")
-    return value[len(_PREFIX):].decode() if value.startswith(_PREFIX) and len(value) == len(_PLACEHOLDER) else None
+    return value[len(_PREFIX) :].decode() if value.startswith(_PREFIX) and len(value) == len(_PLACEHOLDER) else None
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -191,8 +192,14 @@ def _plain(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata(rest or None)
 
 
-def write_table(path: str | os.PathLike[str], table: pa.Table, *, fsync: bool = FSYNC,
-                keep: bool = False, part: Mapping[str, Any] | None = None) -> FileInfo:
+def write_table(
+    path: str | os.PathLike[str],
+    table: pa.Table,
+    *,
+    fsync: bool = FSYNC,
+    keep: bool = False,
+    part: Mapping[str, Any] | None = None,
+) -> FileInfo:
     """Write ``table`` to ``path`` atomically, self-describing; return its size and checksum.
 
     Args:
@@ -238,8 +245,9 @@ def join(base: str, *parts: str) -> str:
     return "/".join([location.rstrip("/"), *parts]) + (f"?{query}" if sep else "")
 
 
-def write_bytes(path: str | os.PathLike[str], data: pa.Buffer | bytes, *, rows: int, fsync: bool = FSYNC,
-                crc: str | None = None) -> FileInfo:
+def write_bytes(
+    path: str | os.PathLike[str], data: pa.Buffer | bytes, *, rows: int, fsync: bool = FSYNC, crc: str | None = None
+) -> FileInfo:
     """Write bytes atomically (``crc``: their checksum, when the caller has it already)."""
     if is_url(path):
         fs, inner = filesystem(str(path))
@@ -300,8 +308,9 @@ def read_table(path: str | os.PathLike[str], *, expect: FileInfo | None = None, 
         buf = source.read_buffer()
         problem = check(buf, expect.checksum if expect is not None else None)
         if problem:
-            raise CheckpointError(f"checkpoint {path} " + (f"is {problem}" if problem == NOT_ARROW
-                                                             else "fails its checksum"))
+            raise CheckpointError(
+                f"checkpoint {path} " + (f"is {problem}" if problem == NOT_ARROW else "fails its checksum")
+            )
         table = ipc.open_file(buf).read_all()
     except (pa.ArrowException, OSError) as exc:  # ArrowInvalid, "Invalid flatbuffers message"...
         raise CheckpointError(f"checkpoint {path} is not a valid Arrow file: {exc}") from None

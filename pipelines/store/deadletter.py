@@ -3,6 +3,7 @@
 Written at the end of a run to ``runs/<run id>/dead_letter/<stage>.arrow`` from the ledger's
 open errors: stage, batch, item, input (its repr), error type, message, traceback, attempts.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -14,11 +15,18 @@ from pipelines.store import arrow as batch_files
 if TYPE_CHECKING:
     from pipelines.store import Store
 
-SCHEMA = pa.schema([
-    ("stage", pa.string()), ("batch", pa.int64()), ("item", pa.int64()), ("input", pa.large_string()),
-    ("error_type", pa.string()), ("message", pa.large_string()), ("traceback", pa.large_string()),
-    ("attempts", pa.int64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("batch", pa.int64()),
+        ("item", pa.int64()),
+        ("input", pa.large_string()),
+        ("error_type", pa.string()),
+        ("message", pa.large_string()),
+        ("traceback", pa.large_string()),
+        ("attempts", pa.int64()),
+    ]
+)
 
 
 def write_dead_letters(store: Store, run_id: str, stages: list[str]) -> dict[str, str]:
@@ -27,9 +35,21 @@ def write_dead_letters(store: Store, run_id: str, stages: list[str]) -> dict[str
     for stage in stages:
         errors = store.ledger.open_errors(run_id, stage)
         table = pa.Table.from_pylist(
-            [{"stage": e.stage, "batch": e.batch, "item": e.item, "input": e.input, "error_type": e.error_type,
-              "message": e.message, "traceback": e.traceback, "attempts": e.attempts} for e in errors],
-            schema=SCHEMA)
+            [
+                {
+                    "stage": e.stage,
+                    "batch": e.batch,
+                    "item": e.item,
+                    "input": e.input,
+                    "error_type": e.error_type,
+                    "message": e.message,
+                    "traceback": e.traceback,
+                    "attempts": e.attempts,
+                }
+                for e in errors
+            ],
+            schema=SCHEMA,
+        )
         path = dead_letter_path(store, run_id, stage)
         batch_files.write_table(path, table)
         written[stage] = path

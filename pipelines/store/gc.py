@@ -17,6 +17,7 @@ objects, which a running run might be about to reuse. When a run is running, ``g
 what is safe anyway: it locks each other run's folder (its run lock) before cleaning it,
 and leaves retention for later, saying so.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -134,8 +135,14 @@ def _dropped_runs(store: Store, keep_runs: int | None, older_than: float | None,
     return sorted(dropped)
 
 
-def plan(store: Store, *, keep_runs: int | None = None, older_than: float | None = None, exclusive: bool,
-         now: float | None = None) -> GcPlan:
+def plan(
+    store: Store,
+    *,
+    keep_runs: int | None = None,
+    older_than: float | None = None,
+    exclusive: bool,
+    now: float | None = None,
+) -> GcPlan:
     """Work out what goes (see the module docstring); ``exclusive``: no run is running."""
     ledger = store.ledger
     result = GcPlan()
@@ -147,9 +154,13 @@ def plan(store: Store, *, keep_runs: int | None = None, older_than: float | None
     kept_runs = {row["id"] for row in ledger.query("SELECT id FROM runs")} - dropped
     rows = ledger.query("SELECT key, path, run_id FROM parts")
     if dropped:
-        used = {row["key"] for row in ledger.query(
-            f"SELECT DISTINCT key FROM run_batches WHERE run_id NOT IN ({','.join('?' * len(dropped))})",
-            sorted(dropped))}
+        used = {
+            row["key"]
+            for row in ledger.query(
+                f"SELECT DISTINCT key FROM run_batches WHERE run_id NOT IN ({','.join('?' * len(dropped))})",
+                sorted(dropped),
+            )
+        }
         result.parts = [(r["key"], r["path"]) for r in rows if r["key"] not in used and r["run_id"] not in kept_runs]
     gone = {path for _, path in result.parts}
     named = {r["path"] for r in rows} - gone
@@ -171,8 +182,9 @@ def plan(store: Store, *, keep_runs: int | None = None, older_than: float | None
     return result
 
 
-def collect(store: Store, *, keep_runs: int | None = None, older_than: float | None = None,
-            dry_run: bool = False) -> GcPlan:
+def collect(
+    store: Store, *, keep_runs: int | None = None, older_than: float | None = None, dry_run: bool = False
+) -> GcPlan:
     """Plan and (unless ``dry_run``) carry out one gc pass; return what went (or would go).
 
     Raises:
@@ -196,12 +208,17 @@ def _apply(store: Store, found: GcPlan) -> None:
     """Ledger rows first, then files: a crash in between leaves only orphans for the next pass."""
     dropped = sorted(found.runs)
     with store.ledger.transaction() as db:
-        for table, column in (("runs", "id"), ("run_stages", "run_id"), ("run_batches", "run_id"),
-                              ("errors", "run_id")):
+        for table, column in (
+            ("runs", "id"),
+            ("run_stages", "run_id"),
+            ("run_batches", "run_id"),
+            ("errors", "run_id"),
+        ):
             db.executemany(f"DELETE FROM {table} WHERE {column}=?", [(r,) for r in dropped])
         db.executemany("DELETE FROM parts WHERE key=? AND path=?", found.parts)
-        db.execute("DELETE FROM objects WHERE key NOT IN (SELECT key FROM parts)"
-                   " AND key NOT IN (SELECT key FROM run_batches)")
+        db.execute(
+            "DELETE FROM objects WHERE key NOT IN (SELECT key FROM parts) AND key NOT IN (SELECT key FROM run_batches)"
+        )
     for doomed in found.files:
         batch_files.remove(listing.path_of(store.data_root, doomed.rel))
     listing.remove_empty_dirs(store.data_root)

@@ -24,6 +24,7 @@ has a version (``PRAGMA user_version``); ``MIGRATIONS`` bring older ledgers up t
 they are opened. The ledger is an index of the part files, which describe themselves:
 ``repair.py`` rebuilds it from them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,7 +94,7 @@ def _relative_paths(db: sqlite3.Connection) -> None:
         bare = path.split("?", 1)[0]
         at = bare.rfind(f"/runs/{run_id}/")
         if at >= 0:
-            db.execute("UPDATE parts SET path=? WHERE rowid=?", (bare[at + 1:], rowid))
+            db.execute("UPDATE parts SET path=? WHERE rowid=?", (bare[at + 1 :], rowid))
 
 
 # version reached -> the step that reaches it from the one before
@@ -195,8 +196,10 @@ class Ledger:
         if version > SCHEMA_VERSION:
             from pipelines.errors import UsageError
 
-            raise UsageError(f"the ledger {self.path} has schema version {version}, newer than this pipelines "
-                             f"({SCHEMA_VERSION}): upgrade pipelines to use this store")
+            raise UsageError(
+                f"the ledger {self.path} has schema version {version}, newer than this pipelines "
+                f"({SCHEMA_VERSION}): upgrade pipelines to use this store"
+            )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction() as db:
                 MIGRATIONS[target](db)
@@ -217,7 +220,7 @@ class Ledger:
         if self._location is None:
             return path
         bare = path.split("?", 1)[0] if "://" in path else path
-        return bare[len(self._location):] if bare.startswith(self._location) else path
+        return bare[len(self._location) :] if bare.startswith(self._location) else path
 
     def absolute(self, stored: str) -> str:
         """A stored part path made whole again (a local path or a URL)."""
@@ -284,24 +287,47 @@ class Ledger:
             return self._db.execute(sql, tuple(args)).fetchall()
 
     # -- runs -------------------------------------------------------------------------
-    def create_run(self, run_id: str, *, pipeline: str, module: str, dags_dir: str | None,
-                   params: str | None, options: dict[str, Any]) -> None:
+    def create_run(
+        self,
+        run_id: str,
+        *,
+        pipeline: str,
+        module: str,
+        dags_dir: str | None,
+        params: str | None,
+        options: dict[str, Any],
+    ) -> None:
         with self.transaction() as db:
             db.execute(
                 "INSERT INTO runs (id, pipeline, module, dags_dir, params, options, status, started, pid, host)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
-                (run_id, pipeline, module, dags_dir, params, json.dumps(options), time.time(), os.getpid(),
-                 socket.gethostname()))
+                (
+                    run_id,
+                    pipeline,
+                    module,
+                    dags_dir,
+                    params,
+                    json.dumps(options),
+                    time.time(),
+                    os.getpid(),
+                    socket.gethostname(),
+                ),
+            )
 
     def reopen_run(self, run_id: str) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE runs SET status='running', ended=NULL, pid=?, host=?, attempts=attempts+1,"
-                       " message=NULL WHERE id=?", (os.getpid(), socket.gethostname(), run_id))
+            db.execute(
+                "UPDATE runs SET status='running', ended=NULL, pid=?, host=?, attempts=attempts+1,"
+                " message=NULL WHERE id=?",
+                (os.getpid(), socket.gethostname(), run_id),
+            )
 
     def finish_run(self, run_id: str, *, status: str, items: int, failed: int, message: str | None) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE runs SET status=?, ended=?, items=?, failed=?, message=? WHERE id=?",
-                       (status, time.time(), items, failed, message, run_id))
+            db.execute(
+                "UPDATE runs SET status=?, ended=?, items=?, failed=?, message=? WHERE id=?",
+                (status, time.time(), items, failed, message, run_id),
+            )
 
     def run(self, run_id: str) -> sqlite3.Row | None:
         rows = self.query("SELECT * FROM runs WHERE id=?", (run_id,))
@@ -323,9 +349,11 @@ class Ledger:
         marks = ", ".join("?" for _ in fields)
         updates = ", ".join(f"{c}=excluded.{c}" for c in fields)
         with self.transaction() as db:
-            db.execute(f"INSERT INTO run_stages (run_id, stage, {cols}) VALUES (?, ?, {marks})"
-                       f" ON CONFLICT (run_id, stage) DO UPDATE SET {updates}",
-                       (run_id, stage, *fields.values()))
+            db.execute(
+                f"INSERT INTO run_stages (run_id, stage, {cols}) VALUES (?, ?, {marks})"
+                f" ON CONFLICT (run_id, stage) DO UPDATE SET {updates}",
+                (run_id, stage, *fields.values()),
+            )
 
     def save_stages(self, run_id: str, rows: dict[str, dict[str, Any]]) -> None:
         """Insert or update many stage rows (stage name -> fields) in one transaction."""
@@ -334,16 +362,20 @@ class Ledger:
         cols = list(next(iter(rows.values())))
         updates = ", ".join(f"{c}=excluded.{c}" for c in cols)
         with self.transaction() as db:
-            db.executemany(f"INSERT INTO run_stages (run_id, stage, {', '.join(cols)}) VALUES (?, ?, "
-                           f"{', '.join('?' for _ in cols)}) ON CONFLICT (run_id, stage) DO UPDATE SET {updates}",
-                           [(run_id, stage, *(fields[c] for c in cols)) for stage, fields in rows.items()])
+            db.executemany(
+                f"INSERT INTO run_stages (run_id, stage, {', '.join(cols)}) VALUES (?, ?, "
+                f"{', '.join('?' for _ in cols)}) ON CONFLICT (run_id, stage) DO UPDATE SET {updates}",
+                [(run_id, stage, *(fields[c] for c in cols)) for stage, fields in rows.items()],
+            )
 
     def previous_stages(self, pipeline: str, before_run: str, runs: int = 50) -> dict[str, sqlite3.Row]:
         """Each stage as the latest earlier run of the pipeline had it (to explain recomputation)."""
         rows = self.query(
             "SELECT s.* FROM run_stages s JOIN (SELECT id, started FROM runs WHERE pipeline=? AND id != ?"
             " AND status != 'rebuilt'"
-            " ORDER BY started DESC LIMIT ?) r ON r.id = s.run_id ORDER BY r.started", (pipeline, before_run, runs))
+            " ORDER BY started DESC LIMIT ?) r ON r.id = s.run_id ORDER BY r.started",
+            (pipeline, before_run, runs),
+        )
         return {row["stage"]: row for row in rows}
 
     def stages(self, run_id: str) -> dict[str, sqlite3.Row]:
@@ -353,8 +385,18 @@ class Ledger:
     # -- objects and parts ------------------------------------------------------------
     def parts(self, key: str) -> list[Part]:
         rows = self.query("SELECT * FROM parts WHERE key=? ORDER BY first, created", (key,))
-        return [Part(r["key"], self.absolute(r["path"]), IdSet.from_json(r["done"]), r["rows"], r["bytes"],
-                     r["checksum"], r["first"]) for r in rows]
+        return [
+            Part(
+                r["key"],
+                self.absolute(r["path"]),
+                IdSet.from_json(r["done"]),
+                r["rows"],
+                r["bytes"],
+                r["checksum"],
+                r["first"],
+            )
+            for r in rows
+        ]
 
     def forget_part(self, key: str, path: str) -> None:
         with self.transaction() as db:
@@ -365,22 +407,49 @@ class Ledger:
         with self.transaction() as db:
             db.execute("DELETE FROM parts WHERE key=?", (key,))
 
-    def record_part(self, *, run_id: str, stage: str, batch: int, key: str, fingerprint: str, info: FileInfo | None,
-                    done: IdSet, errors: Iterable[ItemError] = (), resolved: IdSet | None = None,
-                    task: TaskTiming | None = None) -> None:
+    def record_part(
+        self,
+        *,
+        run_id: str,
+        stage: str,
+        batch: int,
+        key: str,
+        fingerprint: str,
+        info: FileInfo | None,
+        done: IdSet,
+        errors: Iterable[ItemError] = (),
+        resolved: IdSet | None = None,
+        task: TaskTiming | None = None,
+    ) -> None:
         """Record one finished task: its file, the ids it covers, its failed items, when and where it ran."""
         now = time.time()
         with self.transaction() as db:
             if task is not None:
-                db.execute("INSERT INTO tasks (run_id, stage, batch, worker, started, ended, items, failed)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (run_id, stage, batch, *task))
-            db.execute("INSERT OR IGNORE INTO objects (key, stage, fingerprint, batch, created) VALUES (?, ?, ?, ?, ?)",
-                       (key, stage, fingerprint, batch, now))
+                db.execute(
+                    "INSERT INTO tasks (run_id, stage, batch, worker, started, ended, items, failed)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, stage, batch, *task),
+                )
+            db.execute(
+                "INSERT OR IGNORE INTO objects (key, stage, fingerprint, batch, created) VALUES (?, ?, ?, ?, ?)",
+                (key, stage, fingerprint, batch, now),
+            )
             if info is not None:
-                db.execute("INSERT OR REPLACE INTO parts (key, path, done, rows, bytes, checksum, first, run_id,"
-                           " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (key, self.relative(info.path), done.to_json(), info.rows, info.bytes, info.checksum,
-                            done.first() if done else -1, run_id, now))
+                db.execute(
+                    "INSERT OR REPLACE INTO parts (key, path, done, rows, bytes, checksum, first, run_id,"
+                    " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        self.relative(info.path),
+                        done.to_json(),
+                        info.rows,
+                        info.bytes,
+                        info.checksum,
+                        done.first() if done else -1,
+                        run_id,
+                        now,
+                    ),
+                )
             if done and self._has_open_errors(db, key):
                 self._resolve(db, key, done)
             if errors:
@@ -394,13 +463,31 @@ class Ledger:
     def _insert_errors(db: sqlite3.Connection, run_id: str, key: str, errors: Iterable[ItemError], now: float) -> None:
         errors = list(errors)
         # an item that fails again replaces its earlier error: one dead item is one open error
-        db.executemany("UPDATE errors SET resolved=2 WHERE key=? AND resolved=0 AND stage=? AND batch=? AND item IS ?",
-                       [(key, e.stage, e.batch, e.item) for e in errors])
+        db.executemany(
+            "UPDATE errors SET resolved=2 WHERE key=? AND resolved=0 AND stage=? AND batch=? AND item IS ?",
+            [(key, e.stage, e.batch, e.item) for e in errors],
+        )
         db.executemany(
             "INSERT INTO errors (run_id, stage, batch, item, key, error_type, message, traceback, attempts, input,"
             " created, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(run_id, e.stage, e.batch, e.item, key, e.error_type, e.message, e.traceback, e.attempts, e.input, now,
-              e.position) for e in errors])
+            [
+                (
+                    run_id,
+                    e.stage,
+                    e.batch,
+                    e.item,
+                    key,
+                    e.error_type,
+                    e.message,
+                    e.traceback,
+                    e.attempts,
+                    e.input,
+                    now,
+                    e.position,
+                )
+                for e in errors
+            ],
+        )
 
     @staticmethod
     def _has_open_errors(db: sqlite3.Connection, key: str) -> bool:
@@ -413,8 +500,11 @@ class Ledger:
 
     def set_batch(self, run_id: str, stage: str, batch: int, key: str, status: str, rows: int, failed: int) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO run_batches (run_id, stage, batch, key, status, rows, failed)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)", (run_id, stage, batch, key, status, rows, failed))
+            db.execute(
+                "INSERT OR REPLACE INTO run_batches (run_id, stage, batch, key, status, rows, failed)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, stage, batch, key, status, rows, failed),
+            )
 
     def tasks(self, run_id: str) -> list[sqlite3.Row]:
         """The run's computed tasks, in the order they started."""
@@ -431,10 +521,24 @@ class Ledger:
             sql += " AND stage=?"
             args.append(stage)
         rows = self.query(sql + " ORDER BY stage, batch, item, created", args)
-        return [ItemError(r["stage"], r["batch"], r["item"], r["error_type"], r["message"], r["traceback"],
-                          r["attempts"], r["input"], r["position"]) for r in rows]
+        return [
+            ItemError(
+                r["stage"],
+                r["batch"],
+                r["item"],
+                r["error_type"],
+                r["message"],
+                r["traceback"],
+                r["attempts"],
+                r["input"],
+                r["position"],
+            )
+            for r in rows
+        ]
 
     def resolve_batch_errors(self, run_id: str, stage: str, batch: int) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE errors SET resolved=1 WHERE run_id=? AND stage=? AND batch=? AND resolved=0",
-                       (run_id, stage, batch))
+            db.execute(
+                "UPDATE errors SET resolved=1 WHERE run_id=? AND stage=? AND batch=? AND resolved=0",
+                (run_id, stage, batch),
+            )

@@ -3,6 +3,7 @@
 ``repair`` and ``gc`` walk the store with it; paths are relative to the data root
 (``runs/<run>/<stage>/<file>``), as the ledger stores them.
 """
+
 from __future__ import annotations
 
 import contextlib

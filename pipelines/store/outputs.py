@@ -1,4 +1,5 @@
 """Reading a run's outputs back: a stage's batches in order, as one table."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -9,6 +9,7 @@ Example:
     >>> result = pipelines.load("latest", store=".pipelines")          # doctest: +SKIP
     >>> result.to_pandas("count_primes").head()                         # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -85,8 +86,9 @@ def run_items(store: Store, row: Any) -> int:
     return total
 
 
-def load(run: str = LATEST, *, store: Store | str | os.PathLike[str] | None = None,
-         pipeline: str | None = None) -> RunResult:
+def load(
+    run: str = LATEST, *, store: Store | str | os.PathLike[str] | None = None, pipeline: str | None = None
+) -> RunResult:
     """A past run's ``RunResult``, rebuilt from the ledger: counts, failures, and its outputs.
 
     Args:
@@ -117,16 +119,31 @@ def _result(store: Store, row: Any) -> RunResult:
     for s in store.ledger.query("SELECT * FROM run_stages WHERE run_id=? ORDER BY rowid", (run_id,)):
         batches = store.ledger.run_batches(run_id, s["stage"])
         stages[s["stage"]] = StageSummary(
-            stage=s["stage"], backend=s["executor"] or "", batches=s["batches"] or len(batches),
-            reused_batches=s["reused"] or 0, computed_batches=s["computed"] or 0, items=s["items"] or 0,
+            stage=s["stage"],
+            backend=s["executor"] or "",
+            batches=s["batches"] or len(batches),
+            reused_batches=s["reused"] or 0,
+            computed_batches=s["computed"] or 0,
+            items=s["items"] or 0,
             reused_items=_reused_items(store, run_id, batches, per_batch=(s["items"] or 0) == len(batches)),
             failed_items=s["failed"] or 0,
-            rows=sum(b["rows"] or 0 for b in batches), seconds=s["seconds"] or 0.0, reason=s["reason"] or "")
+            rows=sum(b["rows"] or 0 for b in batches),
+            seconds=s["seconds"] or 0.0,
+            reason=s["reason"] or "",
+        )
     leaves = tuple(name for name in stages if _has_output(store, run_id, name)) or tuple(list(stages)[-1:])
     seconds = (row["ended"] - row["started"]) if row["ended"] and row["started"] else 0.0
-    return RunResult(run_id=run_id, pipeline=row["pipeline"], status=RunStatus(run_status(store, row)),
-                     stages=stages, failures=store.ledger.open_errors(run_id), seconds=seconds, leaves=leaves,
-                     store_root=store.data_root, resumed=(row["attempts"] or 1) > 1)
+    return RunResult(
+        run_id=run_id,
+        pipeline=row["pipeline"],
+        status=RunStatus(run_status(store, row)),
+        stages=stages,
+        failures=store.ledger.open_errors(run_id),
+        seconds=seconds,
+        leaves=leaves,
+        store_root=store.data_root,
+        resumed=(row["attempts"] or 1) > 1,
+    )
 
 
 def _reused_items(store: Store, run_id: str, batches: list[Any], *, per_batch: bool) -> int:

@@ -5,6 +5,7 @@ the file is immutable once written (every part has a path of its own), so the ta
 written can be handed over instead of being mapped and parsed again. Bounded by bytes;
 other processes read the file as usual.
 """
+
 from __future__ import annotations
 
 import os

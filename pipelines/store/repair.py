@@ -15,6 +15,7 @@ are reported and left alone (``gc`` removes them).
 It runs when a store is opened without its ledger (missing, or damaged and set aside), and
 as ``python -m pipelines repair``, which also adopts the parts a lost ``-wal`` forgot.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipelines.errors import CheckpointError
 from pipelines._engine.idset import IdSet
+from pipelines.errors import CheckpointError
 from pipelines.store import arrow as batch_files
 from pipelines.store import listing
 
@@ -49,8 +50,9 @@ class RepairReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        text = (f"{self.adopted:,} part file(s) adopted, {self.known:,} already known, "
-                f"{len(self.runs):,} run(s) recreated")
+        text = (
+            f"{self.adopted:,} part file(s) adopted, {self.known:,} already known, {len(self.runs):,} run(s) recreated"
+        )
         if self.damaged:
             text += f", {len(self.damaged):,} damaged file(s) left out"
         if self.unknown:
@@ -105,24 +107,49 @@ def rebuild(ledger: Ledger, data_root: str) -> RepairReport:
     return report
 
 
-def _record(ledger: Ledger, adopted: list[tuple[listing.Entry, dict[str, Any], str, int]], have_runs: set[str],
-            report: RepairReport) -> None:
+def _record(
+    ledger: Ledger,
+    adopted: list[tuple[listing.Entry, dict[str, Any], str, int]],
+    have_runs: set[str],
+    report: RepairReport,
+) -> None:
     runs: dict[str, dict[str, Any]] = {}
     batches: dict[tuple[str, str, int], dict[str, Any]] = {}
     with ledger.transaction() as db:
         for entry, meta, crc, rows in adopted:
             run_id, stage = entry.parts[1], entry.parts[2]
             done = IdSet.from_json(meta.get("ids"))
-            db.execute("INSERT OR IGNORE INTO objects (key, stage, fingerprint, batch, created) VALUES (?, ?, ?, ?, ?)",
-                       (meta["key"], stage, None, meta.get("batch"), entry.mtime))
-            db.execute("INSERT OR REPLACE INTO parts (key, path, done, rows, bytes, checksum, first, run_id, created)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (meta["key"], entry.rel, done.to_json(), rows, entry.size, crc,
-                        done.first() if done else -1, run_id, entry.mtime))
+            db.execute(
+                "INSERT OR IGNORE INTO objects (key, stage, fingerprint, batch, created) VALUES (?, ?, ?, ?, ?)",
+                (meta["key"], stage, None, meta.get("batch"), entry.mtime),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO parts (key, path, done, rows, bytes, checksum, first, run_id, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    meta["key"],
+                    entry.rel,
+                    done.to_json(),
+                    rows,
+                    entry.size,
+                    crc,
+                    done.first() if done else -1,
+                    run_id,
+                    entry.mtime,
+                ),
+            )
             if run_id in have_runs:
                 continue
-            run = runs.setdefault(run_id, {"pipeline": None, "started": entry.mtime, "ended": entry.mtime,
-                                           "stages": defaultdict(set), "first": {}})
+            run = runs.setdefault(
+                run_id,
+                {
+                    "pipeline": None,
+                    "started": entry.mtime,
+                    "ended": entry.mtime,
+                    "stages": defaultdict(set),
+                    "first": {},
+                },
+            )
             run["pipeline"] = run["pipeline"] or meta.get("pipeline")
             run["started"] = min(run["started"], entry.mtime)
             run["ended"] = max(run["ended"], entry.mtime)
@@ -131,15 +158,28 @@ def _record(ledger: Ledger, adopted: list[tuple[listing.Entry, dict[str, Any], s
             b = batches.setdefault((run_id, stage, meta.get("batch", 0)), {"key": meta["key"], "rows": 0})
             b["rows"] += rows
         for run_id, run in sorted(runs.items()):
-            db.execute("INSERT OR IGNORE INTO runs (id, pipeline, status, started, ended, items, message, options)"
-                       " VALUES (?, ?, 'rebuilt', ?, ?, 0, ?, ?)",
-                       (run_id, run["pipeline"] or "?", run["started"], run["ended"],
-                        "rebuilt from its part files after the ledger was lost", json.dumps({})))
+            db.execute(
+                "INSERT OR IGNORE INTO runs (id, pipeline, status, started, ended, items, message, options)"
+                " VALUES (?, ?, 'rebuilt', ?, ?, 0, ?, ?)",
+                (
+                    run_id,
+                    run["pipeline"] or "?",
+                    run["started"],
+                    run["ended"],
+                    "rebuilt from its part files after the ledger was lost",
+                    json.dumps({}),
+                ),
+            )
             for stage in sorted(run["stages"], key=run["first"].__getitem__):  # upstream stages write first
                 ks = run["stages"][stage]
-                db.execute("INSERT OR IGNORE INTO run_stages (run_id, stage, status, batches)"
-                           " VALUES (?, ?, 'rebuilt', ?)", (run_id, stage, len(ks)))
+                db.execute(
+                    "INSERT OR IGNORE INTO run_stages (run_id, stage, status, batches) VALUES (?, ?, 'rebuilt', ?)",
+                    (run_id, stage, len(ks)),
+                )
             report.runs.append(run_id)
         for (run_id, stage, k), b in batches.items():
-            db.execute("INSERT OR IGNORE INTO run_batches (run_id, stage, batch, key, status, rows, failed)"
-                       " VALUES (?, ?, ?, ?, 'done', ?, 0)", (run_id, stage, k, b["key"], b["rows"]))
+            db.execute(
+                "INSERT OR IGNORE INTO run_batches (run_id, stage, batch, key, status, rows, failed)"
+                " VALUES (?, ?, ?, ?, 'done', ?, 0)",
+                (run_id, stage, k, b["key"], b["rows"]),
+            )

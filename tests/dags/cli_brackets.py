@@ -2,6 +2,7 @@
 
 For tests/test_cli.py: rich markup in data, column names and error messages is not markup.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -2,6 +2,7 @@
 
 For tests/test_cli.py: a run that exits 1 and names the stage, the item and the cause.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -2,6 +2,7 @@
 
 For tests/test_cli.py: a partial run (exit 0) whose failed items `inspect` shows.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -2,6 +2,7 @@
 
 A small, valid pipeline for tests/test_cli.py: a params model, a cpu map, a reduce.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

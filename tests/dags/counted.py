@@ -4,6 +4,7 @@ Set COUNTED_LOG to a file path to log calls ("stage item" lines), COUNTED_FAIL t
 list of items that raise in ``square`` (the "cause" a resume fixes), COUNTED_DELAY to slow
 ``square`` down per item (seconds).
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Items 2 and 5 of ``range(n)`` fail in ``parse`` -> ``helper1`` -> ``helper2``, which raises
 a ``KeyError`` that ``helper1`` turns into a ``ValueError`` (``raise ... from``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

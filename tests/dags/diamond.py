@@ -1,4 +1,5 @@
 """Diamond: fan-out to an item map, a flat map and a batch stage, fan-in to one reduce."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -63,10 +64,12 @@ async def doubled(pair: Pair) -> int:
 def summary(label: pa.Table, divisors: pa.Table, per_batch: pa.Table, doubled: pa.Table) -> pa.Table:
     """Fan-in of all four branches."""
     counts = per_batch.group_by("label").aggregate([("x_count", "sum")]).sort_by("label")
-    return pa.table({
-        "label": counts["label"],
-        "count": counts["x_count_sum"],
-        "divisors": pa.array([len(divisors)] * counts.num_rows, pa.int64()),
-        "doubled_sum": pa.array([pc.sum(doubled["doubled"]).as_py()] * counts.num_rows, pa.int64()),
-        "labels": pa.array([label.num_rows] * counts.num_rows, pa.int64()),
-    })
+    return pa.table(
+        {
+            "label": counts["label"],
+            "count": counts["x_count_sum"],
+            "divisors": pa.array([len(divisors)] * counts.num_rows, pa.int64()),
+            "doubled_sum": pa.array([pc.sum(doubled["doubled"]).as_py()] * counts.num_rows, pa.int64()),
+            "labels": pa.array([label.num_rows] * counts.num_rows, pa.int64()),
+        }
+    )

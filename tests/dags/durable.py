@@ -4,6 +4,7 @@
 kill mid-run leaves one stage finished and one half done. Every call is logged to
 DURABLE_LOG ("stage item" lines), so a test counts what a rerun computes again.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ FAULT_DELAY  seconds ``cube`` sleeps per item (so a kill of the driver lands mid
 FAULT_LOG    ``cube`` logs ``call ITEM`` and, before dying, ``exit ITEM``
 ``fault_chaos`` stops at the first failure (on_error="fail"); ``fault_chaos_skip`` goes on.
 """
+
 from __future__ import annotations
 
 import os

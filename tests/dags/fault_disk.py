@@ -1,4 +1,5 @@
 """Fault disk: 40 items of 24 KiB each, checkpointed in tasks of 2, for a store that fills up."""
+
 from __future__ import annotations
 
 import hashlib

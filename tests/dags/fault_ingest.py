@@ -5,6 +5,7 @@ Records that are malformed JSON, have fields of the wrong type, name a file outs
 ``data_dir`` (``..``, absolute, NUL, a symlink out) or a truncated image fail alone, under
 ``on_error="collect"``; the rest go on.
 """
+
 from __future__ import annotations
 
 import dataclasses

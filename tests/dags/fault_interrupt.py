@@ -5,6 +5,7 @@
 ``fault_stuck`` a thread stage whose item 5 sleeps 60 s (logging ``stuck 5`` first); the other
                 items take 0.05 s.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Fault order: items that finish in reverse order, and a reduce that lists what it receives."""
+
 from __future__ import annotations
 
 import time

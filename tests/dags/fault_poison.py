@@ -4,6 +4,7 @@ FAULT_POISON is a comma list of ``ITEM:HOW`` with HOW one of ``exit`` (``os._exi
 ``segv`` (reads address 0), ``kill`` (SIGKILL to itself, as the OOM killer would) and
 ``raise`` (an ordinary exception, for contrast). Every call logs ``ITEM PID`` to FAULT_LOG.
 """
+
 from __future__ import annotations
 
 import ctypes

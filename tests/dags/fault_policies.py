@@ -5,6 +5,7 @@ FAULT_LOG     a file; ``handle`` logs ``start I PID`` and ``end I`` lines (I: th
 FAULT_FAIL    a comma list of indexes whose ``handle`` raises at once (the cause a resume fixes)
 FAULT_DELAY   seconds every other item sleeps (default 0)
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Fault rate: 40 items through a stage limited to 20 a second; each call logs ``ITEM PID TIME``
 to FAULT_LOG. Run it on threads or processes with ``--executor``."""
+
 from __future__ import annotations
 
 import os

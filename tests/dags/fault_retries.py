@@ -12,6 +12,7 @@ hosts on the test server);
     connection  ``connected`` raises ConnectionError (transient, but its ``retry_on`` says no)
     always      ``backed_off`` always raises a transient error (four retries with backoff)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,12 +41,21 @@ fetching = Pipeline("fault_http", params=Urls)
 fetching.source(urls)
 fetching.map(http.download, over=urls, name="fetch", kind="io", concurrency=8, retries=3, on_error="skip")
 
+
 class LoopbackResolver(aiohttp.abc.AbstractResolver):
     """Every host name is 127.0.0.1: many hosts, no traffic beyond the loopback address."""
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list:
-        return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": socket.AF_INET, "proto": 0,
-                 "flags": socket.AI_NUMERICHOST}]
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
 
     async def close(self) -> None:
         pass
@@ -60,11 +70,20 @@ async def loopback_session() -> AsyncIterator[aiohttp.ClientSession]:
 
 polite = Pipeline("fault_polite", params=Urls)
 polite.source(urls)
-polite.map(http.download, over=urls, name="fetch", kind="io", concurrency=16, on_error="skip", per_host_rate=5,
-           resources={"session": loopback_session})
+polite.map(
+    http.download,
+    over=urls,
+    name="fetch",
+    kind="io",
+    concurrency=16,
+    on_error="skip",
+    per_host_rate=5,
+    resources={"session": loopback_session},
+)
 
 
 # -- plain functions ---------------------------------------------------------------------
+
 
 class Params(BaseModel):
     n: int = 3

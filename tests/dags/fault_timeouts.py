@@ -6,6 +6,7 @@ Every pipeline has 12 items; FAULT_LOG gets one line per event (``EVENT ITEM PID
                          sleeps 30 s (only killing its worker stops it)
 ``fault_thread_timeout`` item 3 sleeps 20 s on a thread, then logs ``finished``
 """
+
 from __future__ import annotations
 
 import asyncio

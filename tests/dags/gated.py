@@ -1,4 +1,5 @@
 """Gated: a big source behind a stage that waits for a file, to show bounded read-ahead."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Helped: stages that call module-level helpers, for fingerprint tests."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -3,6 +3,7 @@
 Set LIMITED_LOG to a file path: every item appends ``start PID TIME`` and ``end PID TIME``
 lines, so a test can count the items in flight per worker process at any moment.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Lost update: the README's counter, done as a pipeline (nothing shared, nothing lost)."""
+
 from __future__ import annotations
 
 import time

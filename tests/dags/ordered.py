@@ -1,5 +1,6 @@
 """Ordered: two streamed maps whose tasks finish out of order, and a reduce that digests the
 order of the rows it receives (they must come in item order, whatever the timing)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,5 +38,10 @@ def shifted(x: int) -> int:
 @pipeline.reduce(inputs=[shifted])
 def digest(shifted: pa.Table) -> pa.Table:
     values = shifted.column("shifted").to_pylist()
-    return pa.table({"rows": [len(values)], "in_order": [values == sorted(values)],
-                     "digest": [hashlib.sha256(repr(values).encode()).hexdigest()]})
+    return pa.table(
+        {
+            "rows": [len(values)],
+            "in_order": [values == sorted(values)],
+            "digest": [hashlib.sha256(repr(values).encode()).hexdigest()],
+        }
+    )

@@ -1,5 +1,6 @@
 """Resourced: stages that take a per-worker resource; every creation and every call is logged
 with the process and thread it happened on."""
+
 from __future__ import annotations
 
 import contextlib

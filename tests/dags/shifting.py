@@ -2,6 +2,7 @@
 content-defined batching tests. ``SHIFTING_LOG`` names a file where ``weigh`` appends one
 line per call, so a test counts what a rerun recomputed.
 """
+
 from __future__ import annotations
 
 import os

@@ -2,6 +2,7 @@
 
 Stage names have underscores on purpose: Dask's ``key_split`` must still give the whole name.
 """
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Streamed: two slow map stages that log start and end times, to show streaming."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """A map whose function takes two required arguments but gets one input."""
+
 from collections.abc import Iterator
 
 from pipelines import Pipeline

@@ -1,4 +1,5 @@
 """A stage that asks for an executor name with a typo ("thread")."""
+
 from collections.abc import Iterator
 
 from pipelines import Pipeline

@@ -1,4 +1,5 @@
 """A map whose output annotation Arrow cannot hold (a socket)."""
+
 import socket
 from collections.abc import Iterator
 

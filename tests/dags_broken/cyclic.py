@@ -1,4 +1,5 @@
 """Two stages that read each other's output (forward references by name)."""
+
 from collections.abc import Iterator
 
 from pipelines import Pipeline

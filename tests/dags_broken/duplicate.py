@@ -1,4 +1,5 @@
 """Two stages named "double"."""
+
 from collections.abc import Iterator
 
 from pipelines import Pipeline

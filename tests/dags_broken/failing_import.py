@@ -1,4 +1,5 @@
 """A module that raises while it is imported (line 12)."""
+
 from collections.abc import Iterator
 
 from pipelines import Pipeline
@@ -9,4 +10,6 @@ pipeline = Pipeline("failing_import")
 @pipeline.source
 def numbers() -> Iterator[int]:
     yield from range(3)
+
+
 raise RuntimeError("configuration file settings.toml not found")

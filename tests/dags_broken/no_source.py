@@ -1,4 +1,5 @@
 """A pipeline without a source stage."""
+
 from pipelines import Pipeline
 
 pipeline = Pipeline("no_source")

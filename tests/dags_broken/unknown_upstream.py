@@ -1,4 +1,5 @@
 """A stage whose input names a stage that does not exist (a typo of "numbers")."""
+
 from collections.abc import Iterator
 
 from pipelines import Pipeline

@@ -13,6 +13,7 @@ The Ray example runs on the session's Ray (``ray_session``), so only inside a ne
 namespace that has nothing but loopback (``python tests/loopback_only.py ...``); elsewhere
 it skips.
 """
+
 from __future__ import annotations
 
 import ast
@@ -55,7 +56,7 @@ def primes_below(n: int) -> int:
     sieve[:2] = b"\0\0"
     for k in range(2, int(n**0.5) + 1):
         if sieve[k]:
-            sieve[k * k::k] = bytes(len(range(k * k, n, k)))
+            sieve[k * k :: k] = bytes(len(range(k * k, n, k)))
     return sum(sieve)
 
 
@@ -69,8 +70,10 @@ def image_files() -> list[Path]:
 
 
 def thread_pool() -> Rows:
-    checksums = [{"name": path.name, "bytes": path.stat().st_size,
-                  "sha256": hashlib.sha256(path.read_bytes()).hexdigest()} for path in image_files()]
+    checksums = [
+        {"name": path.name, "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        for path in image_files()
+    ]
     return {"checksum": checksums, "total": [{"files": len(checksums), "bytes": sum(c["bytes"] for c in checksums)}]}
 
 
@@ -97,12 +100,21 @@ CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg"}
 
 
 def async_gather() -> Rows:
-    fetched = [{"name": p.name, "content_type": CONTENT_TYPES[p.suffix], "bytes": p.stat().st_size}
-               for p in image_files()]
+    fetched = [
+        {"name": p.name, "content_type": CONTENT_TYPES[p.suffix], "bytes": p.stat().st_size} for p in image_files()
+    ]
     types = sorted({f["content_type"] for f in fetched})
-    return {"fetch": fetched, "by_type": [
-        {"content_type": t, "files": sum(f["content_type"] == t for f in fetched),
-         "bytes": sum(f["bytes"] for f in fetched if f["content_type"] == t)} for t in types]}
+    return {
+        "fetch": fetched,
+        "by_type": [
+            {
+                "content_type": t,
+                "files": sum(f["content_type"] == t for f in fetched),
+                "bytes": sum(f["bytes"] for f in fetched if f["content_type"] == t),
+            }
+            for t in types
+        ],
+    }
 
 
 def ray_remote() -> Rows:
@@ -119,13 +131,18 @@ def json_files() -> Rows:
     """From the original data/cars.json, so the bundled files must hold every record."""
     cars = json.loads((DATA / "cars.json").read_bytes())
     origins = sorted({car["Origin"] for car in cars})
-    return {"by_origin": [
-        {"origin": o,
-         "cars": sum(car["Origin"] == o for car in cars),
-         "weight_lbs": sum(car["Weight_in_lbs"] for car in cars if car["Origin"] == o),
-         "horsepower": sum(car["Horsepower"] or 0 for car in cars if car["Origin"] == o),
-         "with_horsepower": sum(car["Horsepower"] is not None for car in cars if car["Origin"] == o)}
-        for o in origins]}
+    return {
+        "by_origin": [
+            {
+                "origin": o,
+                "cars": sum(car["Origin"] == o for car in cars),
+                "weight_lbs": sum(car["Weight_in_lbs"] for car in cars if car["Origin"] == o),
+                "horsepower": sum(car["Horsepower"] or 0 for car in cars if car["Origin"] == o),
+                "with_horsepower": sum(car["Horsepower"] is not None for car in cars if car["Origin"] == o),
+            }
+            for o in origins
+        ]
+    }
 
 
 @dataclass(frozen=True)
@@ -147,14 +164,22 @@ def by_key(rows: list[dict[str, Any]], key: str, *values: str) -> list[tuple[Any
 EXAMPLES: dict[str, Example] = {
     "process_pool": Example(process_pool, {"count_primes": "processes"}, lambda e: e["total"][0]["primes"]),
     "thread_pool": Example(thread_pool, {"checksum": "threads"}, lambda e: [c["sha256"] for c in e["checksum"]]),
-    "shared_state": Example(shared_state, {"measure": "threads"},
-                            lambda e: by_key(e["by_suffix"], "suffix", "files", "bytes")),
-    "joblib_parallel": Example(joblib_parallel, {"inside": "joblib"}, lambda e: e["area"][0]["inside"],
-                               needs=("joblib",)),
-    "async_gather": Example(async_gather, {"fetch": "asyncio"},
-                            lambda e: by_key(e["by_type"], "content_type", "files", "bytes")),
-    "ray_remote": Example(ray_remote, {"count_inside": "ray"}, lambda e: e["estimate"][0]["pi"], needs=("ray",),
-                          marks=(pytest.mark.cluster, pytest.mark.ray, pytest.mark.slow)),  # a ray.init: 3-5 s
+    "shared_state": Example(
+        shared_state, {"measure": "threads"}, lambda e: by_key(e["by_suffix"], "suffix", "files", "bytes")
+    ),
+    "joblib_parallel": Example(
+        joblib_parallel, {"inside": "joblib"}, lambda e: e["area"][0]["inside"], needs=("joblib",)
+    ),
+    "async_gather": Example(
+        async_gather, {"fetch": "asyncio"}, lambda e: by_key(e["by_type"], "content_type", "files", "bytes")
+    ),
+    "ray_remote": Example(
+        ray_remote,
+        {"count_inside": "ray"},
+        lambda e: e["estimate"][0]["pi"],
+        needs=("ray",),
+        marks=(pytest.mark.cluster, pytest.mark.ray, pytest.mark.slow),
+    ),  # a ray.init: 3-5 s
     "json_files": Example(json_files, {"parse": "processes"}, lambda e: by_key(e["by_origin"], "origin", "weight_lbs")),
 }
 NAMES = [pytest.param(name, marks=example.marks) for name, example in EXAMPLES.items()]
@@ -169,7 +194,7 @@ def docstring_blocks(name: str) -> list[str]:
     for i, line in enumerate(lines):
         if line.endswith("::"):
             body = []
-            for following in lines[i + 1:]:
+            for following in lines[i + 1 :]:
                 if following.strip() and not following.startswith(" "):
                     break
                 body.append(following)
@@ -214,8 +239,9 @@ def test_hand_written_code_in_the_docstring_prints_the_same(name: str, tmp_path:
     script = tmp_path / "hand_written.py"
     script.write_text(docstring_blocks(name)[0])
     try:
-        proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
     finally:
         if "ray" in example.backends.values():
             shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -235,8 +261,11 @@ def test_docstring_shows_the_declaration_in_the_code_and_how_to_run(name: str) -
 
 
 def test_list_shows_every_example_with_its_summary() -> None:
-    listed = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in cli("list", check=0).stdout.splitlines()
-              if line.strip()}
+    listed = {
+        line.split(None, 1)[0]: line.split(None, 1)[1]
+        for line in cli("list", check=0).stdout.splitlines()
+        if line.strip()
+    }
     for name in EXAMPLES:
         summary = ast.get_docstring(ast.parse((DAGS / f"{name}.py").read_text())).splitlines()[0]
         assert listed.get(name) == summary
@@ -276,8 +305,9 @@ def test_json_files_names_the_file_record_and_field_of_a_bad_record(tmp_path: Pa
     cars = json.loads(bad.read_bytes())
     cars[2]["Weight_in_lbs"] = "heavy"
     bad.write_text(json.dumps(cars))
-    result = pipelines.run(loader.load("json_files", DAGS), {"folder": str(folder)}, store=tmp_path / "store",
-                           executor="threads")
+    result = pipelines.run(
+        loader.load("json_files", DAGS), {"folder": str(folder)}, store=tmp_path / "store", executor="threads"
+    )
     assert result.status is RunStatus.FAILED
     (failure,) = result.failures
     assert failure.stage == "parse"

@@ -1,4 +1,5 @@
 """dags/ingest.py end to end through ``pipelines.run``: real server, real files, real processes."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,10 @@ def ingest() -> pipelines.Pipeline:
 
 def column(result: pipelines.RunResult, stage: str, *names: str) -> dict[str, object]:
     table = result.table(stage).to_pydict()
-    return {key: (values[0] if len(names) == 1 else values)
-            for key, *values in zip(table["category"], *(table[n] for n in names), strict=True)}
+    return {
+        key: (values[0] if len(names) == 1 else values)
+        for key, *values in zip(table["category"], *(table[n] for n in names), strict=True)
+    }
 
 
 def test_threads_match_the_catalog(ingest, tmp_path):
@@ -79,8 +82,9 @@ def test_limit_applies_after_scaling(ingest, tmp_path):
 
 def test_base_url_param_reads_from_that_server(ingest, tmp_path):
     with serve_directory(DATA) as base_url:
-        result = pipelines.run(ingest, {"base_url": base_url.rstrip("/"), "limit": 3}, store=tmp_path,
-                               executor="threads")
+        result = pipelines.run(
+            ingest, {"base_url": base_url.rstrip("/"), "limit": 3}, store=tmp_path, executor="threads"
+        )
     assert result.status == RunStatus.OK
     assert result.table("describe").column("id").to_pylist() == [entry["id"] for entry in CATALOG[:3]]
 
@@ -92,8 +96,11 @@ def broken_data(folder: Path) -> Path:
     rocket = (DATA / "images" / "rocket.jpg").read_bytes()
     (folder / "images" / "rocket.jpg").write_bytes(rocket[: len(rocket) // 2])
     good = next(e for e in CATALOG if e["id"] == "coffee")
-    records = [good, {**good, "id": "rocket", "path": "images/rocket.jpg"},
-               {**good, "id": "ghost", "category": "animals", "path": "images/missing.png"}]
+    records = [
+        good,
+        {**good, "id": "rocket", "path": "images/rocket.jpg"},
+        {**good, "id": "ghost", "category": "animals", "path": "images/missing.png"},
+    ]
     (folder / "catalog.json").write_text(json.dumps(records))
     return folder
 

@@ -10,6 +10,7 @@
 
   (or ``python tests/loopback_only.py python -m pytest ...``); elsewhere Ray tests skip.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,14 @@ def dask_cluster() -> Iterator[Any]:
     import distributed
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+        )
     try:
         yield cluster
     finally:

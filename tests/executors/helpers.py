@@ -1,5 +1,6 @@
 """Helpers for the executor tests: loopback checks, free ports, child processes, and clusters
 started from the command line (``dask scheduler`` + ``dask worker``, ``ray start --head``)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,9 @@ def free_port() -> int:
 
 def python(code: str, *, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (for what needs a process of its own, like a second Ray)."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen[Any], timeout: float = 60) -> str:
@@ -107,8 +109,14 @@ def dask_cli_cluster(folder: Path, *workers: DaskWorkers, tls: Path | None = Non
     if tls is not None:
         from executors import dask_tls
 
-        tls_args = ["--tls-ca-file", str(tls / dask_tls.CA), "--tls-cert", str(tls / dask_tls.CERT),
-                    "--tls-key", str(tls / dask_tls.KEY)]
+        tls_args = [
+            "--tls-ca-file",
+            str(tls / dask_tls.CA),
+            "--tls-cert",
+            str(tls / dask_tls.CERT),
+            "--tls-key",
+            str(tls / dask_tls.KEY),
+        ]
         security = dask_tls.load(tls)
     scheduler_file = folder / "scheduler.json"
     dask_cli = str(Path(sys.executable).with_name("dask"))
@@ -116,17 +124,52 @@ def dask_cli_cluster(folder: Path, *workers: DaskWorkers, tls: Path | None = Non
     logs = []
     try:
         logs.append(open(folder / "scheduler.log", "w"))  # noqa: SIM115 - closed below
-        procs.append(subprocess.Popen(
-            [dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
-             "--scheduler-file", str(scheduler_file), *(["--protocol", "tls", *tls_args] if tls else [])],
-            stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    dask_cli,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                    *(["--protocol", "tls", *tls_args] if tls else []),
+                ],
+                stdout=logs[-1],
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         address = json.loads(wait_for_file(scheduler_file, procs[0]))["address"]
         for i, spec in enumerate(specs):
             logs.append(open(folder / f"worker-{i}.log", "w"))  # noqa: SIM115
-            procs.append(subprocess.Popen(
-                [*spec.wrap, dask_cli, "worker", address, "--host", "127.0.0.1", "--dashboard-address",
-                 "127.0.0.1:0", "--nworkers", str(spec.nworkers), "--nthreads", str(spec.nthreads), *tls_args],
-                stdout=logs[-1], stderr=subprocess.STDOUT, env={**os.environ, **spec.env}, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *spec.wrap,
+                        dask_cli,
+                        "worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--dashboard-address",
+                        "127.0.0.1:0",
+                        "--nworkers",
+                        str(spec.nworkers),
+                        "--nthreads",
+                        str(spec.nthreads),
+                        *tls_args,
+                    ],
+                    stdout=logs[-1],
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **spec.env},
+                    start_new_session=True,
+                )
+            )
         with distributed.Client(address, timeout=30, security=security, set_as_default=False) as client:
             client.wait_for_workers(sum(s.nworkers for s in specs), timeout=60)
         yield address
@@ -151,16 +194,29 @@ def ray_head_node(folder: Path, *, num_cpus: int = 1, env: Mapping[str, str] | N
     temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: socket paths must fit in 107 bytes
     log = open(folder / "ray-head.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--port=0", f"--num-cpus={num_cpus}",
-         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **RAY_ENV, **(env or {})}, start_new_session=True)
+        [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            "--block",
+            "--port=0",
+            f"--num-cpus={num_cpus}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **RAY_ENV, **(env or {})},
+        start_new_session=True,
+    )
     try:
         yield wait_for_file(Path(temp_dir) / "ray_current_cluster", proc, timeout=120).strip()
     finally:
         stop(proc)
         log.close()
         deadline = time.monotonic() + 15
-        while (left := [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]):
+        while left := [p for p in psutil.process_iter(["cmdline"]) if temp_dir in " ".join(p.info["cmdline"] or [])]:
             if time.monotonic() > deadline:
                 raise AssertionError(f"Ray processes outlived the head node: {left}")
             time.sleep(0.2)

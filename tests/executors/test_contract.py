@@ -5,6 +5,7 @@ Dask runs on the session's shared local cluster (through ``address=``, so each t
 ``shutdown`` closes only its client); Ray on the session's shared Ray (inside a network
 namespace only, see ``conftest.py``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -86,8 +87,9 @@ def test_cancelled_futures_wake_wait(executor: executors.Executor) -> None:
     """Beyond the contract: ``concurrent.futures.wait`` sees every future once shutdown returns."""
     if executor.name not in NOTIFY_AT_ONCE:
         pytest.skip(f"{executor.name} keeps the stdlib's late notification of cancelled futures")
-    futures = [executor.submit(partial(contract.sleep_then_return, 0.5, i), key=f"sleepy-{i:06d}-00000")
-               for i in range(12)]
+    futures = [
+        executor.submit(partial(contract.sleep_then_return, 0.5, i), key=f"sleepy-{i:06d}-00000") for i in range(12)
+    ]
     assert not futures[-1].cancel() or futures[-1].cancelled()
     executor.shutdown(wait=True, cancel_pending=True)
     done, not_done = wait(futures, timeout=5)

@@ -5,6 +5,7 @@
 - a ``dask scheduler`` and ``dask worker`` started from the command line, used through ``address=``;
 - an address where nothing listens.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -96,8 +97,9 @@ def test_task_keys_group_by_stage(local: DaskExecutor) -> None:
     assert all(k.startswith(f"by_category-{i:06d}-00000-") for i, k in enumerate(sorted(ours)))
 
 
-@pytest.mark.parametrize("key", ["describe-000003-00001", "by_category-000000-00012", "x-000001-00000",
-                                 "two_words_here-999999-99999"])
+@pytest.mark.parametrize(
+    "key", ["describe-000003-00001", "by_category-000000-00012", "x-000001-00000", "two_words_here-999999-99999"]
+)
 def test_key_split_of_every_token_is_the_stage(local: DaskExecutor, key: str) -> None:
     """Whatever the random token and counter, the prefix Dask sees is the stage name."""
     stage = key.split("-")[0]
@@ -109,8 +111,11 @@ def test_key_split_of_every_token_is_the_stage(local: DaskExecutor, key: str) ->
 
 def test_metrics_show_one_prefix_per_stage(local: DaskExecutor) -> None:
     """While tasks of two stages run, the dashboard's Prometheus page labels them by stage."""
-    futures = [local.submit(partial(sleep_then_return, 0.2, i), key=f"{stage}-{i:06d}-00000")
-               for i in range(6) for stage in ("alpha", "beta_gamma")]
+    futures = [
+        local.submit(partial(sleep_then_return, 0.2, i), key=f"{stage}-{i:06d}-00000")
+        for i in range(6)
+        for stage in ("alpha", "beta_gamma")
+    ]
     url = base_url(local.dashboard_link or "") + "/metrics"
     seen: set[str] = set()
     while not {"alpha", "beta_gamma"} <= seen:  # the scheduler keeps prefixes: they show up (or pytest-timeout)

@@ -2,6 +2,7 @@
 
 Checked in fresh interpreters, since this test session has long imported everything.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,6 @@ import pytest
 from ..helpers import modules_after
 
 HEAVY = {"distributed", "dask", "ray", "joblib"}
-
 
 
 def pipelines_modules(modules: set[str]) -> set[str]:
@@ -33,8 +33,9 @@ def test_the_contract_suite_needs_no_test_framework() -> None:
     assert not pipelines_modules(modules)
 
 
-@pytest.mark.parametrize(("backend", "dependency"), [("joblib_pool", "joblib"), ("dask_cluster", "distributed"),
-                                                     ("ray_cluster", "ray")])
+@pytest.mark.parametrize(
+    ("backend", "dependency"), [("joblib_pool", "joblib"), ("dask_cluster", "distributed"), ("ray_cluster", "ray")]
+)
 def test_backends_import_no_pipelines(backend: str, dependency: str) -> None:
     pytest.importorskip(dependency)
     modules = modules_after(f"import executors.{backend}")

@@ -9,6 +9,7 @@ the executor starts, a head node reached by ``address=``) runs in a subprocess. 
 is stopped by killing its process group, never with ``ray stop`` (which kills every Ray
 process on the machine).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ from .helpers import RAY_ENV, free_port, only_loopback, python, ray_head_node
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
 if not only_loopback():
-    pytest.skip("Ray binds to every interface: run inside `unshare -n` (see this module's docstring)",
-                allow_module_level=True)
+    pytest.skip(
+        "Ray binds to every interface: run inside `unshare -n` (see this module's docstring)", allow_module_level=True
+    )
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")

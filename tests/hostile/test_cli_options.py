@@ -3,6 +3,7 @@ of tracebacks or silence, and files that are not regular files.
 
 Every command-line case runs ``python -m pipelines`` in a real subprocess on a real store.
 """
+
 from __future__ import annotations
 
 import os
@@ -116,6 +117,7 @@ def run_in(prefix: list[str]) -> subprocess.CompletedProcess[str]:
 
 # -- a dags module that exits at import ---------------------------------------------------------
 
+
 class TestExitAtImport:
     def test_is_a_load_error_naming_the_module(self, dags: Path, store: Path) -> None:
         proc = run(dags, store, "run", "exits")
@@ -127,6 +129,7 @@ class TestExitAtImport:
 
 
 # -- options that are empty, repeated or too big -------------------------------------------------
+
 
 class TestOptions:
     @pytest.mark.parametrize("option", ["--executor", "--store", "--dags", "--output", "--address"])
@@ -140,7 +143,9 @@ class TestOptions:
         assert_one_line_error(cli("runs", "--store", ""), "--store is empty")
 
     def test_a_repeated_param_is_refused(self, tmp_path: Path, store: Path) -> None:
-        folder = write_dags(tmp_path / "p", withparams='''
+        folder = write_dags(
+            tmp_path / "p",
+            withparams='''
             """Takes a parameter."""
             from pydantic import BaseModel
 
@@ -157,7 +162,8 @@ class TestOptions:
             @pipeline.source
             def numbers(params: Params):
                 yield from range(params.n)
-        ''')
+        ''',
+        )
         proc = cli("run", "withparams", "--dags", str(folder), "--store", str(store), "-p", "n=1", "--param", "n=2")
         assert_one_line_error(proc, "--param n is given twice (n=1, n=2)")
         assert not (store / "runs").exists() or not any((store / "runs").iterdir())
@@ -177,6 +183,7 @@ class TestOptions:
 
 
 # -- --output, long names, a read-only ledger ----------------------------------------------------
+
 
 class TestClearErrors:
     def test_output_that_is_a_file(self, dags: Path, store: Path, tmp_path: Path) -> None:
@@ -206,14 +213,18 @@ class TestClearErrors:
 
     def test_a_long_name_in_a_dags_module_is_exit_2(self, tmp_path: Path, store: Path) -> None:
         name = "p" * 300
-        folder = write_dags(tmp_path / "long", longname=f'''
+        folder = write_dags(
+            tmp_path / "long",
+            longname=f'''
             """A long name."""
             from pipelines import Pipeline
 
             pipeline = Pipeline("{name}")
-        ''')
+        ''',
+        )
         proc = cli("run", name, "--dags", str(folder), "--store", str(store))
         assert_one_line_error(proc, "is 300 bytes long")
+
 
 class TestNonRegularFiles:
     def test_a_fifo_is_refused_at_once(self, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ folder; ``--keep-cluster`` prints how another run joins (``PIPELINES_DASK_TLS=FO
 --address tls://...``), as the README documents, and a ``dask scheduler`` started with
 credentials from ``python -m executors.dask_tls`` is joined the same way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,10 +68,30 @@ class Lines:
 @pytest.mark.timeout(900)  # two runs and a cluster: minutes on a loaded machine
 def test_a_kept_cluster_refuses_plain_clients_and_admits_a_run_that_joins_as_printed(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "run", "counted", "--dags", str(TEST_DAGS), "--executor", "dask",
-         "--keep-cluster", "--store", str(tmp_path / "first"), "--param", "n=200", "--quiet"],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "80"}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            "counted",
+            "--dags",
+            str(TEST_DAGS),
+            "--executor",
+            "dask",
+            "--keep-cluster",
+            "--store",
+            str(tmp_path / "first"),
+            "--param",
+            "n=200",
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "80"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines = Lines(proc)
     try:
         lines.until(lambda seen: any(JOIN.search(line) for line in seen))
@@ -78,19 +99,48 @@ def test_a_kept_cluster_refuses_plain_clients_and_admits_a_run_that_joins_as_pri
         assert address.startswith("tls://127.0.0.1:")
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
         assert {f: stat.S_IMODE(os.stat(Path(folder, f)).st_mode) for f in os.listdir(folder)} == {
-            dask_tls.CA: 0o600, dask_tls.CERT: 0o600, dask_tls.KEY: 0o600}
+            dask_tls.CA: 0o600,
+            dask_tls.CERT: 0o600,
+            dask_tls.KEY: 0o600,
+        }
 
         assert refused(address)  # a plain client
         assert refused(address, Security.temporary())  # TLS, with credentials of its own
         assert refused(address.replace("tls://", "tcp://"))  # no TLS at all
 
-        joined = cli("run", "cli_squares", "--dags", str(TEST_DAGS), "--store", str(tmp_path / "second"),
-                     "--executor", "dask", "--address", address, "--quiet", env={dask_tls.ENV: folder}, check=0)
+        joined = cli(
+            "run",
+            "cli_squares",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(tmp_path / "second"),
+            "--executor",
+            "dask",
+            "--address",
+            address,
+            "--quiet",
+            env={dask_tls.ENV: folder},
+            check=0,
+        )
         assert "total" in joined.stdout
         assert {"square", "total"} <= task_prefixes(address, dask_tls.load(folder))  # it ran on the kept cluster
 
-        without = cli("run", "cli_squares", "--dags", str(TEST_DAGS), "--store", str(tmp_path / "third"),
-                      "--executor", "dask", "--address", address, "--quiet", env={dask_tls.ENV: ""}, check=2)
+        without = cli(
+            "run",
+            "cli_squares",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(tmp_path / "third"),
+            "--executor",
+            "dask",
+            "--address",
+            address,
+            "--quiet",
+            env={dask_tls.ENV: ""},
+            check=2,
+        )
         assert dask_tls.ENV in without.stderr and "Traceback" not in without.stderr
 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C ends the kept cluster
@@ -106,14 +156,28 @@ def test_a_kept_cluster_refuses_plain_clients_and_admits_a_run_that_joins_as_pri
 @pytest.mark.timeout(900)
 def test_a_dask_scheduler_with_tls_is_joined_with_the_credentials_folder(tmp_path: Path) -> None:
     folder = tmp_path / "dask-tls"
-    made = subprocess.run([sys.executable, "-m", "executors.dask_tls", str(folder)], capture_output=True, text=True,
-                          cwd=ROOT, check=True)
+    made = subprocess.run(
+        [sys.executable, "-m", "executors.dask_tls", str(folder)], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert "dask scheduler --host 127.0.0.1 --protocol tls --tls-ca-file" in made.stdout
     with dask_cli_cluster(tmp_path, DaskWorkers(nworkers=1), tls=folder) as address:
         assert address.startswith("tls://127.0.0.1:")
         assert refused(address)
-        cli("run", "cli_squares", "--dags", str(TEST_DAGS), "--store", str(tmp_path / "store"), "--executor", "dask",
-            "--address", address, "--quiet", env={dask_tls.ENV: str(folder)}, check=0)
+        cli(
+            "run",
+            "cli_squares",
+            "--dags",
+            str(TEST_DAGS),
+            "--store",
+            str(tmp_path / "store"),
+            "--executor",
+            "dask",
+            "--address",
+            address,
+            "--quiet",
+            env={dask_tls.ENV: str(folder)},
+            check=0,
+        )
         assert {"square", "total"} <= task_prefixes(address, dask_tls.load(folder))
 
 

@@ -7,6 +7,7 @@
 * An exception whose ``__str__`` and ``__repr__`` raise fails its own item, described safely,
   and not the other items of its task.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,8 +49,9 @@ swallowing.map(swallow, over=numbers, timeout=1, on_error="skip", batch_size=N)
 
 
 @pytest.mark.parametrize("executor", ["asyncio", "processes"])
-def test_an_item_that_swallows_its_cancellation_times_out_anyway(executor: str, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_item_that_swallows_its_cancellation_times_out_anyway(
+    executor: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     release, released = tmp_path / "release", tmp_path / "released"
     monkeypatch.setenv("RELEASE_FILE", str(release))
     monkeypatch.setenv("RELEASED_LOG", str(released))
@@ -87,8 +89,9 @@ hogging_untimed.map(hog, over=numbers, on_error="skip", batch_size=N)
 
 
 @pytest.mark.parametrize("executor", ["asyncio", "processes"])
-def test_the_item_that_blocks_the_loop_fails_and_its_neighbours_do_not(executor: str, tmp_path: Path,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_the_item_that_blocks_the_loop_fails_and_its_neighbours_do_not(
+    executor: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="pipelines"):
         result = pipelines.run(hogging, store=tmp_path / "store", executor=executor)
     assert result.status is RunStatus.PARTIAL, result.error
@@ -100,8 +103,9 @@ def test_the_item_that_blocks_the_loop_fails_and_its_neighbours_do_not(executor:
         assert any("item 2 has blocked its event loop" in r.getMessage() for r in caplog.records), caplog.text
 
 
-def test_a_blocking_item_without_a_timeout_is_named_and_nothing_fails(tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_a_blocking_item_without_a_timeout_is_named_and_nothing_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="pipelines"):
         result = pipelines.run(hogging_untimed, store=tmp_path / "store", executor="asyncio")
     assert result.status is RunStatus.OK, result.failures

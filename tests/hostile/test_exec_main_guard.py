@@ -5,6 +5,7 @@ script; the process pool then picks forkserver whenever another thread is alive 
 driver (a daemon thread, or a joblib pool left by an earlier run). Each script here counts
 its own executions in a file: exactly one, with the right result, exit 0 and a quiet stderr.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import os
     import threading
     import time
@@ -58,24 +59,36 @@ SCRIPT = textwrap.dedent('''
     squares = result.table("square")["square"].to_pylist()
     pids = set(result.table("worker_pid")["worker_pid"].to_pylist())
     print("sum", sum(squares), "rows", len(squares), "driver", os.getpid() in pids, "status", result.status.value)
-''')
+""")
 
 
-def run_script(tmp_path: Path, *, module: bool = False,
-               **env: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def run_script(
+    tmp_path: Path, *, module: bool = False, **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     script = tmp_path / "no_guard.py"
     script.write_text(SCRIPT)
     body_log = tmp_path / "body.log"
-    full_env = {**os.environ, "BODY_LOG": str(body_log), "STORE": str(tmp_path / "store"),
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), **env}
+    full_env = {
+        **os.environ,
+        "BODY_LOG": str(body_log),
+        "STORE": str(tmp_path / "store"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        **env,
+    }
     args = ["-m", "no_guard"] if module else [str(script)]
-    proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=full_env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=600
+    )
     return proc, body_log.read_text().split()
 
 
-def assert_ran_once(proc: subprocess.CompletedProcess[str], bodies: list[str], *, rows: int = 40,
-                    total: int = sum(x * x for x in range(40))) -> None:
+def assert_ran_once(
+    proc: subprocess.CompletedProcess[str],
+    bodies: list[str],
+    *,
+    rows: int = 40,
+    total: int = sum(x * x for x in range(40)),
+) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(bodies) == 1, f"the script's body ran {len(bodies)} times:\n{proc.stderr}"
     assert "bootstrapping" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
@@ -116,13 +129,28 @@ def test_a_worker_started_after_a_death_does_not_rerun_the_script(method: str, t
 @pytest.mark.cluster
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # a LocalCluster, a worker death and its restart: minutes on a loaded machine
-@pytest.mark.parametrize("kill", [False, pytest.param(True, marks=pytest.mark.xfail(
-    strict=False, reason="distributed sometimes logs the dead worker's tasks on stderr, which the test reads as "
-                         "the script's output; the count of script runs is what it checks"))],
-    ids=["healthy", "a-worker-dies"])
+@pytest.mark.parametrize(
+    "kill",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=False,
+                reason="distributed sometimes logs the dead worker's tasks on stderr, which the test reads as "
+                "the script's output; the count of script runs is what it checks",
+            ),
+        ),
+    ],
+    ids=["healthy", "a-worker-dies"],
+)
 def test_dask_workers_never_rerun_the_script(kill: bool, tmp_path: Path) -> None:
     """Dask's nannies spawn their workers (and restart a dead one) from threads of their own."""
     pytest.importorskip("distributed")
-    env = {"EXECUTOR": "dask", "LIVE_THREAD": "1", "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "spawn",
-           "KILL_ITEM": str(KILLED) if kill else ""}
+    env = {
+        "EXECUTOR": "dask",
+        "LIVE_THREAD": "1",
+        "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "spawn",
+        "KILL_ITEM": str(KILLED) if kill else "",
+    }
     assert_ran_once(*run_script(tmp_path, **env), **(AFTER_A_DEATH if kill else {}))

@@ -5,6 +5,7 @@ interpreter (about half a second with pyarrow loaded), and the interpreter's fin
 puts SIGINT back to its default action: a Ctrl-C there used to kill the process (exit -2).
 Here a terminal's Ctrl-C (to the whole process group) lands at steps across that window.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,10 +29,27 @@ def test_ctrl_c_after_the_run_finished_exits_0_or_130(executor: str, tmp_path: P
     codes = []
     for i, delay in enumerate(DELAYS):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines", "run", "cli_squares", "--dags", str(TEST_DAGS), "--store",
-             str(tmp_path / f"store-{i}"), "--executor", executor, "--quiet"],
-            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipelines",
+                "run",
+                "cli_squares",
+                "--dags",
+                str(TEST_DAGS),
+                "--store",
+                str(tmp_path / f"store-{i}"),
+                "--executor",
+                executor,
+                "--quiet",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("total: ") and "rows" in line:  # the run's last line

@@ -7,6 +7,7 @@ well-behaved items beside the hostile one are kept, how many requests each hosti
 (attempts), and that the peak resident memory of the whole process tree stays within a bound
 of a baseline run (psutil, sampled in a thread).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,6 +40,7 @@ RSS_ALLOWANCE = 200 * MiB  # over the baseline run's peak, for the whole process
 
 
 # -- the hostile server ----------------------------------------------------------------------
+
 
 @dataclass
 class Hostile:
@@ -125,8 +127,7 @@ def _app(state: Hostile) -> web.Application:
     @routes.get("/big/{n}")
     async def big(request: web.Request) -> web.StreamResponse:
         count(request)
-        resp = web.StreamResponse(headers={"Content-Length": str(BIG_BODY),
-                                           "Content-Type": "application/octet-stream"})
+        resp = web.StreamResponse(headers={"Content-Length": str(BIG_BODY), "Content-Type": "application/octet-stream"})
         await resp.prepare(request)
         block = bytes([int(request.match_info["n"]) % 256]) * MiB
         for _ in range(BIG_BODY // MiB):
@@ -167,8 +168,12 @@ def _app(state: Hostile) -> web.Application:
     async def catalog(request: web.Request) -> web.Response:
         count(request)
         entry = {"title": "t", "category": "c", "license": "l", "source": "s"}
-        return web.json_response([{**entry, "id": "good", "path": "images/small.png"},
-                                  {**entry, "id": "evil", "path": "%2e%2e/%2e%2e/secret"}])
+        return web.json_response(
+            [
+                {**entry, "id": "good", "path": "images/small.png"},
+                {**entry, "id": "evil", "path": "%2e%2e/%2e%2e/secret"},
+            ]
+        )
 
     @routes.get("/{anything:.*}")
     async def anything(request: web.Request) -> web.Response:
@@ -200,6 +205,7 @@ def hostile() -> Iterator[Hostile]:
 
 # -- running the command line, measuring its memory --------------------------------------------
 
+
 @dataclass
 class Run:
     returncode: int
@@ -212,8 +218,13 @@ class Run:
         return pq.read_table(path).to_pydict()
 
     def failures(self, stage: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "pipelines", "inspect", "latest", stage, "--store",
-                               str(self.store)], capture_output=True, text=True, cwd=ROOT, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipelines", "inspect", "latest", stage, "--store", str(self.store)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
+        )
         return proc.stdout + proc.stderr
 
 
@@ -259,8 +270,10 @@ def run_cli(store: Path, pipeline: str, *args: str, dags: Path | None = DAGS, **
 def baseline(hostile: Hostile, tmp_path_factory: pytest.TempPathFactory) -> int:
     """The peak memory of the same pipelines on two small, well-behaved URLs."""
     store = tmp_path_factory.mktemp("baseline")
-    runs = [run_cli(store, name, urls=[hostile("ok/base"), hostile("small.png")])
-            for name in ("hostile_fetch", "hostile_pictures")]
+    runs = [
+        run_cli(store, name, urls=[hostile("ok/base"), hostile("small.png")])
+        for name in ("hostile_fetch", "hostile_pictures")
+    ]
     assert all(r.returncode == 0 for r in runs), [r.output for r in runs]
     return max(r.peak_rss for r in runs)
 
@@ -296,6 +309,7 @@ def assert_bounded(run: Run, baseline: int) -> None:
 
 
 # -- the cases -----------------------------------------------------------------------------
+
 
 class TestSteering:
     def test_a_redirect_to_another_host_is_refused_and_never_reaches_it(self, hostile, tmp_path, baseline):
@@ -430,11 +444,15 @@ def test_ingests_own_server_answers_414_to_an_overlong_path_and_it_is_not_retrie
     entry = {"title": "t", "category": "c", "license": "l", "source": "s"}
     long_path = "images/" + "a" * 5000 + ".png"
     name_too_long = "images/" + "b" * 300 + ".png"
-    (data / "catalog.json").write_text(json.dumps([
-        {**entry, "id": "coffee", "path": "images/coffee.png"},
-        {**entry, "id": "long", "path": long_path},
-        {**entry, "id": "name", "path": name_too_long},
-    ]))
+    (data / "catalog.json").write_text(
+        json.dumps(
+            [
+                {**entry, "id": "coffee", "path": "images/coffee.png"},
+                {**entry, "id": "long", "path": long_path},
+                {**entry, "id": "name", "path": name_too_long},
+            ]
+        )
+    )
     run = run_cli(tmp_path / "store", "ingest", dags=None, data_dir=str(data))
     assert run.returncode == 0 and " · partial · " in run.output, run.output
     assert "Traceback" not in run.output and "Error handling request" not in run.output
@@ -445,12 +463,24 @@ def test_ingests_own_server_answers_414_to_an_overlong_path_and_it_is_not_retrie
     assert run.table("report") == {"category": ["c"], "listed": [3], "described": [1], "missing": [2]}
 
 
-@pytest.mark.parametrize(("path", "ok"), [
-    ("images/a.png", True), ("images/./a.png", True), ("images/a%20b.png", True),
-    ("%2e%2e/%2e%2e/x", False), ("images/%2E%2E/%2e%2e/x", False), ("%252e%252e/x", False),
-    ("..%2fx", False), ("..%5cx", False), ("a/../../x", False), ("/etc/passwd", False), ("%2fetc/passwd", False),
-    ("http://elsewhere/x", False), ("//elsewhere/x", False),
-])
+@pytest.mark.parametrize(
+    ("path", "ok"),
+    [
+        ("images/a.png", True),
+        ("images/./a.png", True),
+        ("images/a%20b.png", True),
+        ("%2e%2e/%2e%2e/x", False),
+        ("images/%2E%2E/%2e%2e/x", False),
+        ("%252e%252e/x", False),
+        ("..%2fx", False),
+        ("..%5cx", False),
+        ("a/../../x", False),
+        ("/etc/passwd", False),
+        ("%2fetc/passwd", False),
+        ("http://elsewhere/x", False),
+        ("//elsewhere/x", False),
+    ],
+)
 def test_ingest_checks_catalog_paths_after_decoding_and_normalising(path, ok):
     from pydantic import ValidationError
 

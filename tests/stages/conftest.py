@@ -17,6 +17,7 @@ Routes (``{key}`` keeps per-test state apart on the shared server):
 
 ``elsewhere`` is a second server, on 127.0.0.2: another origin, which records every request.
 """
+
 from __future__ import annotations
 
 import asyncio

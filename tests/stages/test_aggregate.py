@@ -1,4 +1,5 @@
 """stages.aggregate: Arrow group-bys with a stable, sorted output."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -9,17 +10,22 @@ from stages import aggregate
 
 @pytest.fixture
 def table() -> pa.Table:
-    return pa.table({
-        "category": ["textures", "animals", "textures", "science", "animals", "textures"],
-        "kind": ["png", "png", "jpg", "jpg", "png", "png"],
-        "width": [512, 451, 512, 1000, 400, 296],
-        "bytes": [10, 20, 30, 40, 50, 60],
-    })
+    return pa.table(
+        {
+            "category": ["textures", "animals", "textures", "science", "animals", "textures"],
+            "kind": ["png", "png", "jpg", "jpg", "png", "png"],
+            "width": [512, 451, 512, 1000, 400, 296],
+            "bytes": [10, 20, 30, 40, 50, 60],
+        }
+    )
 
 
 def test_count_by_sorted_by_key(table):
     assert aggregate.count_by(table, key="category").to_pylist() == [
-        {"category": "animals", "count": 2}, {"category": "science", "count": 1}, {"category": "textures", "count": 3}]
+        {"category": "animals", "count": 2},
+        {"category": "science", "count": 1},
+        {"category": "textures", "count": 3},
+    ]
 
 
 def test_count_by_is_independent_of_row_order(table):
@@ -39,9 +45,17 @@ def test_count_by_several_keys_and_a_custom_name(table):
 
 
 def test_summarize_names_and_orders_columns(table):
-    out = aggregate.summarize(table, by="category", aggregations={
-        "images": ("width", "count"), "total_bytes": ("bytes", "sum"),
-        "mean_width": ("width", "mean"), "widest": ("width", "max"), "also_mean": ("width", "mean")})
+    out = aggregate.summarize(
+        table,
+        by="category",
+        aggregations={
+            "images": ("width", "count"),
+            "total_bytes": ("bytes", "sum"),
+            "mean_width": ("width", "mean"),
+            "widest": ("width", "max"),
+            "also_mean": ("width", "mean"),
+        },
+    )
     assert out.column_names == ["category", "images", "total_bytes", "mean_width", "widest", "also_mean"]
     assert out.to_pydict() == {
         "category": ["animals", "science", "textures"],
@@ -55,8 +69,11 @@ def test_summarize_names_and_orders_columns(table):
 
 def test_null_keys_form_their_own_group_last():
     t = pa.table({"k": ["b", None, "a", None]})
-    assert aggregate.count_by(t, key="k").to_pylist() == [{"k": "a", "count": 1}, {"k": "b", "count": 1},
-                                                         {"k": None, "count": 2}]
+    assert aggregate.count_by(t, key="k").to_pylist() == [
+        {"k": "a", "count": 1},
+        {"k": "b", "count": 1},
+        {"k": None, "count": 2},
+    ]
 
 
 def test_empty_table_keeps_the_schema(table):

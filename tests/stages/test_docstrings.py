@@ -1,4 +1,5 @@
 """The examples in the stages' docstrings run (those not marked ``+SKIP``)."""
+
 from __future__ import annotations
 
 import doctest

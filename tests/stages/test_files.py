@@ -1,4 +1,5 @@
 """stages.files on real folders: listing order, reading, and names that try to escape."""
+
 from __future__ import annotations
 
 import os

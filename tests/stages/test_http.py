@@ -1,4 +1,5 @@
 """stages.http against a real aiohttp server on 127.0.0.1 (see conftest.py): no mocks."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +24,7 @@ from stages import http, serve
 
 def fetch(url: str, **kwargs: object) -> http.Response:
     """One download with its own short-lived session (the REPL way)."""
+
     async def go() -> http.Response:
         async with http.client_session() as session:
             return await http.download(url, session=session, **kwargs)  # type: ignore[arg-type]
@@ -142,6 +144,7 @@ def test_parse_retry_after():
 
 # -- in a pipeline: the engine's retries and error policy, one session per worker loop --------
 
+
 class Urls(BaseModel):
     urls: list[str]
 
@@ -154,8 +157,9 @@ def urls(params: Urls) -> Iterator[str]:
     yield from params.urls
 
 
-fetched = fetching.map(http.download, over=urls, name="fetched", kind="io", concurrency=2, retries=3,
-                       on_error="collect")
+fetched = fetching.map(
+    http.download, over=urls, name="fetched", kind="io", concurrency=2, retries=3, on_error="collect"
+)
 
 
 def test_pipeline_retries_transient_errors_and_collects_a_404(server, tmp_path):
@@ -228,13 +232,21 @@ class TestBodiesInFiles:
             kept, where = [], []
             async with http.client_session() as session:
                 for _ in range(3):  # 1500 + 1500 fit in 3000; the third does not
-                    kept.append(await http.download(server("sized/1500"), session=session, spool_over=2000,
-                                                    memory_budget=3000, spool_dir=tmp_path))
+                    kept.append(
+                        await http.download(
+                            server("sized/1500"),
+                            session=session,
+                            spool_over=2000,
+                            memory_budget=3000,
+                            spool_dir=tmp_path,
+                        )
+                    )
                 where = [r.body_file for r in kept]
                 kept.clear()
                 gc.collect()  # the bodies are gone: their bytes are back in the budget
-                again = await http.download(server("sized/1500"), session=session, spool_over=2000,
-                                            memory_budget=3000, spool_dir=tmp_path)
+                again = await http.download(
+                    server("sized/1500"), session=session, spool_over=2000, memory_budget=3000, spool_dir=tmp_path
+                )
                 return [*where, again.body_file]
 
         first, second, third, after = asyncio.run(go())

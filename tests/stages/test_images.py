@@ -1,4 +1,5 @@
 """stages.images on the bundled images, and on broken ones."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,13 +20,16 @@ def read(name: str) -> bytes:
     return (DATA / "images" / name).read_bytes()
 
 
-@pytest.mark.parametrize(("name", "fmt", "size", "mode"), [
-    ("coffee.png", "PNG", (600, 400), "RGB"),
-    ("camera.png", "PNG", (512, 512), "L"),
-    ("horse.png", "PNG", (400, 328), "RGBA"),
-    ("rocket.jpg", "JPEG", (640, 427), "RGB"),
-    ("retina.jpg", "JPEG", (1411, 1411), "RGB"),
-])
+@pytest.mark.parametrize(
+    ("name", "fmt", "size", "mode"),
+    [
+        ("coffee.png", "PNG", (600, 400), "RGB"),
+        ("camera.png", "PNG", (512, 512), "L"),
+        ("horse.png", "PNG", (400, 328), "RGBA"),
+        ("rocket.jpg", "JPEG", (640, 427), "RGB"),
+        ("retina.jpg", "JPEG", (1411, 1411), "RGB"),
+    ],
+)
 def test_describes_bundled_images(name, fmt, size, mode):
     data = read(name)
     info = images.describe(data)
@@ -50,19 +54,28 @@ def test_palette_image_is_averaged_as_rgb():
 
 
 def test_accepts_a_download_and_names_its_url():
-    response = http.Response(url="http://host/images/coffee.png", final_url="http://host/images/coffee.png",
-                             status=200, content_type="image/png", body=read("coffee.png")[:5000])
+    response = http.Response(
+        url="http://host/images/coffee.png",
+        final_url="http://host/images/coffee.png",
+        status=200,
+        content_type="image/png",
+        body=read("coffee.png")[:5000],
+    )
     with pytest.raises(ValueError, match=r"^http://host/images/coffee\.png: cannot decode image \(5000 bytes"):
         images.describe(response)
 
 
-@pytest.mark.parametrize(("name", "cut"), [("coffee.png", 0.5), ("rocket.jpg", 0.5), ("rocket.jpg", 0.999),
-                                           ("horse.png", 0.97)])
+@pytest.mark.parametrize(
+    ("name", "cut"), [("coffee.png", 0.5), ("rocket.jpg", 0.5), ("rocket.jpg", 0.999), ("horse.png", 0.97)]
+)
 def test_truncated_images_raise_a_clear_error(name, cut):
     data = read(name)
     short = data[: int(len(data) * cut)]
-    with pytest.raises(ValueError, match=rf"^images/{name}: cannot decode image \({len(short)} bytes, sha256 "
-                                         rf"{hashlib.sha256(short).hexdigest()[:12]}\): .*[Tt]runcated"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^images/{name}: cannot decode image \({len(short)} bytes, sha256 "
+        rf"{hashlib.sha256(short).hexdigest()[:12]}\): .*[Tt]runcated",
+    ):
         images.describe(short, name=f"images/{name}")
 
 
@@ -116,8 +129,15 @@ def test_a_download_kept_in_a_file_is_read_from_it(tmp_path):
     data = read("coffee.png")
     path = tmp_path / "coffee.body"
     path.write_bytes(data)
-    spooled = http.Response(url="http://x/coffee.png", final_url="http://x/coffee.png", status=200,
-                            content_type="image/png", body=b"", body_file=str(path), size=len(data))
+    spooled = http.Response(
+        url="http://x/coffee.png",
+        final_url="http://x/coffee.png",
+        status=200,
+        content_type="image/png",
+        body=b"",
+        body_file=str(path),
+        size=len(data),
+    )
     assert images.describe(spooled) == images.describe(data)
     path.write_bytes(data[:1000])
     with pytest.raises(ValueError, match=r"^http://x/coffee.png: cannot decode image \(1000 bytes"):

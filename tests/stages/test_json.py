@@ -1,4 +1,5 @@
 """stages.json on the bundled data (cars.json, catalog.json) and on broken input."""
+
 from __future__ import annotations
 
 import json as stdlib_json
@@ -39,7 +40,7 @@ def test_offsets_point_at_each_record():
     raw = (DATA / "cars.json").read_bytes()
     pairs = list(json.iter_values(raw))
     assert len(pairs) == 406
-    for offset, value in pairs[:: 50]:
+    for offset, value in pairs[::50]:
         decoded, _ = stdlib_json.JSONDecoder().raw_decode(raw[offset:].decode())
         assert decoded == value
 
@@ -73,14 +74,17 @@ def test_missing_field_in_a_jsonl_record():
         json.parse_records(b'{"x": 1, "y": 2}\n{"x": 3}\n', Point)
 
 
-@pytest.mark.parametrize(("data", "where"), [
-    (b'{"a": 1,}', "byte 8 (line 1, column 9)"),
-    (b'[1, 2', "byte 5"),
-    (b'[1, 2,', "byte 6"),
-    (b'[{"x": 1, "y": 2} {"x": 3, "y": 4}]', "byte 18 (line 1, column 19)"),
-    (b'[]\n[]', "byte 3 (line 2, column 1)"),
-    (b'\n\n  {"x": 1, "y": ]', "byte 18 (line 3, column 17)"),
-])
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        (b'{"a": 1,}', "byte 8 (line 1, column 9)"),
+        (b"[1, 2", "byte 5"),
+        (b"[1, 2,", "byte 6"),
+        (b'[{"x": 1, "y": 2} {"x": 3, "y": 4}]', "byte 18 (line 1, column 19)"),
+        (b"[]\n[]", "byte 3 (line 2, column 1)"),
+        (b'\n\n  {"x": 1, "y": ]', "byte 18 (line 3, column 17)"),
+    ],
+)
 def test_malformed_json_names_the_byte_offset(data, where):
     with pytest.raises(ValueError, match=r"in\.json: invalid JSON at " + re.escape(where)):
         list(json.iter_values(data, source="in.json"))
@@ -122,8 +126,9 @@ class TestHostileDocuments:
             json.parse_records(['{"x": 1, "y": 2}'], Point)  # already-parsed values are validated as they are
         assert json.parse_record('{"x": 1, "y": 2}', Point) == Point(x=1, y=2)  # text given to parse_record is JSON
 
-    @pytest.mark.parametrize("parse", [json.loads, lambda d: list(json.iter_values(d)),
-                                       lambda d: json.parse_records(d, Point)])
+    @pytest.mark.parametrize(
+        "parse", [json.loads, lambda d: list(json.iter_values(d)), lambda d: json.parse_records(d, Point)]
+    )
     def test_deep_nesting_is_a_value_error_naming_the_depth(self, parse):
         deep = "[" * 100_000 + "]" * 100_000
         pattern = r"invalid JSON at byte \d+: the value nests (100,000|99,999) levels deep"

@@ -4,6 +4,7 @@ The hostile HTTP tests run these pipelines through the command line against a mi
 loopback server. ``fetch`` keeps what it downloads (small bodies in memory, large ones in
 files); ``describe`` decodes images with the image stage's pixel limit.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -35,9 +36,15 @@ async def _fetch(url: str, params: Params, session: aiohttp.ClientSession) -> ht
 
 for _p in (pipeline, pictures):
     _p.source(_urls, name="urls")
-    _p.map(uses(session=http.client_session)(_fetch), over="urls", name="fetch", kind="io", concurrency=8,
-           retries=3, on_error="collect")
-
+    _p.map(
+        uses(session=http.client_session)(_fetch),
+        over="urls",
+        name="fetch",
+        kind="io",
+        concurrency=8,
+        retries=3,
+        on_error="collect",
+    )
 
 
 class Picture(BaseModel):
