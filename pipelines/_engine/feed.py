@@ -166,7 +166,7 @@ class SourceFeed:
         except StageFailed as exc:
             self.flow.fail(exc)
             return True
-        except Exception as exc:  # noqa: BLE001 - writing the batch failed (disk full...)
+        except Exception as exc:
             self.flow.fail(StageFailed(name, f"cannot write its checkpoint: {exc}", error_type=type(exc).__name__))
             return True
         if batch is None:

@@ -36,11 +36,12 @@ from pipelines._engine.batching import TaskSizer
 from pipelines._engine.feed import SourceFeed, lifespan
 from pipelines._engine.graph import RunGraph
 from pipelines._engine.idset import IdSet
+from pipelines._engine.inputs import InputPart, InputSpec
 from pipelines._engine.keys import Keys, change_reason
 from pipelines._engine.plan import Plan, RunOptions, plan
 from pipelines._engine.recovery import Recovery, Running
 from pipelines._engine.state import StageState, describe
-from pipelines._engine.task import BatchTask, InputPart, InputSpec, TaskResult, TaskStop
+from pipelines._engine.task import BatchTask, TaskResult, TaskStop
 from pipelines._engine.workers import Workers
 from pipelines.define import effects, resources
 from pipelines.define.model import Pipeline
@@ -555,7 +556,7 @@ class Runner:
             if not collateral:  # a collateral task's ids are simply pending again
                 self.recovery.worker_lost(name, k, running, exc, overdue)
             return
-        except Exception as exc:  # noqa: BLE001 - the task itself broke (input unreadable, disk full...)
+        except Exception as exc:
             self.recovery.task_broken(name, k, running, exc)
             return
         self._record(name, k, result)

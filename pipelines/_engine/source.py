@@ -216,7 +216,7 @@ class SourceReader:
             except _BadItem as exc:
                 self._exhausted = True
                 raise StageFailed(self.stage.name, str(exc), position=exc.item, error_type="ConversionError") from None
-            except Exception as exc:  # noqa: BLE001 - a failing source fails the stage
+            except Exception as exc:
                 self._exhausted = True
                 raise StageFailed(
                     self.stage.name, str(exc) or type(exc).__name__, batch=self._next, error_type=type(exc).__name__

@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
-import itertools
 import os
-import signal
 import socket
 import threading
 import time
-import traceback
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines._engine.async_deadline import ItemTimeout, LoopWatch, run_with_deadline
+from pipelines._engine.calls import ItemCalls, item_error, retry_delay, retryable, with_timeout
 from pipelines._engine.idset import IdSet
-from pipelines.define import codec, resources, retry
+from pipelines._engine.inputs import InputPart, InputSpec, empty_output, read_in_item_order, read_input
+from pipelines.define import codec, resources
 from pipelines.define.loader import PipelineHandle
-from pipelines.define.rate import RateLimiter, parse_rate
 from pipelines.errors import ConversionError
 from pipelines.store import arrow as batch_files
 from pipelines.store.ledger import ItemError
@@ -41,31 +37,7 @@ from pipelines.store.ledger import ItemError
 if TYPE_CHECKING:
     from pipelines.define.model import Pipeline, Stage
 
-INPUT_REPR_LIMIT = 500
 _NO_IDS = np.zeros(0, dtype=np.int64)
-
-
-@dataclass(frozen=True, slots=True)
-class InputPart:
-    """One Arrow file to read; ``expect`` (size, checksum) is checked for files of earlier runs.
-
-    ``batch`` is the producer's batch: a reader puts each batch's rows in item order, whatever
-    ids each part happened to hold (parts of a streamed stage hold ids in completion order).
-    """
-
-    path: str
-    expect: batch_files.FileInfo | None = None
-    batch: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class InputSpec:
-    """One input of a task: the producer's files for this batch and which ids to compute."""
-
-    stage: str
-    parts: tuple[InputPart, ...]
-    ids_in_column: bool  # the producer keeps item ids in ``_item``; else ids are row positions
-    select: IdSet | None = None  # None: every row
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +111,7 @@ class BatchTask:
         kwargs = self._kwargs(pipeline, stage)
         kwargs.update(resources.resolve_sync(stage.resources))
         if stage.itemwise:
-            runner = _ItemRunner(stage, self.batch, self.rate_share)
+            runner = ItemCalls(stage, self.batch, self.rate_share)
             outputs = runner.run_all(ids, values, kwargs)
             return self._finish_items(stage, ids, values, outputs, runner.errors, t0, t1)
         return self._run_table_stage(stage, tables, kwargs, t0, t1)
@@ -152,7 +124,7 @@ class BatchTask:
         kwargs = self._kwargs(pipeline, stage)
         kwargs.update(await resources.resolve_async(stage.resources))
         if stage.itemwise:
-            runner = _ItemRunner(stage, self.batch, self.rate_share)
+            runner = ItemCalls(stage, self.batch, self.rate_share)
             items = [asyncio.ensure_future(runner.run_async(i, v, kwargs)) for i, v in zip(ids.tolist(), values)]
             if self.stop is not None:
                 loop = asyncio.get_running_loop()
@@ -170,7 +142,7 @@ class BatchTask:
                 _NO_IDS,
                 [],
                 [
-                    t if spec.parts else _empty_output(pipeline.stages[spec.stage])
+                    t if spec.parts else empty_output(pipeline.stages[spec.stage])
                     for (t, _), spec in zip(tables, self.inputs)
                 ],
             )
@@ -219,7 +191,7 @@ class BatchTask:
             except ConversionError as exc:  # one bad value fails its item, not the batch
                 bad_id = int(row_ids[exc.item])  # type: ignore[attr-defined]
                 position = int(np.searchsorted(ids, bad_id))
-                errors.append(_item_error(stage, self.batch, bad_id, exc, 1, values[position]))
+                errors.append(item_error(stage, self.batch, bad_id, exc, 1, values[position]))
                 failed.add(bad_id)
                 kept = [(i, v) for i, v in zip(list(row_ids), row_values) if i != bad_id]
                 row_ids, row_values = [i for i, _ in kept], [v for _, v in kept]
@@ -268,9 +240,9 @@ class BatchTask:
             try:
                 result = stage.fn(**call_kwargs)
                 break
-            except Exception as exc:  # noqa: BLE001 - recorded as the batch's failure
-                if attempt < stage.retries and _retryable(exc, stage.retry_on):
-                    time.sleep(_retry_delay(attempt, exc))
+            except Exception as exc:
+                if attempt < stage.retries and retryable(exc, stage.retry_on):
+                    time.sleep(retry_delay(attempt, exc))
                     attempt += 1
                     continue
                 return self._table_failure(stage, exc, attempt + 1, t0, t1)
@@ -284,13 +256,13 @@ class BatchTask:
         attempt = 0
         while True:
             try:
-                result = await _with_timeout(
+                result = await with_timeout(
                     stage.fn(**call_kwargs), stage.timeout, f"stage {stage.name!r} batch {self.batch}"
                 )
                 break
-            except Exception as exc:  # noqa: BLE001
-                if attempt < stage.retries and _retryable(exc, stage.retry_on):
-                    await asyncio.sleep(_retry_delay(attempt, exc))
+            except Exception as exc:
+                if attempt < stage.retries and retryable(exc, stage.retry_on):
+                    await asyncio.sleep(retry_delay(attempt, exc))
                     attempt += 1
                     continue
                 return self._table_failure(stage, exc, attempt + 1, t0, t1)
@@ -333,7 +305,7 @@ class BatchTask:
         }
 
     def _table_failure(self, stage: Stage, exc: BaseException, attempts: int, t0: float, t1: float) -> TaskResult:
-        error = _item_error(stage, self.batch, None, exc, attempts, None)
+        error = item_error(stage, self.batch, None, exc, attempts, None)
         return TaskResult(
             self.stage,
             self.batch,
@@ -392,300 +364,10 @@ def _finished_only(ids: np.ndarray, values: list[Any], outputs: list[Any]) -> tu
     )
 
 
-# -- reading inputs ------------------------------------------------------------------------
-
-
-def read_input(spec: InputSpec) -> tuple[pa.Table, np.ndarray]:
-    """The rows of one input to compute, and their item ids."""
-    table = read_in_item_order(spec.parts)
-    if spec.ids_in_column and codec.ITEM_COLUMN in table.column_names:
-        ids = table.column(codec.ITEM_COLUMN).to_numpy()
-    else:
-        ids = np.arange(table.num_rows, dtype=np.int64)
-    if spec.select is not None:
-        table, ids = _select(table, ids, spec.select)
-    return table, ids
-
-
-def read_in_item_order(parts: Sequence[InputPart]) -> pa.Table:
-    """Parts of one or more producer batches (in batch order) as one table, each batch's rows
-    sorted by item id (stable: a flat-map's rows of one item keep their order). This is what
-    makes every consumer's input, and so every output, the same whatever the timing."""
-    tables = []
-    for _, group in itertools.groupby(parts, key=lambda p: p.batch):
-        table = _concat([batch_files.read_table(p.path, expect=p.expect) for p in group])
-        if codec.ITEM_COLUMN in table.column_names and table.num_rows > 1:
-            ids = table.column(codec.ITEM_COLUMN).to_numpy()
-            if not bool(np.all(ids[1:] >= ids[:-1])):
-                table = table.take(pa.array(np.argsort(ids, kind="stable")))
-        tables.append(table)
-    return _concat(tables)
-
-
-def _empty_output(producer: Stage) -> pa.Table:
-    """No rows at all (every item failed): still the columns the producer declares."""
-    if producer.output_type is None or codec.arrow_type(producer.output_type) is codec.TABLE:
-        return pa.table({})
-    return codec.encode([], stage=producer.name, output_type=producer.output_type, item_ids=[])
-
-
-def _select(table: pa.Table, ids: np.ndarray, select: IdSet) -> tuple[pa.Table, np.ndarray]:
-    if len(ids) and select.ranges == ((int(ids[0]), int(ids[-1]) + 1),) and len(ids) == len(select):
-        return table, ids
-    pieces = []
-    for a, b in select.ranges:
-        lo, hi = np.searchsorted(ids, a, "left"), np.searchsorted(ids, b, "left")
-        if hi > lo:
-            pieces.append((int(lo), int(hi)))
-    if not pieces:
-        return table.slice(0, 0), ids[:0]
-    if len(pieces) == 1:
-        lo, hi = pieces[0]
-        return table.slice(lo, hi - lo), ids[lo:hi]
-    return (
-        pa.concat_tables([table.slice(lo, hi - lo) for lo, hi in pieces]),
-        np.concatenate([ids[lo:hi] for lo, hi in pieces]),
-    )
-
-
-def _concat(tables: Sequence[pa.Table]) -> pa.Table:
-    if len(tables) == 1:
-        return tables[0]
-    if not tables:
-        return pa.table({})
-    tables = [t for t in tables if t.num_columns] or list(tables[:1])
-    try:
-        return pa.concat_tables(tables)
-    except pa.ArrowInvalid:
-        return pa.concat_tables(tables, promote_options="permissive")
-
-
-# -- per item: retries, timeouts, rate limits, concurrency ------------------------------
-
-
-class _ItemRunner:
-    """Runs the stage function on single items; collects errors instead of raising."""
-
-    def __init__(self, stage: Stage, batch: int, rate_share: float = 1.0) -> None:
-        self.stage = stage
-        self.batch = batch
-        self.errors: list[ItemError] = []
-        self.limiter = _limiter(stage, rate_share)
-        self.positional = stage.input_args[0] == _first_param(stage.fn)
-
-    def _call(self, value: Any, kwargs: dict[str, Any]) -> Any:
-        fn, stage = self.stage.fn, self.stage
-        result = fn(value, **kwargs) if self.positional else fn(**{stage.input_args[0]: value}, **kwargs)
-        if stage.granularity == "flat" and not inspect.isasyncgen(result) and not inspect.isawaitable(result):
-            result = list(result)
-        return result
-
-    def run_all(self, ids: np.ndarray, values: list[Any], kwargs: dict[str, Any]) -> list[Any]:
-        """Every item's result (``None`` for failed ones, whose errors are in ``self.errors``).
-
-        With no retries, timeout or rate limit, the function runs in a plain comprehension,
-        as fast as a hand-written loop; only if an item raises is the batch redone item by
-        item to find and record the failures.
-        """
-        stage = self.stage
-        if stage.retries == 0 and stage.timeout is None and self.limiter is None and stage.granularity == "item":
-            fn = stage.fn
-            try:
-                if self.positional and not kwargs:
-                    return [fn(v) for v in values]
-                if self.positional:
-                    return [fn(v, **kwargs) for v in values]
-            except Exception:  # noqa: BLE001 - redone item by item below, recording each failure
-                pass
-        return [self.run_sync(i, v, kwargs) for i, v in zip(ids.tolist(), values)]
-
-    def run_sync(self, item: int, value: Any, kwargs: dict[str, Any]) -> Any:
-        attempt = 0
-        while True:
-            try:
-                if self.limiter is not None:
-                    self.limiter.acquire()
-                if self.stage.timeout is None:
-                    return self._call(value, kwargs)
-                return call_with_timeout(self._call, (value, kwargs), self.stage.timeout)
-            except Exception as exc:  # noqa: BLE001 - recorded per item; the policy decides
-                if attempt < self.stage.retries and _retryable(exc, self.stage.retry_on):
-                    time.sleep(_retry_delay(attempt, exc))
-                    attempt += 1
-                    continue
-                self.errors.append(_item_error(self.stage, self.batch, item, exc, attempt + 1, value))
-                return None
-
-    async def run_async(self, item: int, value: Any, kwargs: dict[str, Any]) -> Any:
-        semaphore = _semaphore(self.stage)
-        attempt = 0
-        while True:
-            try:
-                async with semaphore:
-                    if self.limiter is not None:
-                        await self.limiter.acquire_async()
-                    label = f"stage {self.stage.name!r} batch {self.batch} item {item}"
-                    result = self._call(value, kwargs)
-                    if inspect.isasyncgen(result):
-                        return await _with_timeout(_collect(result), self.stage.timeout, label)
-                    out = await _with_timeout(result, self.stage.timeout, label)
-                    return list(out) if self.stage.granularity == "flat" else out
-            except Exception as exc:  # noqa: BLE001
-                if attempt < self.stage.retries and _retryable(exc, self.stage.retry_on):
-                    await asyncio.sleep(_retry_delay(attempt, exc))
-                    attempt += 1
-                    continue
-                self.errors.append(_item_error(self.stage, self.batch, item, exc, attempt + 1, value))
-                return None
-
-
-async def _collect(agen: Any) -> list[Any]:
-    return [x async for x in agen]
-
-
-async def _with_timeout(awaitable: Any, timeout: float | None, label: str) -> Any:
-    """Await an item within its stage's timeout (see ``async_deadline``); the loop's watch names it if it blocks."""
-    if timeout is not None:
-        return await run_with_deadline(awaitable, timeout, label)
-    LoopWatch.of(asyncio.get_running_loop()).label(asyncio.current_task(), label)
-    return await awaitable
-
-
-def _item_error(stage: Stage, batch: int, item: int | None, exc: BaseException, attempts: int, value: Any) -> ItemError:
-    return ItemError(
-        stage=stage.name,
-        batch=batch,
-        item=item,
-        error_type=type(exc).__name__,
-        message=describe_exception(exc),
-        traceback=_format_traceback(exc),
-        attempts=attempts,
-        input=_short_repr(value) if item is not None else None,
-    )
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``str(exc)``, or its type's name; never raises, whatever the exception's ``__str__`` does.
-
-    An item's exception is user code: a ``__str__`` (or ``__repr__``) that raises must fail
-    that item, described safely, and not the task that records it (and its innocent items).
-    """
-    try:
-        text = str(exc)
-    except Exception as failure:  # noqa: BLE001 - the user's __str__ failed
-        try:
-            text = repr(exc)
-        except Exception:  # noqa: BLE001 - and so did its __repr__
-            return f"<{type(exc).__name__}: its __str__ raised {type(failure).__name__}>"
-    return text or type(exc).__name__
-
-
-def _format_traceback(exc: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(exc))
-    except Exception as failure:  # noqa: BLE001 - a hostile exception (its notes, its cause) must not escape
-        return f"{type(exc).__name__} (its traceback could not be formatted: {type(failure).__name__})"
-
-
-def _retryable(exc: BaseException, predicate: Callable[[BaseException], bool] | None) -> bool:
-    """Whether to retry; a predicate (or an exception attribute it reads) that raises means no."""
-    try:
-        return bool(retry.should_retry(exc, predicate))
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _retry_delay(attempt: int, exc: BaseException) -> float:
-    try:
-        return retry.delay(attempt, exc)
-    except Exception:  # noqa: BLE001 - a hostile ``retry_after``: the plain backoff
-        return retry.delay(attempt)
-
-
-def _short_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a repr that fails must not hide the real error
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= INPUT_REPR_LIMIT else text[: INPUT_REPR_LIMIT - 3] + "..."
-
-
-# -- timeouts for plain functions ----------------------------------------------------------
-
-
-def call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
-    """Call ``fn(*args)``, giving up after ``timeout`` seconds.
-
-    In a process's main thread (a process-pool worker, or the driver for ``inline``) a
-    SIGALRM interrupts the call itself. A thread cannot be interrupted in Python: there the
-    call runs on a helper thread that is abandoned on timeout (it finishes in the background
-    and its result is dropped); the item is reported as timed out either way.
-    """
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-        return _call_with_alarm(fn, args, timeout)
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - carried back to the caller
-            box["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name="pipelines-timeout", daemon=True).start()
-    if not done.wait(timeout):
-        raise ItemTimeout(
-            f"timed out after {timeout:g} s (the call was abandoned on its thread, which runs on until it returns)"
-        )
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def _call_with_alarm(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
-    def expire(signum: int, frame: Any) -> None:
-        raise ItemTimeout(f"timed out after {timeout:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        return fn(*args)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 # -- per-process caches ------------------------------------------------------------------
 
-_cache_lock = threading.Lock()
-_semaphores: dict[tuple[int, int], asyncio.Semaphore] = {}
-_limiters: dict[int, RateLimiter] = {}
 _annotations: dict[int, Any] = {}
 _params_cache: dict[tuple[int, str | None], Any] = {}
-DEFAULT_ASYNC_CONCURRENCY = 64
-
-
-def _semaphore(stage: Stage) -> asyncio.Semaphore:
-    """One semaphore per stage per event loop: a worker's whole concurrency budget."""
-    key = (id(asyncio.get_running_loop()), id(stage))
-    with _cache_lock:
-        sem = _semaphores.get(key)
-        if sem is None:
-            sem = _semaphores[key] = asyncio.Semaphore(stage.concurrency or DEFAULT_ASYNC_CONCURRENCY)
-    return sem
-
-
-def _limiter(stage: Stage, share: float) -> RateLimiter | None:
-    """One limiter per stage per process, allowed its share of the stage's rate."""
-    if stage.rate is None:
-        return None
-    with _cache_lock:
-        limiter = _limiters.get(id(stage))
-        if limiter is None:
-            limiter = _limiters[id(stage)] = RateLimiter(parse_rate(stage.rate) * share)
-    return limiter
 
 
 def _input_annotation(stage: Stage) -> Any:
@@ -711,18 +393,6 @@ def _timed(result: TaskResult, started: float) -> TaskResult:
 async def _timed_async(work: Any) -> TaskResult:
     started = time.time()
     return _timed(await work, started)
-
-
-def _first_param(fn: Callable[..., Any]) -> str | None:
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    return (
-        params[0].name
-        if params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD)
-        else None
-    )
 
 
 def _params(pipeline: Pipeline, params_json: str | None) -> Any:

@@ -89,7 +89,7 @@ class Workers:
                 every(probe)
             else:
                 executor.submit(probe, key=f"store-probe-{token}").result(timeout=120)
-        except Exception as exc:  # noqa: BLE001 - any failure means the workers cannot use the store
+        except Exception as exc:
             raise UsageError(
                 f"store {store.data_root} is not reachable from the {executor.name} workers: "
                 f"{exc}; use a folder they share or a URL (s3://...) they can reach"
@@ -114,7 +114,7 @@ class Workers:
         }
         try:
             return handle_for(_trimmed(self.pipeline, keep=remote))
-        except Exception as exc:  # noqa: BLE001 - cloudpickle raises many types
+        except Exception as exc:
             culprit = _unpicklable_stage(self.pipeline, remote) or "?"
             raise UsageError(
                 f"stage {culprit!r} cannot be sent to {backend} workers ({type(exc).__name__}: {exc}); define "
@@ -131,7 +131,7 @@ class Workers:
             self.kept.append(executor)
         try:
             executor.shutdown(wait=False)
-        except Exception as exc:  # noqa: BLE001 - the run's result does not depend on it
+        except Exception as exc:
             self.observer.message(f"shutting down {executor!r} failed: {exc}", level="warning")
 
     def kill(self, slot: str) -> None:
@@ -148,7 +148,7 @@ class Workers:
                 self.kept.append(executor)
             try:
                 executor.shutdown(wait=wait and not self.hard_stop, cancel_pending=cancel)
-            except Exception as exc:  # noqa: BLE001 - shutting down must not mask the run's result
+            except Exception as exc:
                 self.observer.message(f"shutting down {executor!r} failed: {exc}", level="warning")
 
 
@@ -179,6 +179,6 @@ def _unpicklable_stage(pipeline: Pipeline, names: set[str]) -> str | None:
         stage = pipeline.stages[name]
         try:
             cloudpickle.dumps((stage.fn, dict(stage.kwargs), dict(stage.resources), stage.retry_on))
-        except Exception:  # noqa: BLE001
+        except Exception:
             return name
     return None

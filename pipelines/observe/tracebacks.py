@@ -14,7 +14,7 @@ import sysconfig
 from pathlib import Path
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line \d+')
-_ENGINE = tuple(str(Path(__file__).resolve().parent.parent / name) + os.sep for name in ("pipelines", "executors"))
+_ENGINE = tuple(str(Path(__file__).resolve().parents[2] / name) + os.sep for name in ("pipelines", "executors"))
 _LIBRARIES = tuple({sysconfig.get_paths()[key] + os.sep for key in ("stdlib", "purelib", "platlib")})
 
 
