@@ -10,6 +10,7 @@ this process (a notebook, a test session), the executor uses that Ray and leaves
 Ray binds its processes to every interface of the machine, so token authentication (on by
 default for local instances in Ray 2.60) is left as ``RAY_AUTH_MODE`` says; tests run Ray
 inside a network namespace that has only loopback, where ``RAY_AUTH_MODE=disabled`` is safe.
+What Ray prints while it starts shows only with ``-v`` (see ``executors.ray_output``).
 
 Every task runs one remote function (``executors.base.call``, so async callables are awaited
 on the worker) named after the caller's key, which the Ray dashboard shows. ``ObjectRef.future()``
@@ -21,7 +22,6 @@ gives ``WorkerLostError``.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import ray
 import ray.exceptions as rex
 
-from . import _futures
+from . import _futures, ray_output
 from .base import Capabilities, ExecutorBase, call
 from .errors import ClusterUnreachableError, ExecutorError, WorkerLostError
 
@@ -111,18 +111,20 @@ class RayExecutor(ExecutorBase):
         else:
             if self.address:
                 _check_reachable(self.address, self._connect_timeout)
-                ray.init(address=self.address, logging_level=logging.WARNING)
+                with ray_output.held_start():
+                    ray.init(address=self.address, logging_level=ray_output.python_level())
             else:
                 temp_dir = self.temp_dir or tempfile.mkdtemp(prefix="pipelines-ray-")
                 self._own_temp_dir = None if self.temp_dir else temp_dir
                 try:
-                    ray.init(
-                        address="local",
-                        num_cpus=self.capabilities.max_workers,
-                        include_dashboard=False,
-                        _temp_dir=temp_dir,
-                        logging_level=logging.WARNING,
-                    )
+                    with ray_output.held_start():
+                        ray.init(
+                            address="local",
+                            num_cpus=self.capabilities.max_workers,
+                            include_dashboard=False,
+                            _temp_dir=temp_dir,
+                            logging_level=ray_output.python_level(),
+                        )
                 except BaseException:
                     self._remove_temp_dir()
                     raise

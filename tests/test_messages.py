@@ -3,6 +3,9 @@ described, Ray's own start-up warnings kept out of a run's output."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -11,8 +14,8 @@ import pytest
 from pipelines import LoadError, Pipeline
 from pipelines.define.loader import find_pipeline
 from pipelines.observe.report import _short
-from tests.conftest import TEST_DAGS, cli
-from tests.executors.helpers import RAY_ENV, skip_unless_only_loopback
+from tests.conftest import ROOT, TEST_DAGS, cli
+from tests.executors.helpers import skip_unless_only_loopback
 
 
 def test_a_long_message_is_cut_between_words() -> None:
@@ -42,22 +45,29 @@ def test_show_describes_the_parameters() -> None:
     assert "params: n=20, offset=0\n  n: how many numbers\n" in out
 
 
+def _ray_run(store: Path, home: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """A run on a fresh local Ray, its authentication mode unset as a user's would be (Ray then
+    turns token authentication on and says so; its token goes to ``home``)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env.update(RAY_USAGE_STATS_ENABLED="0", HOME=str(home), COLUMNS="200", PYTHONUNBUFFERED="1")
+    argv = ["run", "cli_squares", "--dags", str(TEST_DAGS), "--store", str(store), "--executor", "ray", *flags]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 @pytest.mark.ray
-def test_rays_own_warnings_stay_out_of_a_run(tmp_path: Path) -> None:
+def test_rays_own_start_up_notes_stay_out_of_a_run_and_show_with_v(tmp_path: Path) -> None:
     skip_unless_only_loopback()
     pytest.importorskip("ray")
-    proc = cli(
-        "run",
-        "cli_squares",
-        "--dags",
-        str(TEST_DAGS),
-        "--store",
-        str(tmp_path),
-        "--executor",
-        "ray",
-        env=RAY_ENV,
-        timeout=240,
-        check=0,
-    )
-    assert "Token authentication" not in proc.stdout + proc.stderr
-    assert "cli_squares · " in proc.stdout
+    quiet = _ray_run(tmp_path / "quiet", tmp_path / "home")
+    assert quiet.stderr == ""
+    assert "Token authentication" not in quiet.stdout and "8.8.8.8" not in quiet.stdout
+    assert "cli_squares · " in quiet.stdout
+    # the same notes are there to be kept out: -v shows them (the Python one and the C++ one)
+    shown = _ray_run(tmp_path / "verbose", tmp_path / "home", "-v")
+    assert "Token authentication is enabled" in shown.stderr
+    assert "8.8.8.8" in shown.stderr
+    assert "Started a local Ray instance" in shown.stderr

@@ -15,7 +15,7 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -362,25 +362,12 @@ def _logs_shown(verbose: int) -> Iterator[LogView]:
     root.addHandler(view)
     for lg in loggers:
         lg.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    quiet_ray = None if verbose else _quiet_ray()
     try:
         yield view
     finally:
         root.removeHandler(view)
-        for lg, level in zip(loggers, saved):
+        for lg, level in zip(loggers, saved, strict=True):
             lg.setLevel(level)
-        if quiet_ray is not None:
-            quiet_ray()
-
-
-def _quiet_ray() -> Callable[[], None]:
-    """Keep the Python warnings of Ray's internals (token authentication's mode, on every start)
-    out of a run's output unless ``-v``: Ray prints them through a handler of its own, so the
-    view's filter never sees them. Returns what puts the level back."""
-    internals = logging.getLogger("ray._private")
-    level = internals.level
-    internals.setLevel(logging.ERROR)
-    return lambda: internals.setLevel(level)
 
 
 def _list(args: argparse.Namespace) -> int:
