@@ -1,4 +1,5 @@
-"""Helpers shared by test files: what the ledger holds, run ids in output, processes ending.
+"""Helpers shared by test files: what the ledger holds, run ids in output, processes ending,
+pipeline modules written for a test, a ``durable`` driver killed mid-run.
 
 What the tests read from the ledger goes through these functions, so the ledger's tables are
 named in one place.
@@ -6,13 +7,17 @@ named in one place.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -22,6 +27,8 @@ from pipelines.store import Store
 from pipelines.store.ledger import Part
 
 RUN_ID = r"\d{8}-\d{6}-[0-9a-f]+"
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DAGS = ROOT / "tests" / "dags"
 
 
 def done_in_ledger(store: Path) -> Counter[str]:
@@ -71,3 +78,38 @@ def modules_after(code: str) -> set[str]:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return set(json.loads(proc.stdout.splitlines()[-1]))
+
+
+def write_dags(folder: Path, **modules: str) -> Path:
+    """Write ``name=source`` as ``folder/name.py`` (dedented); return the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (folder / f"{name}.py").write_text(textwrap.dedent(source).lstrip("\n"))
+    return folder
+
+
+def durable_calls(log: Path, start: int = 0) -> Counter[str]:
+    """The calls ``tests/dags/durable.py`` logged to ``log`` (from line ``start``), by stage."""
+    lines = log.read_text().splitlines()[start:] if log.exists() else []
+    return Counter(line.split()[0] for line in lines)
+
+
+@contextlib.contextmanager
+def durable_driver(store: Path, log: Path, delay: float) -> Iterator[subprocess.Popen[bytes]]:
+    """``run durable`` (quiet, 2 workers, each call logged to ``log`` after ``delay`` s) in a
+    session of its own; on leaving, ``kill -9`` of its whole process group, driver and workers."""
+    env = {**os.environ, "DURABLE_LOG": str(log), "DURABLE_DELAY": str(delay), "PYTHONUNBUFFERED": "1"}
+    argv = ["run", "durable", "--dags", str(TEST_DAGS), "--store", str(store), "--quiet", "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +20,7 @@ import pytest
 import pipelines
 from pipelines import Pipeline
 from tests.conftest import ROOT, TEST_DAGS, cli
+from tests.helpers import write_dags
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +164,7 @@ print(result.run_id, result.status.value)
 
 
 def test_a_run_from_a_script_resumes_given_its_module(tmp_path: Path) -> None:
-    script = tmp_path / "noguard.py"
-    script.write_text(textwrap.dedent(SCRIPT))
+    script = write_dags(tmp_path, noguard=SCRIPT) / "noguard.py"
     env = {"PYTHONPATH": str(ROOT), "NOGUARD_FAIL": "1", "PATH": "/usr/bin:/bin"}
     ran = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
     run_id, status = ran.stdout.split()

@@ -21,6 +21,8 @@ from pipelines.store import Store
 from pipelines.store.gc import collect, parse_age
 
 from .conftest import ROOT, TEST_DAGS, cli
+from .helpers import durable_calls as calls
+from .helpers import durable_driver
 
 N = 2000
 
@@ -50,10 +52,6 @@ def files(folder: Path) -> set[Path]:
 
 def size(folder: Path) -> int:
     return sum(p.stat().st_size for p in files(folder))
-
-
-def calls(log: Path) -> Counter[str]:
-    return Counter(line.split()[0] for line in log.read_text().splitlines()) if log.exists() else Counter()
 
 
 def ledger_paths(store: Path) -> set[str]:
@@ -129,29 +127,7 @@ class TestRetention:
 class TestOrphans:
     def test_an_orphan_left_by_kill_9_is_found_and_removed(self, store: Path, tmp_path: Path) -> None:
         log = tmp_path / "calls.log"
-        env = {**os.environ, "DURABLE_LOG": str(log), "DURABLE_DELAY": "0.002", "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipelines",
-                "run",
-                "durable",
-                "--dags",
-                str(TEST_DAGS),
-                "--store",
-                str(store),
-                "--quiet",
-                "--workers",
-                "2",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
+        with durable_driver(store, log, delay=0.002) as proc:
             while calls(log)["second"] < 100:
                 assert proc.poll() is None, "the run ended before it could be stopped"
                 time.sleep(0.02)
@@ -160,9 +136,6 @@ class TestOrphans:
             run_dir = next((store / "runs").iterdir())
             while not {str(p.relative_to(store)) for p in run_dir.glob("*/*.arrow")} - ledger_paths(store):
                 time.sleep(0.02)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         (run_dir / "second" / "000001-deadbeef-00009.arrow.tmp-0badf00d").write_bytes(b"half a file")
         orphans = {str(p.relative_to(store)) for p in run_dir.glob("*/*.arrow")} - ledger_paths(store)
         assert orphans

@@ -6,12 +6,9 @@ and deleted, a real ``kill -9`` of the driver; the CLI runs in subprocesses.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,18 +21,15 @@ from pipelines._engine.idset import IdSet
 from pipelines.store import Store
 from pipelines.store import arrow as batch_files
 
-from .conftest import ROOT, TEST_DAGS, cli
+from .conftest import TEST_DAGS, cli
+from .helpers import durable_calls as calls
+from .helpers import durable_driver
 
 N = 2000
 
 
 def expected(n: int = N, offset: int = 0) -> list[dict[str, int]]:
     return [{"rows": n, "sum": sum(3 * x + 1 for x in range(offset, offset + n))}]
-
-
-def calls(log: Path, start: int = 0) -> Counter[str]:
-    lines = log.read_text().splitlines()[start:] if log.exists() else []
-    return Counter(line.split()[0] for line in lines)
 
 
 def run_cli(store: Path, log: Path, *args: str, check: int = 0) -> subprocess.CompletedProcess[str]:
@@ -218,37 +212,12 @@ class TestLostLedger:
 
     def test_after_kill_9_mid_run_finished_work_is_not_computed_again(self, store: Path, tmp_path: Path) -> None:
         log = tmp_path / "calls.log"
-        env = {**os.environ, "DURABLE_LOG": str(log), "DURABLE_DELAY": "0.01", "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipelines",
-                "run",
-                "durable",
-                "--dags",
-                str(TEST_DAGS),
-                "--store",
-                str(store),
-                "--quiet",
-                "--workers",
-                "2",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
+        with durable_driver(store, log, delay=0.01) as proc:
             started = time.monotonic()
             # first stage finished, second under way, and the run older than two WAL checkpoints
             while calls(log)["first"] < N or calls(log)["second"] < 200 or time.monotonic() - started < 5:
                 assert proc.poll() is None, "the run ended before it could be killed"
                 time.sleep(0.05)
-        finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         # the database alone (its WAL lost) already holds records: the WAL was checkpointed mid-run
         alone = tmp_path / "alone.sqlite"
         shutil.copy(store / "ledger.sqlite", alone)

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import tomllib
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 
 from pipelines import ArityError, Pipeline, UnknownStageError
 from tests.conftest import ROOT, cli
+from tests.helpers import write_dags
 
 TEST_FILE = """
 from dags.process_pool import count_primes, pipeline
@@ -83,8 +83,9 @@ def test_dags_from_another_folder_imports_modules_beside_it(tmp_path: Path) -> N
     project = tmp_path / "proj"
     (project / "dags").mkdir(parents=True)
     (project / "mylib.py").write_text("def triple(x):\n    return 3 * x\n")
-    (project / "dags" / "tripled.py").write_text(
-        textwrap.dedent("""
+    write_dags(
+        project / "dags",
+        tripled="""
         from mylib import triple
         from pipelines import Pipeline
 
@@ -99,7 +100,7 @@ def test_dags_from_another_folder_imports_modules_beside_it(tmp_path: Path) -> N
         @pipeline.map(over=numbers, kind="cpu")
         def tripled(x: int) -> int:
             return triple(x)
-    """)
+    """,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -108,8 +109,9 @@ def test_dags_from_another_folder_imports_modules_beside_it(tmp_path: Path) -> N
 
 
 def test_unknown_upstream_fails_when_the_pipeline_is_loaded(tmp_path: Path) -> None:
-    (tmp_path / "typo.py").write_text(
-        textwrap.dedent("""
+    write_dags(
+        tmp_path,
+        typo="""
         from pipelines import Pipeline
 
         pipeline = Pipeline("typo")
@@ -123,7 +125,7 @@ def test_unknown_upstream_fails_when_the_pipeline_is_loaded(tmp_path: Path) -> N
         @pipeline.map(over="numbrs")
         def double(x: int) -> int:
             return 2 * x
-    """)
+    """,
     )
     proc = cli("show", "typo", "--dags", str(tmp_path), check=2)
     assert "stage 'double': unknown input stage 'numbrs'" in proc.stderr and "numbers" in proc.stderr

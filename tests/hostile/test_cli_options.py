@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,7 @@ from pipelines.cli.commands import max_local_workers
 from pipelines.errors import DefinitionError
 from stages import files
 from tests.conftest import ROOT, cli
-
-
-def write_dags(folder: Path, **modules: str) -> Path:
-    """Write ``name=source`` as ``folder/name.py`` (dedented); return the folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, source in modules.items():
-        (folder / f"{name}.py").write_text(textwrap.dedent(source).lstrip("\n"))
-    return folder
-
+from tests.helpers import write_dags
 
 GOOD = '''
     """Doubles five numbers."""
