@@ -336,13 +336,13 @@ class TestBrokenModules:
     def test_missing_import_names_file_line_and_module(self) -> None:
         with pytest.raises(
             LoadError,
-            match=r"broken_import\.py, line 4: .*ModuleNotFoundError: "
+            match=r"broken_import\.py, line 3: .*ModuleNotFoundError: "
             r"No module named 'no_such_module_for_pipelines_tests'",
         ):
             loader.load("broken_import", BROKEN)
 
     def test_exception_at_import_names_file_and_line(self) -> None:
-        with pytest.raises(LoadError, match=r"failing_import\.py, line 12: .*RuntimeError: configuration file"):
+        with pytest.raises(LoadError, match=r"failing_import\.py, line 15: .*RuntimeError: configuration file"):
             loader.load("failing_import", BROKEN)
 
     def test_loading_twice_fails_twice(self) -> None:

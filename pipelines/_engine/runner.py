@@ -16,7 +16,8 @@ Each turn of the loop:
 
 Keys make reuse exact (see ``keys.py``): whatever the ledger holds under a batch's key, from
 an earlier run or an earlier attempt of this run, is reused item by item; only the rest is
-computed. Failures are handled in ``recovery.py``, executors in ``workers.py``.
+computed. Failures are handled in ``recovery.py``, executors in ``workers.py``, the run's
+rows in the ledger (its start and end) in ``record.py``.
 """
 
 from __future__ import annotations
@@ -30,28 +31,28 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from executors import WorkerLostError
-from pipelines._engine import fingerprint as fp
 from pipelines._engine import interrupts
 from pipelines._engine.batching import TaskSizer
 from pipelines._engine.feed import SourceFeed, lifespan
 from pipelines._engine.graph import RunGraph
 from pipelines._engine.idset import IdSet
-from pipelines._engine.inputs import InputPart, InputSpec
-from pipelines._engine.keys import Keys, change_reason
+from pipelines._engine.inputs import InputSpec
+from pipelines._engine.keys import Keys
 from pipelines._engine.plan import Plan, RunOptions, plan
+from pipelines._engine.record import Ending, RunRecord
 from pipelines._engine.recovery import Recovery, Running
 from pipelines._engine.state import StageState, describe
 from pipelines._engine.task import BatchTask, TaskResult, TaskStop
+from pipelines._engine.task_inputs import TaskInputs
 from pipelines._engine.workers import Workers
 from pipelines.define import effects, resources
 from pipelines.define.model import Pipeline
 from pipelines.errors import StageFailed, UsageError
 from pipelines.observe.hooks import Observers, RunObserver
 from pipelines.observe.progress import Progress
-from pipelines.observe.result import RunResult, RunStatus
+from pipelines.observe.result import RunResult
 from pipelines.store import Store
 from pipelines.store.ledger import Part, TaskTiming
-from pipelines.store.outputs import distinct_parts
 
 INTERRUPT_GRACE_SECONDS = 5.0  # running tasks may finish this long after Ctrl-C
 STOP_GRACE_SECONDS = 2.0  # then tasks asked to stop may take this long to report what they finished
@@ -143,7 +144,20 @@ class Runner:
         self._dirty: set[str] = set(self.order)
         self._waiting: dict[str, set[str]] = {}  # slot -> stages that found it full
         self._item_cap: dict[str, int] = {}
+        self.inputs = TaskInputs(self.stages, self.states)
         self.progress = Progress(self.graph, self.plan, self.states, self.observer, self.reasons)
+        self.record = RunRecord(
+            self.pipeline,
+            self.plan,
+            self.graph,
+            self.store,
+            self.run_id,
+            states=self.states,
+            fingerprints=self.fingerprints,
+            reasons=self.reasons,
+            resumed=self.resumed,
+            observer=self.observer,
+        )
 
     # == entry ==================================================================================
     def run(self) -> RunResult:
@@ -189,40 +203,15 @@ class Runner:
         return self.graph.with_dependents(set(fresh))
 
     def _open_run(self) -> None:
-        ledger = self.store.ledger
-        pinned: dict[str, Any] = {}
-        if self.resumed:
-            if ledger.run(self.run_id) is None:
-                raise UsageError(f"no run {self.run_id!r} in store {self.store.data_root}")
-            pinned = ledger.stages(self.run_id)
-            ledger.reopen_run(self.run_id)
-        else:
-            ledger.create_run(
-                self.run_id,
-                pipeline=self.pipeline.name,
-                module=self.pipeline.module,
-                dags_dir=self.dags_dir,
-                params=self.params_json,
-                options=self.options.describe(),
-            )
-        previous = {} if self.resumed else ledger.previous_stages(self.pipeline.name, self.run_id)
-        rows: dict[str, dict[str, Any]] = {}
+        pinned = self.record.open(
+            params_json=self.params_json,
+            options=self.options,
+            dags_dir=self.dags_dir,
+            fresh=self.fresh,
+            side_effects=self.side_effects,
+        )
         for name in self.order:
             sp = self.plan.stages[name]
-            parts = fp.stage_parts(self.stages[name], self.params_json)
-            current = fp.stage_fingerprint(parts)
-            old = pinned.get(name)
-            if old is not None and old["fingerprint"] and old["fingerprint"] != current:
-                self.observer.message(
-                    f"stage {name!r} changed since this run started; the resume keeps its finished items "
-                    f"(use `run --fresh {name}` to recompute them all)",
-                    level="warning",
-                )
-                current = old["fingerprint"]
-            self.fingerprints[name] = current
-            self.reasons[name] = self.side_effects.get(name) or change_reason(
-                parts, previous.get(name), fresh=name in self.fresh, resumed=self.resumed
-            )
             workers = self.workers.workers(sp.slot) if sp.slot else 1
             sizer = TaskSizer(fixed=sp.task_size, target=sp.target_seconds, start=sp.start_size, workers=workers)
             if sp.max_size:
@@ -235,42 +224,9 @@ class Runner:
                 and self.plan.executors[sp.slot].backend not in ("threads", "asyncio", "inline")
             ):
                 self._item_cap[name] = sp.max_items * workers  # each worker loop has its own budget
-            rows[name] = {
-                "fingerprint": current,
-                "code_fp": parts["code"],
-                "config_fp": parts["config"],
-                "params_fp": parts["params"],
-                "executor": sp.backend,
-                "status": "running",
-            }
-        ledger.save_stages(self.run_id, rows)
-        self._log_plan()
+        self.record.log_plan(self.workers)
         for name in self.graph.streams:
             self.feed.open(name, pinned.get(name))
-
-    def _log_plan(self) -> None:
-        """Say where each stage runs (INFO: the executors; DEBUG: stage by stage)."""
-        slots = "; ".join(
-            f"{slot} with {self.workers.workers(slot)} worker(s) for {', '.join(names)}"
-            for slot, names in self.graph.on_slot.items()
-            if names
-        )
-        logger.info(
-            "%s %s of pipeline %r: %d stages; executors: %s",
-            "resuming" if self.resumed else "run",
-            self.run_id,
-            self.pipeline.name,
-            len(self.order),
-            slots or "none",
-        )
-        for name, sp in self.plan.stages.items():
-            logger.debug(
-                "stage %r on %s: up to %d task(s) in flight, %s",
-                name,
-                sp.slot or "the driver",
-                sp.max_tasks,
-                f"recompute: {self.reasons[name]}" if self.reasons.get(name) else "reuse what is stored",
-            )
 
     # == keys and reuse =========================================================================
     def _ensure_key(self, name: str, k: int) -> bool:
@@ -347,17 +303,6 @@ class Runner:
             st.final = True
             st.ended = time.time()
             self._final_stages += 1
-            processed = st.items_done + st.items_reused + st.items_failed
-            logger.info(
-                "stage %r finished: %s item%s, %s reused, %s failed; %.2f s wall, %.2f s busy",
-                name,
-                f"{processed:,}",
-                "" if processed == 1 else "s",
-                f"{st.items_reused:,}",
-                f"{st.items_failed:,}",
-                st.wall_seconds(),
-                st.seconds,
-            )
             slot = self.plan.stages[name].slot
             if (
                 slot is not None
@@ -365,7 +310,7 @@ class Runner:
                 and all(self.states[n].final for n in self.graph.on_slot[slot])
             ):
                 self.workers.release(slot)  # a finished stage's own thread pool: its threads end now
-            self._save_stage(name, ("failed" if stage.on_error == "fail" else "partial") if st.items_failed else "done")
+            self.record.stage_finished(name)
             for c in self.consumers[name] + self.graph.side_users[name]:
                 self._dirty.add(c)
                 todo.append(c)
@@ -438,30 +383,12 @@ class Runner:
                 self.finalize_batch(name, k)
             elif self.recovery.quarantined(name):
                 if b.suspects and self.recovery.slot_idle(name):
-                    self._submit(name, k, self.recovery.pop_suspect(name, b), self._table_inputs(name, k), solo=True)
+                    self._submit(name, k, self.recovery.pop_suspect(name, b), self.inputs.for_table(name, k), solo=True)
             elif not b.suspects and not b.failed and self._room(name):
-                self._submit(name, k, IdSet.span(0, 1), self._table_inputs(name, k), solo=False)
-
-    def _parts_of(self, name: str, batches: Iterable[int] | None = None) -> tuple[InputPart, ...]:
-        """The stage's part files in item order: by batch, then by first id (no sort when read)."""
-        st = self.states[name]
-        ks = sorted(st.batches) if batches is None else batches
-        return tuple(InputPart(p.path, batch=k) for k in ks for p in _in_order(st.batches[k].parts))
-
-    def _table_inputs(self, name: str, k: int) -> tuple[InputSpec, ...]:
-        stage = self.stages[name]
-        if stage.granularity == "all":
-            return tuple(InputSpec(u, self._parts_of(u), False) for u in stage.inputs)
-        u = stage.inputs[0]
-        return (InputSpec(u, self._parts_of(u, [k]), self.stages[u].keeps_item_ids),)
+                self._submit(name, k, IdSet.span(0, 1), self.inputs.for_table(name, k), solo=False)
 
     def _submit_items(self, name: str, k: int, ids: IdSet, *, solo: bool) -> None:
-        u = self.stages[name].inputs[0]
-        keeps = self.stages[u].keeps_item_ids
-        parts = [p for p in _in_order(self.states[u].batches[k].parts) if not keeps or p.done & ids]
-        self._submit(
-            name, k, ids, (InputSpec(u, tuple(InputPart(p.path, batch=k) for p in parts), keeps, ids),), solo=solo
-        )
+        self._submit(name, k, ids, self.inputs.for_items(name, k, ids), solo=solo)
 
     def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
         stage = self.stages[name]
@@ -480,7 +407,7 @@ class Runner:
             inputs=inputs,  # type: ignore[arg-type]
             output_path=self.store.part_path(self.run_id, name, k, b.key, part),
             params_json=self.params_json,
-            side={s: self._parts_of(s) for s in stage.side},
+            side={s: self.inputs.parts_of(s) for s in stage.side},
             rate_share=1.0 if caps.in_process else 1.0 / max(1, caps.max_workers),
             pipeline=self.pipeline if caps.in_process else None,
             object_key=b.key,
@@ -644,94 +571,22 @@ class Runner:
                 self._complete(future)
 
     # == finishing ==============================================================================
-    def _save_stage(self, name: str, status: str) -> None:
-        st = self.states[name]
-        self.store.ledger.save_stage(
-            self.run_id,
-            name,
-            status=status,
-            batches=len(st.batches),
-            reused=st.reused_batches,
-            computed=st.computed_batches,
-            items=st.items_done + st.items_reused + st.items_failed,
-            failed=st.items_failed,
-            reason=self._stage_reason(name),
-            seconds=st.seconds,
-            source_complete=int(self.stages[name].granularity == "source" and st.final),
-        )
-
-    def _stage_reason(self, name: str) -> str:
-        if not self.states[name].computed_batches or self.stages[name].granularity == "source":
-            return ""
-        return self.reasons.get(name) or ("unfinished" if self.resumed else "inputs changed")
+    def _ending(self) -> Ending:
+        return Ending(self.failure, self.interrupted, complete=self._final_stages == len(self.order))
 
     def _close(self, started: float) -> RunResult:
         try:
-            failures = self._record_end()
+            failures = self.record.end(self._ending())
         except (sqlite3.Error, OSError) as exc:  # a full disk: the result still says what happened
             self.observer.message(f"could not record the end of the run: {exc}", level="warning")
             self.fail(
                 StageFailed(self.order[0], f"the ledger could not be written: {exc}", error_type=type(exc).__name__)
             )
             failures = []
-        status = self._status(failures)
-        result = RunResult(
-            run_id=self.run_id,
-            pipeline=self.pipeline.name,
-            status=status,
-            stages={n: self.progress.summary(n, self._stage_reason(n)) for n in self.order},
-            failures=failures,
-            error=self.failure,
-            seconds=self._duration(started),
-            store_root=self.store.data_root,
-            resumed=self.resumed,
-            clusters=tuple(self.workers.kept),
-            leaves=self.graph.leaves(),
+        result = self.record.result(
+            self._ending(), failures, started=started, progress=self.progress, workers=self.workers
         )
         self.progress.tick(force=True)
-        logger.info("run %s %s in %.1f s", self.run_id, status.value, result.seconds)
+        logger.info("run %s %s in %.1f s", self.run_id, result.status.value, result.seconds)
         self.observer.run_finished(result)
         return result
-
-    def _duration(self, started: float) -> float:
-        """The run's duration as the ledger records it (``runs`` shows the same): from its start
-        to its end; for a resumed run, from the start of its first attempt."""
-        try:
-            row = self.store.ledger.run(self.run_id)
-        except sqlite3.Error:
-            row = None
-        if row is not None and row["started"] and row["ended"]:
-            return row["ended"] - row["started"]
-        return time.time() - started
-
-    def _status(self, failures: list[Any]) -> RunStatus:
-        if self.interrupted:
-            return RunStatus.INTERRUPTED
-        if self.failure is not None or self._final_stages < len(self.order):
-            return RunStatus.FAILED
-        return RunStatus.PARTIAL if failures else RunStatus.OK
-
-    def _record_end(self) -> list[Any]:
-        """Write the run's end to the ledger (and the dead-letter tables); return its open errors."""
-        for name in self.order:
-            if not self.states[name].final:
-                self._save_stage(name, "interrupted" if self.interrupted else "incomplete")
-        failures = self.store.ledger.open_errors(self.run_id)
-        items = sum(self.states[n].items_done + self.states[n].items_reused for n in self.graph.streams)
-        self.store.ledger.finish_run(
-            self.run_id,
-            status=self._status(failures).value,
-            items=items,
-            failed=len(failures),
-            message=str(self.failure) if self.failure else None,
-        )
-        collecting = [n for n in self.order if self.stages[n].on_error == "collect"]
-        if collecting:
-            from pipelines.store.deadletter import write_dead_letters
-
-            write_dead_letters(self.store, self.run_id, collecting)
-        return failures
-
-
-def _in_order(parts: list[Part]) -> list[Part]:
-    return sorted(distinct_parts(parts), key=lambda p: p.first)

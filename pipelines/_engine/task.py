@@ -30,6 +30,7 @@ from pipelines._engine.idset import IdSet
 from pipelines._engine.inputs import InputPart, InputSpec, empty_output, read_in_item_order, read_input
 from pipelines.define import codec, resources
 from pipelines.define.loader import PipelineHandle
+from pipelines.define.signature import hints as type_hints
 from pipelines.errors import ConversionError
 from pipelines.store import arrow as batch_files
 from pipelines.store.ledger import ItemError
@@ -220,10 +221,8 @@ class BatchTask:
     # -- table stages (batch, reduce) ---------------------------------------------------
     def _table_args(self, stage: Stage, tables: list[pa.Table]) -> list[Any]:
         if stage.table_format == "list":  # list[T]: the values, rebuilt as T
-            from pipelines.define.model import _hints
-
-            hints = _hints(stage.fn)
-            wants = [next(iter(typing.get_args(hints.get(name))), None) for name in stage.input_args]
+            annotated = type_hints(stage.fn)
+            wants = [next(iter(typing.get_args(annotated.get(name))), None) for name in stage.input_args]
             return [codec.decode(t, want=want) if t.num_columns else [] for t, want in zip(tables, wants)]
         tables = [codec.data_columns(t) for t in tables]
         if stage.table_format == "pandas":
@@ -373,9 +372,7 @@ _params_cache: dict[tuple[int, str | None], Any] = {}
 def _input_annotation(stage: Stage) -> Any:
     key = id(stage)
     if key not in _annotations:
-        from pipelines.define.model import _hints
-
-        _annotations[key] = _hints(stage.fn).get(stage.input_args[0]) if stage.input_args else None
+        _annotations[key] = type_hints(stage.fn).get(stage.input_args[0]) if stage.input_args else None
     return _annotations[key]
 
 

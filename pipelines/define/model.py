@@ -17,25 +17,28 @@ This module imports neither executors nor the store.
 
 from __future__ import annotations
 
-import collections.abc
-import difflib
 import graphlib
 import inspect
-import os
 import sys
-import typing
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import pyarrow as pa
 from pydantic import BaseModel
 
-from pipelines.define import codec
+from pipelines.define.checks import (
+    check_executor_name,
+    check_name_length,
+    check_outputs,
+    check_rate,
+    did_you_mean,
+    is_int,
+    is_number,
+)
 from pipelines.define.resources import resources_of
-from pipelines.errors import ArityError, CycleError, DefinitionError, DuplicateStageError, UnknownStageError
+from pipelines.define.signature import Granularity, bind, output_type
+from pipelines.errors import CycleError, DefinitionError, DuplicateStageError, UnknownStageError
 
-Granularity = Literal["source", "item", "flat", "batch", "all"]
 Kind = Literal["cpu", "io"]
 OnError = Literal["fail", "skip", "collect"]
 Reuse = Literal["auto", "never"]
@@ -43,7 +46,6 @@ REUSE = ("auto", "never")
 KINDS = ("cpu", "io")
 ON_ERROR = ("fail", "skip", "collect")
 ITEMWISE = ("item", "flat")
-PARAMS_ARG = "params"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +154,7 @@ class Pipeline:
     ) -> None:
         if not name.isidentifier():
             raise DefinitionError(f"pipeline name {name!r} must be a Python identifier")
-        _check_name_length(name, "pipeline name")
+        check_name_length(name, "pipeline name")
         if params is not None and not (isinstance(params, type) and issubclass(params, BaseModel)):
             raise DefinitionError(f"pipeline {name!r}: params must be a pydantic BaseModel class, not {params!r}")
         self.name = name
@@ -177,7 +179,7 @@ class Pipeline:
             return self._stages[name]
         except KeyError:
             raise UnknownStageError(
-                _unknown(f"pipeline {self.name!r} has no stage {name!r}", name, self._stages)
+                did_you_mean(f"pipeline {self.name!r} has no stage {name!r}", name, self._stages)
             ) from None
 
     def __contains__(self, name: object) -> bool:
@@ -318,12 +320,12 @@ class Pipeline:
     _OPTIONS: Mapping[str, Callable[[Any], bool]] = {
         "name": lambda v: isinstance(v, str),
         "kind": lambda v: isinstance(v, str),
-        "concurrency": lambda v: _is_int(v),
-        "retries": lambda v: _is_int(v),
-        "timeout": lambda v: _is_number(v),
+        "concurrency": lambda v: is_int(v),
+        "retries": lambda v: is_int(v),
+        "timeout": lambda v: is_number(v),
         "on_error": lambda v: isinstance(v, str),
         "executor": lambda v: isinstance(v, str),
-        "batch_size": lambda v: _is_int(v),
+        "batch_size": lambda v: is_int(v),
         "side": lambda v: isinstance(v, (list, tuple)),
         "resources": lambda v: isinstance(v, Mapping),
         "rate": lambda v: isinstance(v, str),
@@ -359,7 +361,7 @@ class Pipeline:
         stage_name = name or getattr(fn, "__name__", "")
         if not stage_name.isidentifier():
             raise DefinitionError(f"pipeline {self.name!r}: stage function {fn!r} needs name=... (got {stage_name!r})")
-        _check_name_length(stage_name, f"pipeline {self.name!r}: stage name")
+        check_name_length(stage_name, f"pipeline {self.name!r}: stage name")
         where = f"stage {stage_name!r}"
         if stage_name in self._stages:
             raise DuplicateStageError(f"{where}: a stage of that name is already defined in pipeline {self.name!r}")
@@ -370,19 +372,19 @@ class Pipeline:
         if on_error not in ON_ERROR:
             raise DefinitionError(f"{where}: on_error must be one of {ON_ERROR}, not {on_error!r}")
         for label, value in (("retries", retries), ("concurrency", concurrency), ("batch_size", batch_size)):
-            if value is not None and (not _is_int(value) or value < (0 if label == "retries" else 1)):
+            if value is not None and (not is_int(value) or value < (0 if label == "retries" else 1)):
                 raise DefinitionError(
                     f"{where}: {label} must be a {'non-negative' if label == 'retries' else 'positive'} integer, not {value!r}"
                 )
-        if timeout is not None and not (_is_number(timeout) and timeout > 0):
+        if timeout is not None and not (is_number(timeout) and timeout > 0):
             raise DefinitionError(f"{where}: timeout must be a positive number of seconds, not {timeout!r}")
         if reuse not in REUSE:
             raise DefinitionError(f"{where}: reuse must be one of {REUSE}, not {reuse!r}")
-        outputs = _check_outputs(outputs, where)
+        outputs = check_outputs(outputs, where)
         if rate is not None:
-            _check_rate(rate, where)
+            check_rate(rate, where)
         if executor is not None:
-            _check_executor_name(executor, where)
+            check_executor_name(executor, where)
         if granularity in ("source",) and inputs:
             raise DefinitionError(f"{where}: a source has no inputs")
         if granularity != "source" and not inputs:
@@ -390,10 +392,10 @@ class Pipeline:
         input_names = tuple(self._ref(x, where) for x in inputs)
         side_names = tuple(self._ref(x, where) for x in side)
         all_resources = {**resources_of(fn), **(resources or {})}
-        input_args, takes_params, table_format = _bind(
+        input_args, takes_params, table_format = bind(
             fn, where, granularity, input_names, side_names, all_resources, kwargs, self.params_model, self._OPTIONS
         )
-        output_type = _output_type(fn, granularity, where)
+        returns = output_type(fn, granularity, where)
         stage = Stage(
             name=stage_name,
             fn=fn,
@@ -410,7 +412,7 @@ class Pipeline:
             batch_size=batch_size,
             kwargs=dict(kwargs),
             resources=all_resources,
-            output_type=output_type,
+            output_type=returns,
             input_args=input_args,
             takes_params=takes_params,
             table_format=table_format,
@@ -453,7 +455,7 @@ class Pipeline:
             for up in stage.upstream:
                 if up not in self._stages:
                     raise UnknownStageError(
-                        _unknown(f"stage {stage.name!r}: unknown input stage {up!r}", up, self._stages)
+                        did_you_mean(f"stage {stage.name!r}: unknown input stage {up!r}", up, self._stages)
                     )
                 if up == stage.name:
                     raise CycleError(f"stage {stage.name!r} reads its own output")
@@ -465,218 +467,3 @@ class Pipeline:
             raise CycleError(f"stage {cycle[0]!r} is part of a cycle: {' -> '.join(cycle)}") from None
         self._validated = True
         return self
-
-
-# -- helpers ----------------------------------------------------------------------------
-
-MAX_NAME_BYTES = 200  # names become folder and file names (``<stage>.parquet.tmp``): 255 bytes at most
-
-
-def _check_name_length(name: str, what: str) -> None:
-    """Refuse a name too long for a file name, now rather than as ``ENAMETOOLONG`` mid-run."""
-    size = len(name.encode())
-    if size > MAX_NAME_BYTES:
-        raise DefinitionError(
-            f"{what} {name[:40]}… is {size} bytes long; names are at most {MAX_NAME_BYTES} "
-            f"bytes, since they name folders and files"
-        )
-
-
-def _unknown(message: str, name: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f"{message} (did you mean {close[0]!r}?)" if close else message
-
-
-def _is_int(value: Any) -> bool:
-    """An ``int`` that is not a ``bool`` (``retries=True`` is a mistake, not 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    """An ``int`` or ``float`` that is not a ``bool``."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_rate(rate: str, where: str) -> None:
-    from pipelines.define.rate import parse_rate
-
-    try:
-        parse_rate(rate)
-    except ValueError as exc:
-        raise DefinitionError(f"{where}: {exc}") from None
-
-
-def _check_outputs(outputs: Any, where: str) -> tuple[str, ...] | Callable[..., Iterable[Any]]:
-    """``outputs=``: a function of the params, or paths (one, or a list of them)."""
-    if callable(outputs):
-        return outputs
-    if isinstance(outputs, (str, os.PathLike)):
-        outputs = [outputs]
-    try:
-        paths = tuple(os.fspath(p) for p in outputs)
-    except TypeError:
-        raise DefinitionError(
-            f"{where}: outputs must be paths or a function of the params that returns them, not {outputs!r}"
-        ) from None
-    if any(not p for p in paths):
-        raise DefinitionError(f"{where}: outputs has an empty path")
-    return paths
-
-
-def _check_executor_name(name: str, where: str) -> None:
-    import executors
-
-    try:
-        executors.check_name(name)
-    except executors.UnknownExecutorError as exc:
-        raise DefinitionError(f"{where}: {exc}") from None
-
-
-def _bind(
-    fn: Callable[..., Any],
-    where: str,
-    granularity: Granularity,
-    inputs: tuple[str, ...],
-    side: tuple[str, ...],
-    resources: Mapping[str, Any],
-    kwargs: Mapping[str, Any],
-    params_model: type[BaseModel] | None,
-    options: Mapping[str, Callable[[Any], bool]] | None = None,
-) -> tuple[tuple[str, ...], bool, Literal["arrow", "pandas", "list"]]:
-    """Match the function's parameters to inputs, params, side inputs, resources and kwargs.
-
-    Returns the parameter names receiving the inputs (in input order), whether it takes
-    ``params``, and whether table inputs are wanted as pandas. Raises ``ArityError``, with
-    "did you mean" for a fixed argument that looks like a misspelt parameter, or a misspelt
-    stage option whose value would suit it (``options``: name to a check of the value).
-    """
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        raise ArityError(f"{where}: cannot read the signature of {fn!r}: {exc}") from None
-    params = [p for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    accepts_any_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    names = {p.name for p in params}
-    for key, value in kwargs.items():
-        if key not in names and not accepts_any_kw:
-            fitting = [option for option, fits in (options or {}).items() if fits(value)]
-            raise ArityError(
-                _unknown(
-                    f"{where}: {getattr(fn, '__name__', fn)}() has no parameter {key!r} for the fixed argument",
-                    key,
-                    [*fitting, *sorted(names)],
-                )
-            )
-    for name in (*side, *resources):
-        if name not in names and not accepts_any_kw:
-            raise ArityError(f"{where}: {getattr(fn, '__name__', fn)}() needs a parameter named {name!r} to receive it")
-    takes_params = PARAMS_ARG in names
-    if takes_params and params_model is None and PARAMS_ARG not in kwargs:
-        raise ArityError(f"{where}: the function takes 'params' but the pipeline has no params model")
-    taken = {*kwargs, *side, *resources} | ({PARAMS_ARG} if takes_params else set())
-    free = [p for p in params if p.name not in taken]
-    positional = [p for p in free if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if granularity == "source":
-        input_args: tuple[str, ...] = ()
-    elif granularity == "all" and all(n in names for n in inputs):
-        input_args = inputs  # reduce inputs matched by name: def report(parse, describe)
-    else:
-        if len(positional) < len(inputs):
-            wanted = "one argument per input" if len(inputs) > 1 else "an argument for its input"
-            raise ArityError(
-                f"{where}: {getattr(fn, '__name__', fn)}{sig} needs {wanted} "
-                f"({', '.join(map(repr, inputs))}), but has {len(positional)} free positional parameter(s)"
-            )
-        input_args = tuple(p.name for p in positional[: len(inputs)])
-    rest = [p for p in free if p.name not in input_args and p.default is p.empty]
-    if rest:
-        raise ArityError(
-            f"{where}: parameter(s) {', '.join(repr(p.name) for p in rest)} of "
-            f"{getattr(fn, '__name__', fn)}() receive nothing; give a default, a fixed argument or a resource"
-        )
-    table_format: Literal["arrow", "pandas", "list"] = "arrow"
-    if granularity in ("batch", "all") and input_args:
-        hints = _hints(fn)
-        written = {p.name: p.annotation for p in params}  # the text, where a name cannot be resolved
-        formats = {
-            name: table_format_of(hints.get(name, written.get(name)), f"{where}: parameter {name!r}")
-            for name in input_args
-        }
-        if len(set(formats.values())) > 1:
-            raise ArityError(
-                f"{where}: its inputs are annotated as different kinds of table "
-                f"({', '.join(f'{n}: {f}' for n, f in formats.items())}); annotate them alike"
-            )
-        table_format = formats[input_args[0]]
-    return input_args, takes_params, table_format
-
-
-def table_format_of(ann: Any, where: str) -> Literal["arrow", "pandas", "list"]:
-    """What a batch or reduce stage's input parameter receives, from its annotation.
-
-    ``pa.Table`` (or no annotation) gets the Arrow table, ``pd.DataFrame`` a DataFrame,
-    ``list[T]`` the values as ``T``; anything else is refused here, when the pipeline is
-    defined, rather than failing on a ``pyarrow.Table`` at run time.
-    """
-    if ann is None or ann is Any or ann is inspect.Parameter.empty:
-        return "arrow"
-    if isinstance(ann, str):  # an annotation naming what only a function's locals know: read its text
-        text = ann.replace(" ", "")
-        if text.startswith(("list[", "List[", "typing.List[", "Sequence[", "Iterable[")) or text in ("list", "List"):
-            return "list"
-        if text.endswith("DataFrame"):
-            return "pandas"
-        if text.endswith("Table"):
-            return "arrow"
-        raise ArityError(
-            f"{where} is annotated {ann}, but it receives a whole table of values: annotate it "
-            f"pa.Table, pd.DataFrame or list[T]"
-        )
-    origin = typing.get_origin(ann) or ann
-    if origin is list or origin in (collections.abc.Sequence, collections.abc.Iterable):
-        return "list"
-    module = getattr(origin, "__module__", "") or ""
-    if module.startswith("pandas"):
-        return "pandas"
-    if module.startswith("pyarrow"):
-        if ann is not pa.Table:
-            raise ArityError(f"{where} is annotated {getattr(ann, '__name__', ann)}; a whole input is a pa.Table")
-        return "arrow"
-    raise ArityError(
-        f"{where} is annotated {getattr(ann, '__name__', ann)!s}, but it receives a whole table of "
-        f"values: annotate it pa.Table, pd.DataFrame or list[T]"
-    )
-
-
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)
-    try:
-        return typing.get_type_hints(target)
-    except Exception:  # noqa: BLE001 - names under TYPE_CHECKING: fall back to inference
-        return {}
-
-
-_ITERABLES = (Iterator, Iterable, Generator, AsyncIterator, AsyncIterable, list, tuple)
-
-
-def _output_type(fn: Callable[..., Any], granularity: Granularity, where: str) -> Any:
-    """The element type a stage produces, from its return annotation (``None``: infer)."""
-    ret = _hints(fn).get("return")
-    if ret is None or ret is type(None):
-        return None
-    if granularity in ("source", "flat"):
-        origin = typing.get_origin(ret)
-        if origin in _ITERABLES or (isinstance(origin, type) and issubclass(origin, (Iterable, AsyncIterable))):
-            args = typing.get_args(ret)
-            ret = args[0] if args else None
-        elif granularity == "flat":
-            raise DefinitionError(f"{where}: a flat_map function returns an iterable of values, not {ret!r}")
-        else:
-            return None  # a source may return a table or a sequence: infer
-    if ret is None:
-        return None
-    try:
-        codec.arrow_type(ret)
-    except TypeError as exc:
-        raise DefinitionError(f"{where}: its output type cannot be stored as Arrow: {exc}") from None
-    return ret

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from pipelines.define.checks import did_you_mean
 from pipelines.errors import ParamError
 
 
@@ -29,10 +30,8 @@ def parse_params(
     fields = model.model_fields
     for key in raw:
         if key not in fields:
-            from pipelines.define.model import _unknown
-
             raise ParamError(
-                _unknown(f"pipeline {pipeline!r} has no parameter {key!r}", key, fields)
+                did_you_mean(f"pipeline {pipeline!r} has no parameter {key!r}", key, fields)
                 + f"; its parameters: {', '.join(fields)}"
             )
     try:

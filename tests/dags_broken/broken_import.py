@@ -1,4 +1,4 @@
-"""A module that imports a package that is not installed (line 4)."""
+"""A module that imports a package that is not installed (line 3)."""
 
 import no_such_module_for_pipelines_tests  # noqa: F401
 
