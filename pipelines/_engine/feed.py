@@ -167,7 +167,8 @@ class SourceFeed:
             self.flow.fail(exc)
             return True
         except Exception as exc:
-            self.flow.fail(StageFailed(name, f"cannot write its checkpoint: {exc}", error_type=type(exc).__name__))
+            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc  # as for a task's part
+            self.flow.fail(StageFailed(name, f"cannot write its checkpoint: {cause}", error_type=type(exc).__name__))
             return True
         if batch is None:
             st.upstream_final = True
