@@ -184,12 +184,31 @@ class TestTableAnnotations:
                 return values
 
 
+def installed_as_pip_would(where: Path) -> Path:
+    """A folder that holds the packages as installed, with the distribution's metadata pip
+    writes from ``pyproject.toml`` (its entry points): what a user's ``pip install`` gives."""
+    installed = where / "site"
+    installed.mkdir()
+    for package in ("pipelines", "executors", "stages"):
+        (installed / package).symlink_to(ROOT / package)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    info = installed / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    groups = project["entry-points"]
+    (info / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n" for group, eps in groups.items()
+        )
+    )
+    return installed
+
+
 def test_plain_pytest_finds_the_installed_plugin_by_itself(tmp_path: Path) -> None:
     """Installed as a user installs it, the plugin loads through its entry point: no ``-p`` at all."""
-    if not _entry_point_installed():
-        pytest.skip("this environment's install predates the pytest11 entry point (reinstall to test it)")
     project = make_project(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in ("PIPELINES_STORE", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINES_STORE"}
+    env["PYTHONPATH"] = str(installed_as_pip_would(tmp_path))
     plain = subprocess.run(
         [str(Path(sys.executable).with_name("pytest")), "-q", "-p", "no:cacheprovider"],
         cwd=project,
@@ -199,3 +218,4 @@ def test_plain_pytest_finds_the_installed_plugin_by_itself(tmp_path: Path) -> No
     )
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "2 passed" in plain.stdout
+    assert not (project / ".pipelines").exists()
