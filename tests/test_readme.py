@@ -156,3 +156,33 @@ def test_shown_output_is_current(block: Block) -> None:
     assert proc.stdout == block.code, (
         f"{block.id} is out of date; {block.mark.removeprefix('output of ')} prints:\n{proc.stdout}"
     )
+
+
+def _commands_and_options() -> dict[str, list[tuple[str, ...]]]:
+    """Each command of ``python -m pipelines`` with its options (each as its spellings, ``-q``
+    and ``--quiet``), as ``--help`` lists them; "" holds the options before a command."""
+    import argparse
+
+    from pipelines.cli.commands import build_parser
+
+    def options(p: argparse.ArgumentParser) -> list[tuple[str, ...]]:
+        return [tuple(a.option_strings) for a in p._actions if a.option_strings and "--help" not in a.option_strings]
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {"": options(parser), **{name: options(command) for name, command in sub.choices.items()}}
+
+
+def test_every_command_and_option_is_in_the_readme() -> None:
+    """What ``--help`` offers, the README documents: each command as ``python -m pipelines NAME``
+    in a block, each option by one of its spellings."""
+    text = README.read_text()
+    code = "\n".join(b.code for b in blocks())
+    missing = []
+    for command, options in _commands_and_options().items():
+        if command and f"python -m pipelines {command}" not in code:
+            missing.append(command)
+        for spellings in options:
+            if not any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text) for o in spellings):
+                missing.append(f"{command} {spellings[0]}".strip())
+    assert not missing, f"not in the README: {missing}"
