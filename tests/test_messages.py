@@ -16,6 +16,7 @@ from pipelines.define.loader import find_pipeline
 from pipelines.observe.report import _short
 from tests.conftest import ROOT, TEST_DAGS, cli
 from tests.executors.helpers import skip_unless_only_loopback
+from tests.helpers import write_dags
 
 
 def test_a_long_message_is_cut_between_words() -> None:
@@ -33,6 +34,21 @@ def test_a_module_without_the_pipeline_asked_for_says_what_it_defines() -> None:
     wanted = "module modname defines no Pipeline named 'modname'; it defines: first, second"
     with pytest.raises(LoadError, match=wanted):
         find_pipeline(module, "modname")
+
+
+def test_run_modname_says_which_pipelines_the_module_defines(tmp_path: Path) -> None:
+    """The command line, as the issue met it: ``run modname`` of a module whose pipelines have other names."""
+    dags = write_dags(
+        tmp_path / "dags",
+        modname="""
+        from pipelines import Pipeline
+
+        first = Pipeline("first")
+        second = Pipeline("second")
+        """,
+    )
+    proc = cli("run", "modname", "--dags", str(dags), "--store", str(tmp_path / "store"), check=2)
+    assert "error: module dags.modname defines no Pipeline named 'modname'; it defines: first, second" in proc.stderr
 
 
 def test_an_unknown_param_lists_the_valid_keys(tmp_path: Path) -> None:
