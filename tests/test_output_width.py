@@ -18,6 +18,7 @@ import termios
 from pathlib import Path
 
 from tests.conftest import ROOT, cli
+from tests.helpers import run_id_of
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b\][^\x1b]*\x1b\\")
 SHORT = ("--param", "count=12")  # the real pipeline, smaller: the layout is the same
@@ -140,3 +141,16 @@ def test_the_end_of_a_collecting_run_names_its_dead_letter_file(tmp_path: Path) 
     path = f".pipelines/runs/{run_id}/dead_letter/handle.arrow"
     assert f"\nhandle: collected 2 failed items into {path}\n" in proc.stdout, proc.stdout
     assert (tmp_path / path).exists()
+
+
+def test_runs_at_80_columns_shows_every_run_id_and_pipeline_whole(tmp_path: Path) -> None:
+    from tests.conftest import TEST_DAGS
+
+    args = ("--dags", str(TEST_DAGS), "--store", str(tmp_path))
+    ids = [run_id_of(cli("run", name, *args, "-q", check=0).stdout) for name in ("cli_squares", "deep_failure")]
+    out = cli("runs", "--store", str(tmp_path), env={"COLUMNS": "80"}, check=0).stdout
+    assert_fits(out.split("\nstore ")[0])  # the last line names the store's folder, however long
+    for run_id, name in zip(ids, ("cli_squares", "deep_failure"), strict=True):
+        assert re.search(rf"^{run_id}\s+{name}\s+(ok|partial)\s+\d{{4}}-\d\d-\d\d\s", out, re.MULTILINE), out
+    wide = cli("runs", "--store", str(tmp_path), env={"COLUMNS": "200"}, check=0).stdout
+    assert re.search(rf"│ {ids[0]}\s*│ cli_squares\s*│ ok\s*│", wide), wide  # boxed where it fits

@@ -93,7 +93,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if not rows:
             console().print(f"no runs in {store.root}", markup=False)
             return 0
-        print_table(rows, ["run", "pipeline", "status", "started", "duration", "items", "failed"])
+        print_table(
+            rows, ["run", "pipeline", "status", "started", "duration", "items", "failed"], whole=("run", "pipeline")
+        )
         from pipelines.cli.upkeep import size_line
 
         console().print(size_line(store), markup=False)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -440,14 +441,41 @@ def print_error(text: str) -> None:
     console(stderr=True).print(Text.assemble(("error:", "red"), " ", text))
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str], title: str = "", out: Console | None = None) -> None:
-    """Print rows of data as a table; names and values are shown as they are, not as markup."""
-    table = Table(title=Text(title) if title else None, title_justify="left")
+def print_table(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    title: str = "",
+    out: Console | None = None,
+    whole: tuple[str, ...] = (),
+) -> None:
+    """Print rows of data as a table; names and values are shown as they are, not as markup.
+
+    The columns in ``whole`` (ids a person copies) are never cut: on a console too narrow for
+    the boxed table, the table drops its box and wraps the other cells rather than cut one.
+    """
+    out = out or console()
+    table = _table(rows, columns, title, whole, compact=False)
+    if whole and Measurement.get(out, out.options.update(max_width=10**6), table).maximum > out.width:
+        table = _table(rows, columns, title, whole, compact=True)
+    out.print(table)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], title: str, whole: tuple[str, ...], compact: bool) -> Table:
+    options: dict[str, Any] = (
+        {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True} if compact else {}
+    )
+    table = Table(title=Text(title) if title else None, title_justify="left", **options)
     for c in columns:
-        table.add_column(Text(c))
+        texts = [c, *(str(row.get(c) or "") for row in rows)]
+        if c in whole:
+            table.add_column(Text(c), no_wrap=True, min_width=max(map(len, texts)))
+        elif compact:  # wrapped between words; a word is split only if nothing else fits
+            table.add_column(Text(c), overflow="fold", min_width=max(len(w) for t in texts for w in t.split() or [""]))
+        else:
+            table.add_column(Text(c))
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
-    (out or console()).print(table)
+    return table
 
 
 def _cell(value: Any) -> Text:
