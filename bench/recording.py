@@ -38,8 +38,9 @@ class RecordingProcessExecutor(ProcessExecutor):
 
 def _keep(future: Future[Any]) -> None:
     if not future.cancelled() and future.exception() is None:
-        with _lock:
-            RESULTS.append(future.result())
+        result = future.result()
+        with _lock:  # a task over several batches returns one result per batch
+            RESULTS.extend(result if isinstance(result, tuple) else [result])
 
 
 def register() -> str:

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,6 +16,7 @@ import pytest
 
 import pipelines
 from pipelines import Pipeline, RunStatus
+from pipelines._engine import feed
 from pipelines.store.outputs import read_parts
 
 from .conftest import TEST_DAGS
@@ -80,8 +82,39 @@ def test_downstream_starts_before_upstream_finishes(load, store: Path, tmp_path:
     assert result.table("second").column("second").to_pylist() == list(range(1, 401))
 
 
+def test_a_task_spans_several_small_batches(store: Path, monkeypatch) -> None:
+    """A cheap map over 200 source batches of 100 items runs in fewer tasks than batches, with
+    one part per batch under that batch's key: a rerun reuses every batch."""
+    from executors.base import ExecutorBase
+    from pipelines._engine.group import TaskGroup
+
+    submitted: list[object] = []
+    submit = ExecutorBase.submit
+    monkeypatch.setattr(ExecutorBase, "submit", lambda self, fn, key: submitted.append(fn) or submit(self, fn, key=key))
+    pipeline = Pipeline("grouped")
+
+    @pipeline.source(batch_size=100)
+    def numbers() -> Iterator[int]:
+        yield from range(20_000)
+
+    @pipeline.map(over=numbers, kind="io")
+    def inc(x: int) -> int:
+        return x + 1
+
+    result = pipelines.run(pipeline, store=store)
+    assert result.ok
+    assert result.table("inc").column("inc").to_pylist() == list(range(1, 20_001))
+    assert result.stages["inc"].batches == 200
+    groups = [t for t in submitted if isinstance(t, TaskGroup)]
+    assert groups and len(submitted) < 200, f"{len(submitted)} tasks, {len(groups)} of them grouped"
+    assert all(len({task.batch for task in g.tasks}) == len(g.tasks) > 1 for g in groups)
+    again = pipelines.run(pipeline, store=store)
+    assert again.stages["inc"].reused_batches == 200 and again.stages["inc"].computed_batches == 0
+
+
 def test_source_read_ahead_is_bounded(load, store: Path, tmp_path: Path, monkeypatch) -> None:
-    """With its consumer blocked, the source stops after a few batches instead of reading all 1,000."""
+    """With its consumer blocked, the source stops once its open batches hold enough items for the
+    largest task, instead of reading all 1,000 batches (100 items each)."""
     gate = tmp_path / "gate"
     monkeypatch.setenv("GATE_FILE", str(gate))
     holder: dict[str, object] = {}
@@ -98,7 +131,7 @@ def test_source_read_ahead_is_bounded(load, store: Path, tmp_path: Path, monkeyp
     written = counts[-1]
     gate.write_text("open")
     runner.join()  # pytest-timeout bounds a hang
-    assert 1 <= written <= 8, f"source wrote {written} batches while its consumer was blocked"
+    assert 1 <= written <= feed.MAX_OPEN_SOURCE_ITEMS // 100 + 1, f"source wrote {written} batches while blocked"
     result = holder["result"]
     assert result.status is RunStatus.OK  # type: ignore[attr-defined]
     assert result.stages["wait_for_gate"].items == 100_000  # type: ignore[attr-defined]

@@ -47,6 +47,10 @@ class TaskSizer:
     def cost(self) -> float | None:
         return self._cost
 
+    def least(self) -> int:
+        """The fewest items worth a task of their own (``smallest`` seconds), once cost is known."""
+        return max(1, int(self.smallest / self._cost)) if self._cost else 1
+
     def size(self, pending: int, *, final: bool) -> int:
         """Items for the next task, given ``pending`` items waiting; ``final``: no more will come."""
         if self.fixed:

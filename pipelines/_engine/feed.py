@@ -1,8 +1,10 @@
 """Sources on the driver: reading them, reloading them on resume, and holding them back.
 
 A source runs in a thread of its own (``source.SourceReader`` cuts and writes its batches).
-It reads ahead only while fewer than ``MAX_OPEN_SOURCE_BATCHES`` of its batches are still
-open in the stages that follow it batch by batch (backpressure). A resume of a run whose
+It reads ahead only while few of its batches are still open in the stages that follow it
+batch by batch (backpressure): fewer than ``MAX_OPEN_SOURCE_BATCHES``, or more of them while
+they are small (under ``MAX_OPEN_SOURCE_ITEMS`` items and ``MAX_OPEN_SOURCE_BYTES`` in all), so
+that a cheap stage's task may span many small batches. A resume of a run whose
 source finished reads the stored batches back, verified, instead of calling the source again.
 The offsets of its batches give every item an overall position for error messages.
 """
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from pipelines.store import Store
 
 MAX_OPEN_SOURCE_BATCHES = 6
+MAX_OPEN_SOURCE_ITEMS = 1 << 16  # as many as the largest task takes
+MAX_OPEN_SOURCE_BYTES = 32 << 20
+READ_AHEAD_SECONDS = 0.02  # a read hands its batches over after this long, so consumers start early
 logger = logging.getLogger(__name__)
 IN_PROCESS = ("inline", "threads", "asyncio")
 
@@ -78,6 +83,8 @@ class SourceFeed:
         self._source_threads: dict[str, ThreadPoolExecutor] = {}
         self.futures: dict[Future[Any], str] = {}  # reads in progress -> their source
         self._open_batches: dict[str, int] = {}
+        self._open_size: dict[str, list[int]] = {}  # source -> [items, bytes] of its open batches
+        self._bytes: dict[tuple[str, int], int] = {}
         self._unfinished: dict[tuple[str, int], int] = {}  # (source, k) -> stream stages not final at k
         self._offsets: dict[str, dict[int, int]] = {}
         self._sizes: dict[str, dict[int, int]] = {}
@@ -93,12 +100,16 @@ class SourceFeed:
             self._unfinished[(source, k)] -= 1
             if not self._unfinished[(source, k)]:
                 self._open_batches[source] -= 1
+                size = self._open_size[source]
+                size[0] -= self._sizes[source][k]
+                size[1] -= self._bytes.pop((source, k), 0)
                 self.flow.mark_dirty(source)
 
     # == sources ================================================================================
     def open(self, name: str, pinned: Any) -> None:
         """Start source ``name``: a reader thread, or (a resume of a finished source) its stored batches."""
         self._open_batches[name] = 0
+        self._open_size[name] = [0, 0]
         stage = self.stages[name]
         if self.resumed and pinned is not None and pinned["source_complete"] and name not in self.fresh:
             if self._reload_source(name):
@@ -131,7 +142,7 @@ class SourceFeed:
             b.key, b.parts, b.reused_parts = key, parts, len(parts)
             b.done = b.available = parts[0].done
             st.items_reused += len(b.done)
-            self._batch_ready(name, batch, sum(p.rows for p in parts))
+            self._batch_ready(name, batch, sum(p.rows for p in parts), sum(p.bytes for p in parts))
         logger.info(
             "source %r: reusing its %d stored batches (%s items) instead of reading it again",
             name,
@@ -143,16 +154,18 @@ class SourceFeed:
         return True
 
     def schedule(self, name: str) -> None:
-        """Read source ``name``'s next batch, unless it is held back."""
+        """Read source ``name``'s next batches, unless it is held back."""
         reader = self._readers.get(name)
         if reader is None or reader.exhausted or self.flow.stopping or name in self.futures.values():
             return
-        if self._open_batches[name] >= MAX_OPEN_SOURCE_BATCHES:
+        items, size = self._open_size[name]
+        if _held_back(self._open_batches[name], items, size):
             return
         st = self.states[name]
         if st.started is None:  # the source's wall time starts with its first read
             st.started = time.time()
-        self.futures[self._source_threads[name].submit(reader.read_next)] = name
+        read = self._source_threads[name].submit(_read_some, reader, self._open_batches[name], items, size)
+        self.futures[read] = name
 
     def complete(self, future: Future[Any]) -> bool:
         """Record a finished read; ``False`` if ``future`` is not one of the feed's."""
@@ -161,19 +174,21 @@ class SourceFeed:
             return False
         st = self.states[name]
         self.flow.mark_dirty(name)
-        try:
-            batch: SourceBatch | None = future.result()
-        except StageFailed as exc:
-            self.flow.fail(exc)
-            return True
-        except Exception as exc:
-            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc  # as for a task's part
-            self.flow.fail(StageFailed(name, f"cannot write its checkpoint: {cause}", error_type=type(exc).__name__))
-            return True
-        if batch is None:
+        batches, error, ended = future.result()
+        for batch in batches:
+            self._record(name, batch)
+        if isinstance(error, StageFailed):
+            self.flow.fail(error)
+        elif error is not None:
+            cause = error.strerror if isinstance(error, OSError) and error.strerror else error  # as for a task's part
+            self.flow.fail(StageFailed(name, f"cannot write its checkpoint: {cause}", error_type=type(error).__name__))
+        elif ended:
             st.upstream_final = True
             self.flow.check_stage_final(name)
-            return True
+        return True
+
+    def _record(self, name: str, batch: SourceBatch) -> None:
+        st = self.states[name]
         b = st.batch(batch.batch)
         ids = IdSet.span(0, batch.file.rows)
         self.store.ledger.record_part(
@@ -188,10 +203,9 @@ class SourceFeed:
         b.key, b.available, b.done, b.computed_parts = batch.key, ids, ids, 1
         b.parts = [Part(batch.key, batch.file.path, ids, batch.file.rows, batch.file.bytes, batch.file.checksum, 0)]
         st.items_done += len(ids)
-        self._batch_ready(name, batch.batch, batch.file.rows)
-        return True
+        self._batch_ready(name, batch.batch, batch.file.rows, batch.file.bytes)
 
-    def _batch_ready(self, name: str, k: int, rows: int) -> None:
+    def _batch_ready(self, name: str, k: int, rows: int, nbytes: int) -> None:
         b = self.states[name].batch(k)
         b.rows, b.upstream_final = rows, True
         sizes = self._sizes.setdefault(name, {})
@@ -202,6 +216,9 @@ class SourceFeed:
             offsets[j + 1] = offsets[j] + sizes[j]
             j += 1
         self._open_batches[name] += 1
+        self._open_size[name][0] += rows
+        self._open_size[name][1] += nbytes
+        self._bytes[(name, k)] = nbytes
         self._unfinished[(name, k)] = len(self.graph.streams[name])
         self.flow.publish(name, k, b.done)
         self.flow.finalize_batch(name, k)
@@ -215,6 +232,35 @@ class SourceFeed:
     def close(self) -> None:
         for thread in self._source_threads.values():
             thread.shutdown(wait=False, cancel_futures=True)
+
+
+def _held_back(batches: int, items: int, nbytes: int) -> bool:
+    """Too much of a source is open downstream: read no further for now."""
+    return batches >= MAX_OPEN_SOURCE_BATCHES and (items >= MAX_OPEN_SOURCE_ITEMS or nbytes >= MAX_OPEN_SOURCE_BYTES)
+
+
+def _read_some(
+    reader: SourceReader, batches: int, items: int, nbytes: int
+) -> tuple[list[SourceBatch], BaseException | None, bool]:
+    """Read batches until held back or ``READ_AHEAD_SECONDS`` have passed, in the source's thread.
+
+    One hand-over to the driver per few batches, not per batch: small batches then cost the
+    driver's loop one turn between them. Returns the batches, the error that ended the read
+    (after the batches before it), and whether the source is exhausted.
+    """
+    out: list[SourceBatch] = []
+    t0 = time.monotonic()
+    while True:
+        try:
+            batch = reader.read_next()
+        except Exception as exc:  # the driver reports it, after recording what was read
+            return out, exc, False
+        if batch is None:
+            return out, None, True
+        out.append(batch)
+        batches, items, nbytes = batches + 1, items + batch.file.rows, nbytes + batch.file.bytes
+        if _held_back(batches, items, nbytes) or time.monotonic() - t0 >= READ_AHEAD_SECONDS:
+            return out, None, False
 
 
 @contextlib.contextmanager

@@ -33,16 +33,17 @@ from typing import Any
 from executors import WorkerLostError
 from pipelines._engine import interrupts
 from pipelines._engine.batching import TaskSizer
+from pipelines._engine.dispatch import Dispatch
 from pipelines._engine.feed import SourceFeed, lifespan
 from pipelines._engine.graph import RunGraph
+from pipelines._engine.group import Gathering, in_flight
 from pipelines._engine.idset import IdSet
-from pipelines._engine.inputs import InputSpec
 from pipelines._engine.keys import Keys
 from pipelines._engine.plan import Plan, RunOptions, plan
 from pipelines._engine.record import Ending, RunRecord
 from pipelines._engine.recovery import Recovery, Running
 from pipelines._engine.state import StageState, describe
-from pipelines._engine.task import BatchTask, TaskResult, TaskStop
+from pipelines._engine.task import TaskResult
 from pipelines._engine.task_inputs import TaskInputs
 from pipelines._engine.workers import Workers
 from pipelines.define import effects, resources
@@ -59,7 +60,7 @@ STOP_GRACE_SECONDS = 2.0  # then tasks asked to stop may take this long to repor
 logger = logging.getLogger(__name__)
 
 
-class Runner:
+class Runner(Dispatch):
     """Runs one pipeline once (a new run, or a resume of an earlier one).
 
     It owns the scheduling loop and the run's state (``states``: which ids are where), and
@@ -129,6 +130,7 @@ class Runner:
             flow=self,
         )
         self._running: dict[Future[Any], Running] = {}
+        self._groups: dict[Future[Any], tuple[Running, ...]] = {}  # a grouped task's other batches
         self.recovery = Recovery(
             self.graph,
             self.plan,
@@ -355,6 +357,8 @@ class Runner:
 
     def _schedule_items(self, name: str) -> None:
         st = self.states[name]
+        stage = self.stages[name]
+        groups = Gathering() if stage.itemwise and not stage.is_async and not self.recovery.quarantined(name) else None
         for k in sorted(st.batches):
             b = st.batches[k]
             if b.final or not self._ensure_key(name, k):
@@ -368,10 +372,18 @@ class Runner:
                 size = size or st.sizer.size(len(pending), final=b.upstream_final)  # once a pass: no halving
                 if len(pending) < size and not b.upstream_final and st.in_flight:
                     break  # wait for more ids rather than send a tiny task
+                if len(pending) < size and groups is not None:  # the whole rest of a final batch: a group may take it
+                    if groups.add(k, pending, size):
+                        if not self._room(name, groups.items):
+                            return
+                        self._submit_group(name, groups.take())
+                    break
                 if not self._room(name, min(size, len(pending))):
                     return
                 self._submit_items(name, k, pending.take(size)[0], solo=False)
             self.finalize_batch(name, k)
+        if groups is not None and groups.ready(st) and self._room(name, groups.items):
+            self._submit_group(name, groups.take())
 
     def _schedule_table(self, name: str) -> None:
         st = self.states[name]
@@ -386,46 +398,6 @@ class Runner:
                     self._submit(name, k, self.recovery.pop_suspect(name, b), self.inputs.for_table(name, k), solo=True)
             elif not b.suspects and not b.failed and self._room(name):
                 self._submit(name, k, IdSet.span(0, 1), self.inputs.for_table(name, k), solo=False)
-
-    def _submit_items(self, name: str, k: int, ids: IdSet, *, solo: bool) -> None:
-        self._submit(name, k, ids, self.inputs.for_items(name, k, ids), solo=solo)
-
-    def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
-        stage = self.stages[name]
-        sp = self.plan.stages[name]
-        st = self.states[name]
-        b = st.batch(k)
-        assert b.key is not None and sp.slot is not None
-        part, b.next_part = b.next_part, b.next_part + 1
-        executor = self.workers.get(sp.slot)
-        caps = executor.capabilities
-        task = BatchTask(
-            handle=self.workers.handle,
-            stage=name,
-            batch=k,
-            part=part,
-            inputs=inputs,  # type: ignore[arg-type]
-            output_path=self.store.part_path(self.run_id, name, k, b.key, part),
-            params_json=self.params_json,
-            side={s: self.inputs.parts_of(s) for s in stage.side},
-            rate_share=1.0 if caps.in_process else 1.0 / max(1, caps.max_workers),
-            pipeline=self.pipeline if caps.in_process else None,
-            object_key=b.key,
-            stop=TaskStop() if caps.in_process and stage.is_async else None,
-        )
-        future = executor.submit(task, key=task.key)
-        now = time.monotonic()
-        deadline = self.recovery.deadline(stage, len(ids), solo, now) if hasattr(executor, "kill_workers") else None
-        self._running[future] = Running(name, k, ids, sp.slot, solo, now, deadline, task)
-        if solo:
-            self.recovery.solo_started(sp.slot)
-        b.scheduled = b.scheduled | ids
-        b.in_flight += 1
-        st.in_flight += 1
-        st.items_in_flight += len(ids)
-        self.workers.in_flight[sp.slot] += 1
-        if st.started is None:
-            st.started = time.time()
 
     # == the loop ===============================================================================
     def _loop(self) -> None:
@@ -462,13 +434,9 @@ class Runner:
         if self.feed.complete(future):
             return
         running = self._running.pop(future)
-        name, k = running.stage, running.batch
-        st = self.states[name]
-        b = st.batch(k)
-        b.in_flight -= 1
-        b.scheduled = b.scheduled - running.ids
-        st.in_flight -= 1
-        st.items_in_flight -= len(running.ids)
+        runs = (running, *self._groups.pop(future, ()))
+        name = running.stage
+        in_flight(self.states[name], runs, -1)
         self.workers.in_flight[running.slot] -= 1
         self._dirty.add(name)
         self._dirty.update(self._waiting.pop(running.slot, ()))
@@ -478,15 +446,18 @@ class Runner:
         if future.cancelled():  # never started (Ctrl-C): its ids are simply pending again
             return
         try:
-            result: TaskResult = future.result()
+            result = future.result()
         except WorkerLostError as exc:
             if not collateral:  # a collateral task's ids are simply pending again
-                self.recovery.worker_lost(name, k, running, exc, overdue)
+                for r in runs:
+                    self.recovery.worker_lost(name, r.batch, r, exc, overdue)
             return
         except Exception as exc:
-            self.recovery.task_broken(name, k, running, exc)
+            for r in runs:
+                self.recovery.task_broken(name, r.batch, r, exc)
             return
-        self._record(name, k, result)
+        for r, one in zip(runs, result if len(runs) > 1 else (result,), strict=True):
+            self._record(name, r.batch, one)
 
     def _record(self, name: str, k: int, result: TaskResult) -> None:
         st = self.states[name]

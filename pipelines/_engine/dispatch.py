@@ -1,0 +1,96 @@
+"""Handing tasks to executors: a batch's slice, or the rest of several batches as one task.
+
+Part of the runner (a base class of ``Runner``): it builds each ``BatchTask`` (its inputs, the
+path of the part it writes, what an in-process worker may share with the driver), groups
+tasks that span several batches (``group``), and counts what is in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from pipelines._engine.group import TaskGroup, in_flight
+from pipelines._engine.inputs import InputSpec
+from pipelines._engine.recovery import Recovery, Running
+from pipelines._engine.task import BatchTask, TaskStop
+
+if TYPE_CHECKING:
+    from pipelines._engine.idset import IdSet
+    from pipelines._engine.plan import Plan
+    from pipelines._engine.state import StageState
+    from pipelines._engine.task_inputs import TaskInputs
+    from pipelines._engine.workers import Workers
+    from pipelines.define.model import Pipeline, Stage
+    from pipelines.store import Store
+
+
+class Dispatch:
+    """Submitting tasks; the runner provides the state it reads."""
+
+    pipeline: Pipeline
+    stages: dict[str, Stage]
+    states: dict[str, StageState]
+    plan: Plan
+    workers: Workers
+    store: Store
+    run_id: str
+    params_json: str | None
+    inputs: TaskInputs
+    recovery: Recovery
+    _running: dict[Future[Any], Running]
+    _groups: dict[Future[Any], tuple[Running, ...]]
+
+    def _submit_items(self, name: str, k: int, ids: IdSet, *, solo: bool) -> None:
+        self._submit(name, k, ids, self.inputs.for_items(name, k, ids), solo=solo)
+
+    def _submit_group(self, name: str, taken: list[tuple[int, IdSet]]) -> None:
+        """One task over the rest of several batches (see ``group``)."""
+        self._dispatch(name, [(k, ids, self.inputs.for_items(name, k, ids)) for k, ids in taken], solo=False)
+
+    def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
+        self._dispatch(name, [(k, ids, inputs)], solo=solo)
+
+    def _dispatch(self, name: str, work: list[tuple[int, IdSet, tuple[InputSpec, ...]]], *, solo: bool) -> None:
+        sp = self.plan.stages[name]
+        assert sp.slot is not None
+        tasks = [self._task(name, k, inputs) for k, _, inputs in work]
+        task = tasks[0] if len(tasks) == 1 else TaskGroup(tuple(tasks))
+        executor = self.workers.get(sp.slot)
+        future = executor.submit(task, key=task.key)
+        now, items = time.monotonic(), sum(len(ids) for _, ids, _ in work)
+        kills = hasattr(executor, "kill_workers")
+        deadline = self.recovery.deadline(self.stages[name], items, solo, now) if kills else None
+        runs = [
+            Running(name, k, ids, sp.slot, solo, now, deadline, t) for (k, ids, _), t in zip(work, tasks, strict=True)
+        ]
+        self._running[future] = runs[0]
+        if len(runs) > 1:
+            self._groups[future] = tuple(runs[1:])
+        if solo:
+            self.recovery.solo_started(sp.slot)
+        in_flight(self.states[name], runs, +1)
+        self.workers.in_flight[sp.slot] += 1
+
+    def _task(self, name: str, k: int, inputs: tuple[InputSpec, ...]) -> BatchTask:
+        stage = self.stages[name]
+        sp = self.plan.stages[name]
+        b = self.states[name].batch(k)
+        assert b.key is not None and sp.slot is not None
+        part, b.next_part = b.next_part, b.next_part + 1
+        caps = self.workers.get(sp.slot).capabilities
+        return BatchTask(
+            handle=self.workers.handle,
+            stage=name,
+            batch=k,
+            part=part,
+            inputs=inputs,  # type: ignore[arg-type]
+            output_path=self.store.part_path(self.run_id, name, k, b.key, part),
+            params_json=self.params_json,
+            side={s: self.inputs.parts_of(s) for s in stage.side},
+            rate_share=1.0 if caps.in_process else 1.0 / max(1, caps.max_workers),
+            pipeline=self.pipeline if caps.in_process else None,
+            object_key=b.key,
+            stop=TaskStop() if caps.in_process and stage.is_async else None,
+        )
