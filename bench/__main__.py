@@ -38,6 +38,7 @@ WORKLOADS = [
     "many_stages",
     "memory",
     "startup",
+    "small_runs",
     "resume",
     "clusters",
 ]
