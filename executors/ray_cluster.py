@@ -22,6 +22,7 @@ gives ``WorkerLostError``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -41,6 +42,7 @@ from .base import Capabilities, ExecutorBase, call
 from .errors import ClusterUnreachableError, ExecutorError, WorkerLostError
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # Failures of the machinery under a task, not of the task itself.
 _LOST = (
@@ -71,7 +73,8 @@ class RayExecutor(ExecutorBase):
             or an already initialised Ray, ignored: the cluster's CPU count is used.
         address: a running Ray cluster to connect to.
         temp_dir: the local instance's session folder (default: a fresh temporary one,
-            removed on shutdown; a folder given here is kept, logs and all).
+            removed on shutdown unless the ``executors`` loggers show DEBUG, ``-vv``; a folder
+            given here is kept, logs and all).
         connect_timeout: seconds to wait for ``address`` to accept a connection.
 
     Example:
@@ -195,7 +198,10 @@ class RayExecutor(ExecutorBase):
 
     def _remove_temp_dir(self) -> None:
         if self._own_temp_dir:
-            shutil.rmtree(self._own_temp_dir, ignore_errors=True)
+            if ray_output.logs_kept():
+                logger.debug("Ray's session folder (its processes' logs) is kept: %s", self._own_temp_dir)
+            else:
+                shutil.rmtree(self._own_temp_dir, ignore_errors=True)
             self._own_temp_dir = None
 
 

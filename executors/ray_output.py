@@ -36,6 +36,12 @@ def wanted() -> bool:
     return logger.isEnabledFor(logging.INFO)
 
 
+def logs_kept() -> bool:
+    """Whether the session folder of a Ray this process started outlives it, for its processes'
+    logs: the ``executors`` loggers show DEBUG (``-vv``)."""
+    return logger.isEnabledFor(logging.DEBUG)
+
+
 def python_level() -> int:
     """The level of Ray's ``ray`` logger for ``ray.init``: INFO if asked for, else ERROR."""
     return logging.INFO if wanted() else logging.ERROR

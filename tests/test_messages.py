@@ -4,6 +4,8 @@ described, Ray's own start-up warnings kept out of a run's output."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import types
@@ -87,3 +89,18 @@ def test_rays_own_start_up_notes_stay_out_of_a_run_and_show_with_v(tmp_path: Pat
     assert "Token authentication is enabled" in shown.stderr
     assert "8.8.8.8" in shown.stderr
     assert "Started a local Ray instance" in shown.stderr
+    assert "session folder" not in shown.stdout + shown.stderr
+
+
+@pytest.mark.ray
+def test_with_vv_rays_session_folder_and_its_logs_are_kept(tmp_path: Path) -> None:
+    skip_unless_only_loopback()
+    pytest.importorskip("ray")
+    proc = _ray_run(tmp_path / "store", tmp_path / "home", "-vv")
+    found = re.search(r"Ray's session folder \(its processes' logs\) is kept: (\S+)", proc.stdout + proc.stderr)
+    assert found, proc.stdout + proc.stderr
+    kept = Path(found.group(1))
+    try:
+        assert list(kept.glob("session_*/logs/raylet*")), sorted(p.name for p in kept.rglob("*"))[:20]
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
