@@ -282,8 +282,8 @@ class TestLogging:
         verbose = cli("-v", *args, check=0)  # the second run: it reuses what the first computed
         debug = cli("-v", *args, "-v", check=0)  # before and after the command: they add up
         assert "INFO" not in quiet.stdout + quiet.stderr
-        assert re.search(r"INFO +pipelines\.runner: run \S+ of pipeline 'cli_squares': 3 stages", verbose.stdout)
-        assert re.search(r"INFO +pipelines\.runner: stage 'square' finished: 20 items, 20 reused", verbose.stdout)
+        assert re.search(r"INFO +pipelines\.run: run \S+ of pipeline 'cli_squares': 3 stages", verbose.stdout)
+        assert re.search(r"INFO +pipelines\.run: stage 'square' finished: 20 items, 20 reused", verbose.stdout)
         assert "DEBUG" not in verbose.stdout
         assert re.search(r"DEBUG +executors\.base: <InlineExecutor inline running", debug.stdout), debug.stdout
 
@@ -297,7 +297,7 @@ class TestLogging:
             with _logs_shown(verbose=1):
                 other.info("Remove client 1234")
                 other.warning("a worker was lost")
-                logging.getLogger("pipelines._engine.runner").info("our own record")
+                logging.getLogger("pipelines.run").info("our own record")
         finally:
             other.setLevel(logging.NOTSET)
         out = capsys.readouterr()
@@ -350,6 +350,7 @@ ALLOWED_TO_PRINT = {
     "pipelines/cli/views.py",
     "pipelines/cli/upkeep.py",
     "executors/dask_tls.py",
+    "executors/ray_output.py",  # passes Ray's own error lines through to the stderr they were written to
 }  # command-line code: it talks to a person
 
 

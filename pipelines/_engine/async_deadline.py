@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any, ClassVar
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("pipelines.run")  # one stable name for the engine, whatever module logs
 
 HEARTBEAT = 0.05  # seconds between the loop's beats
 STALL = 0.1  # a beat later than this means the loop was stalled

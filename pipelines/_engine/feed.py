@@ -40,7 +40,7 @@ MAX_OPEN_SOURCE_BATCHES = 6
 MAX_OPEN_SOURCE_ITEMS = 1 << 16  # as many as the largest task takes
 MAX_OPEN_SOURCE_BYTES = 32 << 20
 READ_AHEAD_SECONDS = 0.02  # a read hands its batches over after this long, so consumers start early
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("pipelines.run")  # one stable name for the engine, whatever module logs
 IN_PROCESS = ("inline", "threads", "asyncio")
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pipelines.observe.progress import Progress
     from pipelines.store import Store
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("pipelines.run")  # one stable name for the engine, whatever module logs
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,7 @@ from pipelines.store.ledger import Part, TaskTiming
 
 INTERRUPT_GRACE_SECONDS = 5.0  # running tasks may finish this long after Ctrl-C
 STOP_GRACE_SECONDS = 2.0  # then tasks asked to stop may take this long to report what they finished
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("pipelines.run")  # one stable name for the engine, whatever module logs
 
 
 class Runner(Dispatch):
