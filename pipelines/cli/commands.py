@@ -378,9 +378,11 @@ def _list(args: argparse.Namespace) -> int:
     if not found:
         print(f"no pipelines in {folder} (use --dags DIR or $PIPELINES_DAGS)", file=sys.stderr)
         return ExitCode.OK
+    from pipelines.observe.display import printable
+
     width = max(len(p.name) for p in found)
-    for info in found:
-        print(f"{info.name:<{width}}  {info.doc}")
+    for info in found:  # a docstring is data too: no control character reaches the terminal
+        print(printable(f"{info.name:<{width}}  {info.doc}"))
     return ExitCode.OK
 
 

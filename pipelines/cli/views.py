@@ -10,10 +10,10 @@ import sys
 import textwrap
 from typing import Any
 
-from rich.markup import escape
 from rich.text import Text
 
 from pipelines.errors import UsageError
+from pipelines.observe.display import markup, printable
 from pipelines.observe.report import console, plural, print_table
 from pipelines.store.past import find_run, run_items, run_status
 
@@ -33,16 +33,16 @@ def cmd_show(args: argparse.Namespace) -> int:
         sys.stdout.write(getattr(diagram, args.format)(pipeline, the_plan))
         return 0
     out = console()
-    out.print(f"[bold]{pipeline.name}[/bold] ({escape(pipeline.module)})")
+    out.print(f"[bold]{pipeline.name}[/bold] ({markup(pipeline.module)})")
     if pipeline.description:  # the tree is a glance: the summary line; the table gives everything
         text = pipeline.description if args.format == "table" else pipeline.description_line()
-        out.print(textwrap.indent(text, "  "), markup=False)
+        out.print(textwrap.indent(printable(text, multiline=True), "  "), markup=False)
     if pipeline.params_model is not None:
         fields = pipeline.params_model.model_fields
-        out.print(f"params: {', '.join(f'{n}={f.default!r}' for n, f in fields.items())}", markup=False)
+        out.print(printable(f"params: {', '.join(f'{n}={f.default!r}' for n, f in fields.items())}"), markup=False)
         for n, f in fields.items():  # what each one means, where the model says
             if f.description:
-                out.print(f"  {n}: {f.description}", markup=False)
+                out.print(printable(f"  {n}: {f.description}"), markup=False)
     if args.format == "tree":
         out.print(diagram.tree(pipeline, the_plan))
         return 0
@@ -121,8 +121,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         stages = stages_in_order(store, run_id)
         out = console()
         out.print(
-            f"[bold]{run_id}[/bold] · {row['pipeline']} · {run_status(store, row)} · files under "
-            f"{escape(os.path.relpath(store.run_dir(run_id)))}"
+            f"[bold]{markup(run_id)}[/bold] · {markup(row['pipeline'])} · {run_status(store, row)} · files under "
+            f"{markup(os.path.relpath(store.run_dir(run_id)))}"
         )
         if args.stage is None:
             rows = [
@@ -150,10 +150,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"run {run_id} has no stage {args.stage!r}{hint}; stages: {', '.join(stages)}")
         table = read_stage(store, run_id, args.stage)
-        out.print(f"stage [cyan]{args.stage}[/cyan]: {table.num_rows:,} rows")
+        out.print(f"stage [cyan]{markup(args.stage)}[/cyan]: {table.num_rows:,} rows")
         out.print("schema:")  # the engine's own metadata (how values were encoded) is not the user's business
         out.print(
-            textwrap.indent(table.schema.to_string(show_field_metadata=False, show_schema_metadata=False), "  "),
+            textwrap.indent(
+                printable(
+                    table.schema.to_string(show_field_metadata=False, show_schema_metadata=False), multiline=True
+                ),
+                "  ",
+            ),
             markup=False,
         )
         if table.num_rows and args.rows:
@@ -177,11 +182,14 @@ def _print_errors(out, store, run_id: str, stage: str, *, shown: int, everything
     out.print(Text(f"{plural(len(errors), 'failed item')}{more}:", style="red"))
     for e in errors[:shown]:
         where = e.where
-        out.print(f"{where}: {e.error_type}: {e.message} (attempts: {e.attempts})", markup=False)
+        out.print(printable(f"{where}: {e.error_type}: {e.message} (attempts: {e.attempts})"), markup=False)
         if e.input:
-            out.print(f"    input: {e.input[:200]}", markup=False)
+            out.print(printable(f"    input: {e.input[:200]}"), markup=False)
         if e.traceback.strip():
-            out.print(textwrap.indent(readable(e.traceback, everything=everything), "    "), markup=False)
+            out.print(
+                textwrap.indent(printable(readable(e.traceback, everything=everything), multiline=True), "    "),
+                markup=False,
+            )
     path = dead_letter_path(store, run_id, stage)
     if os.path.exists(path):
         out.print(f"dead-letter table: {os.path.relpath(path)}", markup=False)

@@ -15,17 +15,25 @@ Everything is inline SVG and CSS: the file opens anywhere, offline, and can be m
 from __future__ import annotations
 
 import datetime as dt
+import html
 import itertools
-from html import escape
 from typing import TYPE_CHECKING, Any
 
 from pipelines.cli import diagram
+from pipelines.observe.display import printable
 from pipelines.observe.report import plural
 from pipelines.observe.tracebacks import readable
 
 if TYPE_CHECKING:
     from pipelines.observe.result import RunResult
     from pipelines.store import Store
+
+
+def escape(text: object) -> str:
+    """Data as HTML text: markup escaped, and control and bidi characters written as escapes,
+    so that a message cannot reorder what the report shows (newlines kept, for tracebacks)."""
+    return html.escape(printable(text, multiline=True))
+
 
 PALETTE = (
     "#4e79a7",

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from pipelines.observe.display import markup, printable, safe_console
 from pipelines.observe.hooks import RunObserver, StageStats
 
 if TYPE_CHECKING:
@@ -34,10 +34,11 @@ DEFAULT_INTERVAL = 10.0
 
 
 def console(stderr: bool = False) -> Console:
-    """A console that never hard-wraps lines (a resume command must stay copyable)."""
+    """A console that never hard-wraps lines (a resume command must stay copyable) and never
+    passes a control character from data to the terminal (``display.SafeConsole``)."""
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else int(os.environ.get("COLUMNS", "160"))
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    return safe_console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def progress_interval() -> float:
@@ -95,7 +96,7 @@ class ProgressReport(RunObserver):
         )
         for name in plan.stages:
             self._tasks[name] = self._progress.add_task(
-                escape(f"{name:<{width}}"), total=None, note="", rate="", wall=0.0, at=0.0, running=False
+                markup(f"{name:<{width}}"), total=None, note="", rate="", wall=0.0, at=0.0, running=False
             )
         self._progress.start()
         if self.log_view is not None:
@@ -104,7 +105,7 @@ class ProgressReport(RunObserver):
     def executor_started(self, slot: str, executor: Any) -> None:
         link = getattr(executor, "dashboard_link", None)
         if link:
-            self._print(f"Dask dashboard: [link={link}]{escape(link)}[/link]")
+            self._print(f"Dask dashboard: [link={link}]{markup(link)}[/link]")
 
     def stage_progress(self, stats: StageStats) -> None:
         if self._lines is not None:
@@ -253,7 +254,7 @@ class LogView(logging.Handler):
                 else ""
             )
             target = self.live or (self._err if record.levelno >= logging.WARNING else self._out)
-            target.print(Text(text, style=style))
+            target.print(Text(printable(text, multiline=True), style=style))
         except Exception:
             self.handleError(record)
 
@@ -318,11 +319,16 @@ def summary_table(result: RunResult, *, wide: bool = False) -> Table:
                 f"{s.wall_seconds:.2f}",
                 f"{s.seconds:.2f}",
                 _rate(rate),
-                Text(s.reason or ""),
+                Text(printable(s.reason or "")),
             )
         else:
             table.add_row(
-                Text(s.stage), s.backend, _items_cell(s), f"{s.rows:,}", _duration(s.wall_seconds), Text(s.reason or "")
+                Text(s.stage),
+                s.backend,
+                _items_cell(s),
+                f"{s.rows:,}",
+                _duration(s.wall_seconds),
+                Text(printable(s.reason or "")),
             )
     return table
 
@@ -397,11 +403,12 @@ def shown_path(path: str) -> str:
 def outcome_line(result: RunResult, store_flag: str = "") -> str:
     """The one line to copy: what failed and where, with counts, and the command that resumes.
 
-    Returns rich markup; the text that comes from users and exceptions is escaped.
+    Returns rich markup; the text that comes from users and exceptions is escaped (markup
+    and control characters).
     """
     from pipelines.observe.result import RunStatus
 
-    command = escape(f"{result.resume_command()}{store_flag}")
+    command = markup(f"{result.resume_command()}{store_flag}")
     if result.status is RunStatus.OK:
         return ""
     if result.status is RunStatus.INTERRUPTED:
@@ -421,9 +428,9 @@ def outcome_line(result: RunResult, store_flag: str = "") -> str:
             cause += f" ({first.items - first.failed_items:,} done before the run stopped)"
         more = f" (and {plural(len(failing) - 1, 'more stage')})" if len(failing) > 1 else ""
         verb = "retry them" if result.status is RunStatus.PARTIAL else "resume"
-        return f"[red]{escape(what + cause + more)}[/red]; {verb} with: {command}"
+        return f"[red]{markup(what + cause + more)}[/red]; {verb} with: {command}"
     if result.error is not None:
-        return f"[red]{escape(str(result.error))}[/red]; resume with: {command}"
+        return f"[red]{markup(result.error)}[/red]; resume with: {command}"
     return f"run {result.status.value}; resume with: {command}"
 
 
@@ -437,8 +444,8 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 def print_error(text: str) -> None:
-    """Print ``error: TEXT`` on stderr; the text is printed as is, never read as markup."""
-    console(stderr=True).print(Text.assemble(("error:", "red"), " ", text))
+    """Print ``error: TEXT`` on stderr; never read as markup, control characters escaped."""
+    console(stderr=True).print(Text.assemble(("error:", "red"), " ", printable(text)))
 
 
 def print_table(
@@ -464,29 +471,31 @@ def _table(rows: list[dict[str, Any]], columns: list[str], title: str, whole: tu
     options: dict[str, Any] = (
         {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True} if compact else {}
     )
-    table = Table(title=Text(title) if title else None, title_justify="left", **options)
+    table = Table(title=Text(printable(title)) if title else None, title_justify="left", **options)
     for c in columns:
-        texts = [c, *(str(row.get(c) or "") for row in rows)]
+        texts = [c, *(printable(row.get(c) or "") for row in rows)]
         if c in whole:
-            table.add_column(Text(c), no_wrap=True, min_width=max(map(len, texts)))
+            table.add_column(Text(printable(c)), no_wrap=True, min_width=max(map(len, texts)))
         elif compact:  # wrapped between words; a word is split only if nothing else fits
-            table.add_column(Text(c), overflow="fold", min_width=max(len(w) for t in texts for w in t.split() or [""]))
+            table.add_column(
+                Text(printable(c)), overflow="fold", min_width=max(len(w) for t in texts for w in t.split() or [""])
+            )
         else:
-            table.add_column(Text(c))
+            table.add_column(Text(printable(c)))
     for row in rows:
         table.add_row(*(_cell(row.get(c)) for c in columns))
     return table
 
 
 def _cell(value: Any) -> Text:
-    """A table cell: data is shown as it is (``[x]`` in a value is not markup)."""
+    """A table cell: data is shown as it is (``[x]`` in a value is not markup; controls are escaped)."""
     if value is None:
         return Text("")
     if isinstance(value, float):
         return Text(f"{value:,.3f}".rstrip("0").rstrip("."))
     if isinstance(value, (bytes, bytearray)):
         return Text(f"<{len(value):,} bytes>")
-    text = str(value)
+    text = printable(value)
     return Text(text if len(text) <= 60 else text[:59] + "…")
 
 
