@@ -70,7 +70,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _store(args: argparse.Namespace):
     from pipelines.store import Store
 
-    return Store(args.store)
+    return Store(args.store, read_only=True)  # these commands only read: a read-only mount works
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

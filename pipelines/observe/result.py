@@ -86,7 +86,7 @@ class RunResult:
         from pipelines.store import Store
         from pipelines.store.outputs import read_stage
 
-        with Store(self.store_root) as store:
+        with Store(self.store_root, read_only=True) as store:  # reading only
             return read_stage(store, self.run_id, stage or self.leaves[-1])
 
     def to_pandas(self, stage: str | None = None):
@@ -103,7 +103,7 @@ class RunResult:
         from pipelines.store import arrow as batch_files
         from pipelines.store.deadletter import dead_letter_path
 
-        with Store(self.store_root) as store:
+        with Store(self.store_root, read_only=True) as store:  # reading only
             path = dead_letter_path(store, self.run_id, stage)
         if batch_files.is_url(path):
             import pyarrow.fs as pafs

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.errors import RunLockedError, UsageError
 from pipelines.store import arrow as batch_files
-from pipelines.store import listing
+from pipelines.store import listing, readonly
 from pipelines.store.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -66,7 +66,13 @@ _issued: set[str] = set()
 class Store:
     """A store directory: ledger plus batch files."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> None:
+        """Open the store at ``root``, creating it; ``read_only``: create and write nothing, so
+        that reading works on a read-only mount or a copy (``readonly.py``).
+
+        Raises:
+            UsageError: the store or its ledger cannot be written (or, ``read_only``, read).
+        """
         given = str(root or default_store_path())
         if batch_files.is_url(given):
             self.data_root = given
@@ -74,6 +80,15 @@ class Store:
         else:
             self.root = Path(given).absolute()
             self.data_root = str(self.root)
+        self._locks: dict[str, int] = {}
+        self._shared: int | None = None  # gc.lock, held shared while this process runs a run
+        self.repaired: RepairReport | None = None  # when the ledger had to be rebuilt on opening
+        if read_only:
+            try:
+                self.ledger = Ledger(self.root / LEDGER, data_root=self.data_root, read_only=True)
+            except sqlite3.Error as exc:
+                raise UsageError(f"store {self.root}: cannot read its ledger: {exc}") from None
+            return
         try:
             (self.root / "runs").mkdir(parents=True, exist_ok=True)
             probe = self.root / f".probe-{os.getpid()}"
@@ -81,9 +96,6 @@ class Store:
             probe.unlink()
         except OSError as exc:
             raise UsageError(f"store {self.root} is not writable: {exc.strerror or exc}") from None
-        self._locks: dict[str, int] = {}
-        self._shared: int | None = None  # gc.lock, held shared while this process runs a run
-        self.repaired: RepairReport | None = None  # when the ledger had to be rebuilt on opening
         self.ledger = self._open_ledger()
 
     def _open_ledger(self) -> Ledger:
@@ -96,6 +108,8 @@ class Store:
         try:
             ledger = Ledger(path, data_root=self.data_root)
         except sqlite3.DatabaseError as exc:
+            if readonly.is_read_only(exc):  # not damaged: never set aside (nor rebuilt) for that
+                raise UsageError(f"store {self.root}: its ledger cannot be written: {exc}") from None
             aside = path.with_name(f"{LEDGER}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
             logger.warning(
                 "the ledger %s is damaged (%s); set aside as %s, rebuilding it from the part files",

@@ -165,18 +165,26 @@ class Ledger:
         data_root: the folder or URL part paths are relative to (``None``: stored as given).
 
     Raises:
-        sqlite3.DatabaseError: the file is not a ledger (damaged); ``Store`` rebuilds it.
+        sqlite3.DatabaseError: the file is not a ledger (damaged); ``Store`` rebuilds it. Or it
+            cannot be written (``readonly.is_read_only``): ``Store`` makes that a usage error.
         UsageError: the ledger was written by a newer version of pipelines.
     """
 
-    def __init__(self, path: str | os.PathLike[str], data_root: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], data_root: str | None = None, *, read_only: bool = False) -> None:
+        from pipelines.store import readonly
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only  # open for reading only, creating nothing (``readonly.py``)
         self.data_root = data_root
         self._location = data_root.split("?", 1)[0].rstrip("/") + "/" if data_root else None
         self._lock = threading.RLock()
         self._batched = False
         self._checkpointed = time.monotonic()
+        if read_only:
+            self._db = readonly.connect(self.path, SCHEMA)
+            self._db.row_factory = sqlite3.Row
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         try:
             self._db.row_factory = sqlite3.Row
@@ -187,6 +195,7 @@ class Ledger:
             self._db.execute("PRAGMA foreign_keys=OFF")
             self._db.executescript(SCHEMA)
             self._migrate()
+            readonly.check_writable(self._db)  # a read-only ledger fails now, not at the run's first record
         except BaseException:
             self._db.close()
             raise
@@ -211,7 +220,8 @@ class Ledger:
 
     def close(self) -> None:
         with self._lock:
-            self._checkpoint()
+            if not self.read_only:
+                self._checkpoint()
             self._db.close()
 
     # -- paths ------------------------------------------------------------------------
