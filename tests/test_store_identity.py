@@ -21,6 +21,7 @@ from pipelines import CheckpointError, RunStatus
 from pipelines._engine.idset import IdSet
 from pipelines.store import Store
 from pipelines.store import arrow as batch_files
+from pipelines.store.ledger import SCHEMA_VERSION
 
 from .conftest import TEST_DAGS, cli
 from .helpers import durable_calls as calls
@@ -163,7 +164,7 @@ class TestRelocation:
         assert calls(log) == Counter()
         with Store(copy) as s:
             assert all(p.startswith("runs/") for p in (r["path"] for r in s.ledger.query("SELECT path FROM parts")))
-            assert s.ledger.version == 1
+            assert s.ledger.version == SCHEMA_VERSION
 
     def test_an_old_ledger_with_absolute_paths_is_migrated(self, finished, store: Path, tmp_path: Path) -> None:
         db = sqlite3.connect(store / "ledger.sqlite")
@@ -174,7 +175,7 @@ class TestRelocation:
         moved = tmp_path / "moved"
         shutil.move(store, moved)  # moved before the upgrade: the paths name the old place
         with Store(moved) as s:
-            assert s.ledger.version == 1
+            assert s.ledger.version == SCHEMA_VERSION
             assert all(r["path"].startswith("runs/") for r in s.ledger.query("SELECT path FROM parts"))
         log = tmp_path / "calls.log"
         run_cli(moved, log)

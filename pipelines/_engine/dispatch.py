@@ -19,6 +19,7 @@ from pipelines._engine.task import BatchTask, TaskStop
 if TYPE_CHECKING:
     from pipelines._engine.idset import IdSet
     from pipelines._engine.plan import Plan
+    from pipelines._engine.schemas import StageSchemas
     from pipelines._engine.state import StageState
     from pipelines._engine.task_inputs import TaskInputs
     from pipelines._engine.workers import Workers
@@ -39,6 +40,7 @@ class Dispatch:
     params_json: str | None
     inputs: TaskInputs
     recovery: Recovery
+    schemas: StageSchemas
     _running: dict[Future[Any], Running]
     _groups: dict[Future[Any], tuple[Running, ...]]
 
@@ -93,4 +95,5 @@ class Dispatch:
             pipeline=self.pipeline if caps.in_process else None,
             object_key=b.key,
             stop=TaskStop() if caps.in_process and stage.is_async else None,
+            schema=self.schemas.expected(name),
         )

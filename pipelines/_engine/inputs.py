@@ -47,7 +47,7 @@ class InputSpec:
 
 def read_input(spec: InputSpec) -> tuple[pa.Table, np.ndarray]:
     """The rows of one input to compute, and their item ids."""
-    table = read_in_item_order(spec.parts)
+    table = read_in_item_order(spec.parts, spec.stage)
     if spec.ids_in_column and codec.ITEM_COLUMN in table.column_names:
         ids = table.column(codec.ITEM_COLUMN).to_numpy()
     else:
@@ -57,19 +57,19 @@ def read_input(spec: InputSpec) -> tuple[pa.Table, np.ndarray]:
     return table, ids
 
 
-def read_in_item_order(parts: Sequence[InputPart]) -> pa.Table:
+def read_in_item_order(parts: Sequence[InputPart], stage: str = "?") -> pa.Table:
     """Parts of one or more producer batches (in batch order) as one table, each batch's rows
     sorted by item id (stable: a flat-map's rows of one item keep their order). This is what
     makes every consumer's input, and so every output, the same whatever the timing."""
     tables = []
     for _, group in itertools.groupby(parts, key=lambda p: p.batch):
-        table = _concat([batch_files.read_table(p.path, expect=p.expect) for p in group])
+        table = _concat([batch_files.read_table(p.path, expect=p.expect) for p in group], stage)
         if codec.ITEM_COLUMN in table.column_names and table.num_rows > 1:
             ids = table.column(codec.ITEM_COLUMN).to_numpy()
             if not bool(np.all(ids[1:] >= ids[:-1])):
                 table = table.take(pa.array(np.argsort(ids, kind="stable")))
         tables.append(table)
-    return _concat(tables)
+    return _concat(tables, stage)
 
 
 def empty_output(producer: Stage) -> pa.Table:
@@ -98,13 +98,12 @@ def _select(table: pa.Table, ids: np.ndarray, select: IdSet) -> tuple[pa.Table, 
     )
 
 
-def _concat(tables: Sequence[pa.Table]) -> pa.Table:
+def _concat(tables: Sequence[pa.Table], stage: str = "?") -> pa.Table:
     if len(tables) == 1:
         return tables[0]
     if not tables:
         return pa.table({})
     tables = [t for t in tables if t.num_columns] or list(tables[:1])
-    try:
-        return pa.concat_tables(tables)
-    except pa.ArrowInvalid:
-        return pa.concat_tables(tables, promote_options="permissive")
+    from pipelines._engine.schemas import concat  # parts that disagree: a clear error, not ArrowTypeError
+
+    return concat(tables, stage=stage)

@@ -42,6 +42,7 @@ from pipelines._engine.keys import Keys
 from pipelines._engine.plan import Plan, RunOptions, plan
 from pipelines._engine.record import Ending, RunRecord
 from pipelines._engine.recovery import Recovery, Running
+from pipelines._engine.schemas import StageSchemas
 from pipelines._engine.state import StageState, describe
 from pipelines._engine.task import TaskResult
 from pipelines._engine.task_inputs import TaskInputs
@@ -114,6 +115,7 @@ class Runner(Dispatch):
         self.stopping = False
         self.interrupted = False
         self.keys = Keys(self.stages, self.states, self.fingerprints, self.store.ledger, self.observer, self.fresh)
+        self.schemas = StageSchemas(self.store.ledger, self.fingerprints)  # one Arrow schema per stage
         self.workers = Workers(self.pipeline, self.plan, self.observer)
         self.feed = SourceFeed(
             self.graph,
@@ -463,6 +465,7 @@ class Runner(Dispatch):
         st = self.states[name]
         b = st.batch(k)
         assert b.key is not None
+        result = self.schemas.settle(self.stages[name], k, result)
         errors = self.recovery.positioned(name, k, result.errors)
         timing = (
             TaskTiming(result.worker, result.started, result.ended, result.items, len(errors))

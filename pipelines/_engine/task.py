@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from pipelines._engine import schemas
 from pipelines._engine.calls import ItemCalls, item_error, retry_delay, retryable, with_timeout
 from pipelines._engine.idset import IdSet
 from pipelines._engine.inputs import InputPart, InputSpec, empty_output, read_in_item_order, read_input
@@ -58,6 +59,7 @@ class TaskResult:
     started: float = 0.0  # wall clock (time.time()), for the run report's timeline
     ended: float = 0.0
     worker: str = ""
+    schema: bytes | None = None  # the part's schema, when it is not the one the task was given (``schemas``)
 
 
 @dataclass(slots=True)
@@ -77,6 +79,7 @@ class BatchTask:
     pipeline: Pipeline | None = None  # in-process only; dropped when pickled
     object_key: str = ""  # the batch key the output is stored under (in the file's metadata)
     stop: TaskStop | None = None  # in-process only: the driver asks the task to end early (Ctrl-C)
+    schema: bytes | None = None  # the stage's schema (``schemas``), once its first part is recorded
 
     def __getstate__(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -158,7 +161,7 @@ class BatchTask:
         if stage.takes_params and "params" not in kwargs:
             kwargs["params"] = _params(pipeline, self.params_json)
         for name, parts in self.side.items():
-            table = codec.data_columns(read_in_item_order(parts))
+            table = codec.data_columns(read_in_item_order(parts, name))
             kwargs[name] = table.to_pandas() if stage.table_format == "pandas" else table
         return kwargs
 
@@ -187,14 +190,21 @@ class BatchTask:
         table = None
         while True:
             try:
-                table = codec.encode(row_values, stage=stage.name, output_type=stage.output_type, item_ids=row_ids)
+                table = schemas.encode(
+                    row_values, stage=stage.name, output_type=stage.output_type, item_ids=row_ids, schema=self.schema
+                )
                 break
-            except ConversionError as exc:  # one bad value fails its item, not the batch
-                bad_id = int(row_ids[exc.item])  # type: ignore[attr-defined]
-                position = int(np.searchsorted(ids, bad_id))
-                errors.append(item_error(stage, self.batch, bad_id, exc, 1, values[position]))
-                failed.add(bad_id)
-                kept = [(i, v) for i, v in zip(list(row_ids), row_values) if i != bad_id]
+            except ConversionError as exc:  # a value that does not fit fails its item, not the batch
+                misfits = getattr(exc, "misfits", None) or {exc.item: exc}  # type: ignore[attr-defined]
+                bad_ids = {int(row_ids[row]) for row in misfits}
+                for row, cause in sorted(misfits.items()):
+                    bad_id = int(row_ids[row])
+                    if bad_id not in failed:
+                        position = int(np.searchsorted(ids, bad_id))
+                        cause = cause if isinstance(cause, BaseException) else ConversionError(cause)
+                        errors.append(item_error(stage, self.batch, bad_id, cause, 1, values[position]))
+                        failed.add(bad_id)
+                kept = [(i, v) for i, v in zip(list(row_ids), row_values) if i not in bad_ids]
                 row_ids, row_values = [i for i, _ in kept], [v for _, v in kept]
         done = IdSet.from_sorted(
             ids if not failed else np.array([i for i in ids.tolist() if i not in failed], dtype=np.int64)
@@ -216,6 +226,7 @@ class BatchTask:
             seconds=t2 - t1,
             read_seconds=t1 - t0,
             write_seconds=t3 - t2,
+            schema=schemas.new_schema(table.schema, self.schema) if info is not None else None,
         )
 
     # -- table stages (batch, reduce) ---------------------------------------------------
@@ -289,6 +300,7 @@ class BatchTask:
             seconds=t2 - t1,
             read_seconds=t1 - t0,
             write_seconds=t3 - t2,
+            schema=schemas.new_schema(table.schema, self.schema) if info is not None else None,
         )
 
     def _part_meta(self, done: IdSet) -> dict[str, Any]:

@@ -300,6 +300,7 @@ def _exit_code(exc: BaseException) -> ExitCode | None:
     from executors import BackendUnavailableError, UnknownExecutorError
     from pipelines.errors import (
         CheckpointError,
+        ConversionError,
         DefinitionError,
         LoadError,
         ParamError,
@@ -321,7 +322,7 @@ def _exit_code(exc: BaseException) -> ExitCode | None:
         ),
     ):
         return ExitCode.USAGE
-    if isinstance(exc, (StageFailed, CheckpointError)):
+    if isinstance(exc, (StageFailed, CheckpointError, ConversionError)):  # e.g. stored parts that disagree
         return ExitCode.RUN_FAILED
     if type(exc).__module__.startswith("executors"):  # e.g. an unreachable --address
         return ExitCode.USAGE

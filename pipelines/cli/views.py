@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from pipelines.errors import UsageError
+from pipelines.errors import ConversionError, UsageError
 from pipelines.observe.display import markup, printable
 from pipelines.observe.report import console, plural, print_table
 from pipelines.store.past import find_run, run_items, run_status
@@ -149,7 +149,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             close = difflib.get_close_matches(args.stage, list(stages), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"run {run_id} has no stage {args.stage!r}{hint}; stages: {', '.join(stages)}")
-        table = read_stage(store, run_id, args.stage)
+        try:
+            table = read_stage(store, run_id, args.stage)
+        except ConversionError as exc:  # parts written before the stage's schema was fixed
+            from pipelines.observe.report import print_error
+
+            print_error(str(exc))
+            _print_errors(out, store, run_id, args.stage, shown=max(args.rows, 1), everything=args.debug)
+            return 1
         out.print(f"stage [cyan]{markup(args.stage)}[/cyan]: {table.num_rows:,} rows")
         out.print("schema:")  # the engine's own metadata (how values were encoded) is not the user's business
         out.print(

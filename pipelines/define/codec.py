@@ -244,7 +244,8 @@ def encode(
 
     Raises:
         ConversionError: naming the stage and the first item that cannot be converted
-            (``exc.item`` is its position in ``values``).
+            (``exc.item`` is its position in ``values``); ``exc.misfits`` maps that position to
+            a message without the item, which the error record names (``_engine/schemas.py``).
     """
     try:
         table = _encode(values, stage, output_type)
@@ -253,10 +254,10 @@ def encode(
             raise ConversionError(f"stage {stage!r}: cannot make an empty table of {output_type!r}: {exc}") from None
         bad, cause = _first_bad(values, stage, output_type, exc)
         ids = item_ids if item_ids is not None else range(first_item, first_item + len(values))
-        err = ConversionError(
-            f"stage {stage!r}, item {ids[bad]}: cannot convert {type(values[bad]).__name__} value to Arrow: {cause}"
-        )
+        what = f"cannot convert {type(values[bad]).__name__} value to Arrow: {cause}"
+        err = ConversionError(f"stage {stage!r}, item {ids[bad]}: {what}")
         err.item = bad  # type: ignore[attr-defined]
+        err.misfits = {bad: f"stage {stage!r}: {what}"}  # type: ignore[attr-defined]  # the record names the item
         raise err from None
     if item_ids is not None:
         table = table.append_column(ITEM_COLUMN, pa.array(item_ids, type=pa.int64()))

@@ -9,6 +9,7 @@ Tables:
                  (``done``), its size and checksum.
     run_batches  which object each (run, stage, batch) uses.
     errors       failed items: stage, batch, item, type, message, traceback, attempts.
+    stage_schemas  the Arrow schema of a stage's parts, per stage fingerprint (``_engine/schemas.py``).
     tasks        every computed task: stage, batch, the worker that ran it, when it started and
                  ended, its items and failed items (the run report's timeline).
 
@@ -76,6 +77,9 @@ CREATE TABLE IF NOT EXISTS errors (
 CREATE TABLE IF NOT EXISTS tasks (
     run_id TEXT, stage TEXT, batch INTEGER, worker TEXT, started REAL, ended REAL, items INTEGER, failed INTEGER
 );
+CREATE TABLE IF NOT EXISTS stage_schemas (
+    stage TEXT, fingerprint TEXT, schema BLOB, PRIMARY KEY (stage, fingerprint)
+);
 CREATE INDEX IF NOT EXISTS tasks_by_run ON tasks (run_id);
 CREATE INDEX IF NOT EXISTS errors_by_key ON errors (key, resolved);
 CREATE INDEX IF NOT EXISTS errors_by_run ON errors (run_id, stage, resolved);
@@ -83,7 +87,7 @@ CREATE INDEX IF NOT EXISTS parts_by_run ON parts (run_id);
 CREATE INDEX IF NOT EXISTS batches_by_key ON run_batches (key);
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHECKPOINT_SECONDS = 2.0
 
 
@@ -97,8 +101,16 @@ def _relative_paths(db: sqlite3.Connection) -> None:
             db.execute("UPDATE parts SET path=? WHERE rowid=?", (bare[at + 1 :], rowid))
 
 
+def _stage_schemas(db: sqlite3.Connection) -> None:
+    """Version 2: ``stage_schemas``, one Arrow schema per stage fingerprint (``_engine/schemas.py``)."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS stage_schemas (stage TEXT, fingerprint TEXT, schema BLOB, "
+        "PRIMARY KEY (stage, fingerprint))"
+    )
+
+
 # version reached -> the step that reaches it from the one before
-MIGRATIONS = {1: _relative_paths}
+MIGRATIONS = {1: _relative_paths, 2: _stage_schemas}
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,6 +531,26 @@ class Ledger:
     def tasks(self, run_id: str) -> list[sqlite3.Row]:
         """The run's computed tasks, in the order they started."""
         return self.query("SELECT * FROM tasks WHERE run_id=? ORDER BY started", (run_id,))
+
+    # -- stage schemas ----------------------------------------------------------------
+    def stage_schema(self, stage: str, fingerprint: str) -> bytes | None:
+        """The Arrow schema (IPC bytes) recorded for a stage's parts, if any."""
+        rows = self.query("SELECT schema FROM stage_schemas WHERE stage=? AND fingerprint=?", (stage, fingerprint))
+        return bytes(rows[0]["schema"]) if rows else None
+
+    def save_stage_schema(self, stage: str, fingerprint: str, schema: bytes, *, replacing: bytes | None = None) -> bool:
+        """Record a stage's first schema, or replace ``replacing`` with a refined one.
+
+        Returns:
+            False when another run recorded (or refined) it first: read it again.
+        """
+        with self.transaction() as db:
+            if replacing is None:
+                sql, args = "INSERT OR IGNORE INTO stage_schemas VALUES (?, ?, ?)", (stage, fingerprint, schema)
+            else:
+                sql = "UPDATE stage_schemas SET schema=? WHERE stage=? AND fingerprint=? AND schema=?"
+                args = (schema, stage, fingerprint, replacing)
+            return db.execute(sql, args).rowcount == 1
 
     def run_batches(self, run_id: str, stage: str) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM run_batches WHERE run_id=? AND stage=? ORDER BY batch", (run_id, stage))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from pipelines._engine.schemas import concat
 from pipelines.define import codec
 from pipelines.errors import UsageError
 from pipelines.store import arrow as batch_files
@@ -36,7 +37,7 @@ def parts_in_order(parts: list[Part]) -> list[Part]:
     return sorted(distinct_parts(parts), key=lambda p: p.first)
 
 
-def read_parts(parts: list[Part]) -> pa.Table:
+def read_parts(parts: list[Part], stage: str = "?") -> pa.Table:
     """One batch's parts as a table sorted by item id (engine columns kept).
 
     Every file is verified against its size and checksum in the ledger first: a damaged
@@ -45,7 +46,7 @@ def read_parts(parts: list[Part]) -> pa.Table:
     tables = [batch_files.read_table(p.path, expect=p.info) for p in parts_in_order(parts)]
     if not tables:
         return pa.table({})
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    table = concat(tables, stage=stage) if len(tables) > 1 else tables[0]
     if len(tables) > 1 and codec.ITEM_COLUMN in table.column_names:
         ids = table.column(codec.ITEM_COLUMN).to_numpy()
         if not bool(np.all(ids[1:] >= ids[:-1])):
@@ -65,11 +66,11 @@ def stage_batches(store: Store, run_id: str, stage: str) -> list[tuple[int, list
 
 def read_stage(store: Store, run_id: str, stage: str, *, with_engine_columns: bool = False) -> pa.Table:
     """Every batch of a stage in batch order, parts sorted by item id."""
-    tables = [read_parts(parts) for _, parts in stage_batches(store, run_id, stage) if parts]
+    tables = [read_parts(parts, stage) for _, parts in stage_batches(store, run_id, stage) if parts]
     tables = [t for t in tables if t.num_columns]
     if not tables:
         return pa.table({})
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    table = concat(tables, stage=stage) if len(tables) > 1 else tables[0]
     return table if with_engine_columns else codec.data_columns(table)
 
 
