@@ -16,7 +16,8 @@ from rich.text import Text
 
 from pipelines.observe.display import printable, safe_console
 from tests.conftest import ROOT
-from tests.hostile.test_cli_options import ESCAPES, as_command, run, write_dags
+from tests.helpers import write_dags
+from tests.hostile.test_cli_options import ESCAPES, as_command, run
 
 SHOWN_EVIL = r"evil\x1b]0;PWNED\x07\x1b[2J\u202e[bold red]markup[/bold red] :thumbs_up:"
 RAW = ("\x1b", "\x07", "\u202e")  # none of these may reach a person's screen

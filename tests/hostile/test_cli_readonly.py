@@ -19,7 +19,8 @@ import pytest
 
 from pipelines.store import Store
 from tests.conftest import cli
-from tests.hostile.test_cli_options import GOOD, as_command, assert_one_line_error, run_in, write_dags
+from tests.helpers import write_dags
+from tests.hostile.test_cli_options import GOOD, as_command, assert_one_line_error, run_in
 
 
 def _can_mount() -> bool:

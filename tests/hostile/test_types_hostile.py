@@ -24,7 +24,7 @@ from pipelines.store import Store
 from pipelines.store import arrow as batch_files
 from pipelines.store.ledger import SCHEMA_VERSION
 from tests.conftest import cli
-from tests.hostile.test_cli_options import write_dags
+from tests.helpers import write_dags
 
 MIXED = '''
     """A map whose values change type half-way."""
