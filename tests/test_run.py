@@ -272,7 +272,9 @@ def test_unconvertible_value_fails_its_item_naming_stage_and_item(store: Path) -
     assert result.status is RunStatus.PARTIAL
     (error,) = result.failures
     assert error.item == 4 and error.error_type == "ConversionError"
-    assert "stage 'value'" in error.message and "item 4" in error.message
+    # the record names the item (its place in the source); the message, the stage and the cause
+    assert error.position == 4 and error.where == "item 4"
+    assert "stage 'value': cannot convert str value to Arrow" in error.message
     assert result.table("value").column("value").to_pylist() == [0, 1, 2, 3, 5, 6, 7, 8, 9]
 
 
