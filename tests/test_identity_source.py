@@ -128,12 +128,14 @@ class TestSourceReading:
             "stage 'items', item 700: ConversionError: stage 'items', item 700: cannot convert object value"
         )
 
-    def test_items_whose_types_change_along_the_source_are_all_kept(self, tmp_path: Path) -> None:
+    def test_items_whose_types_change_along_the_source_stop_at_the_first_misfit(self, tmp_path: Path) -> None:
+        """The source's first items fix its type, as a stage's first part does (``_engine/schemas.py``)."""
         window = chunking.AVERAGE  # items are read and encoded a window at a time
         items = [*range(window), *(f"s{i}" for i in range(window)), *(1.5 * i for i in range(5))]
         result = self.run(tmp_path, items)
-        assert result.ok  # each type in batches of its own (one table of them all cannot be made)
-        assert result.stages["same"].items == len(items)
+        assert not result.ok
+        assert f"item {window}: str value 's0' does not fit the stage's type int64" in str(result.error)
+        assert result.table("items")["items"].to_pylist() == list(range(window))  # the items before it are kept
 
     def test_a_fixed_batch_size_cuts_by_count(self, tmp_path: Path) -> None:
         result = self.run(tmp_path, list(range(1000)), batch_size=300)

@@ -254,8 +254,8 @@ def encode(
         for i, value in enumerate(values):
             try:
                 _, misfit = conform(codec.encode([value], stage=stage, output_type=output_type), expected)
-            except ConversionError as alone:
-                messages[i] = str(alone)
+            except ConversionError as alone:  # its message without the item, which is 0 alone
+                messages[i] = getattr(alone, "misfits", {}).get(0, str(alone))
                 continue
             if misfit:
                 messages[i] = misfit_message(stage, value, misfit[0], first_part=inferred)
@@ -356,3 +356,94 @@ class StageSchemas:
             info = batch_files.write_table(f"{stem}-fit{ext}", fitted, part={**meta, "ids": done.to_json()})
         batch_files.remove(result.file.path)
         return dataclasses.replace(result, file=info, done=done, errors=(*result.errors, *failed.values()), schema=None)
+
+
+# -- a source's side ----------------------------------------------------------------------
+
+
+class SourceSchema:
+    """The schema of a source's batches, fixed like a stage's: by its annotation or its first items.
+
+    A source is read once, in order, by one reader: its schema is the type of its first
+    items (or its annotation), and every later window of items is converted to it. A value
+    that does not fit ends the read there, with its index, its value and type and the
+    expected type; the items before it still make batches (nothing finished is lost).
+    """
+
+    def __init__(self, stage: str, output_type: Any) -> None:
+        self._stage = stage
+        self._output_type = output_type
+        self._inferred = output_type is None or output_type is dict
+        self._schema: bytes | None = None
+
+    def encode(self, values: Sequence[Any], first_item: int) -> tuple[pa.Table | None, ConversionError | None]:
+        """The values as a table of the source's schema, up to the first that does not fit, and its error.
+
+        ``first_item`` is the index of ``values[0]`` in the source; the error names it and its
+        ``item`` is the index of the value to blame in the source.
+        """
+        stage, output_type = self._stage, self._output_type
+        try:
+            table = codec.encode(values, stage=stage, output_type=output_type, first_item=first_item)
+        except ConversionError as exc:
+            table, error = None, exc
+        if self._schema is None:
+            if table is not None:
+                self._fix(table.schema)
+                return table, None
+            fit = self._longest_prefix(values)
+            if fit == 0:  # the first value cannot be converted even alone: the codec says why
+                error.item = first_item  # type: ignore[attr-defined]
+                return None, error
+            self._fix(codec.encode(values[:fit], stage=stage, output_type=output_type).schema)
+            if self._schema is None:  # Nones, then values that do not agree: the Nones make a batch
+                return self._before(values, fit, first_item, error)
+        assert self._schema is not None
+        if table is not None:
+            merged = merge(from_bytes(self._schema), table.schema)  # null columns typed, new fields added
+            if merged is not None:
+                self._schema = to_bytes(merged)
+                return table, None
+        try:
+            fitted = encode(
+                values, stage=stage, output_type=output_type, item_ids=range(len(values)), schema=self._schema
+            )
+        except ConversionError as exc:
+            at = getattr(exc, "item", 0)
+            message = getattr(exc, "misfits", {}).get(at, str(exc))
+            message = message.replace(
+                "the stage's first part: return one type", "the source's first items: yield one type"
+            )
+            error = ConversionError(
+                message.replace(f"stage {stage!r}:", f"stage {stage!r}, item {first_item + at}:", 1)
+            )
+            return self._before(values, at, first_item, error)
+        return fitted.drop_columns([ITEM_COLUMN]), None
+
+    def _before(
+        self, values: Sequence[Any], at: int, first_item: int, error: ConversionError
+    ) -> tuple[pa.Table | None, ConversionError]:
+        """The values before position ``at`` as a table, and ``error``, the reason the read ends at ``at``."""
+        error.item = first_item + at  # type: ignore[attr-defined]
+        if at == 0:
+            return None, error
+        table, more = self.encode(values[:at], first_item)
+        assert more is None, "the values before the first misfit fit"
+        return table, error
+
+    def _fix(self, schema: pa.Schema) -> None:
+        if not undecided(schema):  # only Nones so far: the next items decide
+            self._schema = to_bytes(schema)
+
+    def _longest_prefix(self, values: Sequence[Any]) -> int:
+        """How many of the first values convert together (bisecting: a prefix of a prefix that converts converts)."""
+        lo, hi = 0, len(values)  # values[:lo] converts, values[:hi + 1] does not (or is all of them)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            try:
+                codec.encode(values[:mid], stage=self._stage, output_type=self._output_type)
+            except ConversionError:
+                hi = mid - 1
+            else:
+                lo = mid
+        return lo

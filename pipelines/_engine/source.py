@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines._engine import chunking
+from pipelines._engine import chunking, schemas
 from pipelines._engine.idset import IdSet
 from pipelines.define import codec
 from pipelines.errors import ConversionError, StageFailed
@@ -65,6 +65,7 @@ class SourceReader:
         self._lock = threading.Lock()
         self._exhausted = False
         self._keep = keep  # a consumer runs in this process: hand it the tables, not just the files
+        self._schema = schemas.SourceSchema(stage.name, stage.output_type)
         self._chunks = self._open(params)
 
     @property
@@ -118,15 +119,13 @@ class SourceReader:
         yield from self._cut(self._encoded(windows()))
 
     def _encoded(self, windows: Iterator[list[Any]]) -> Iterator[tuple[pa.Table, list[Any]]]:
+        """Windows of items as tables of the source's one schema; a misfit ends them after the items before it."""
         for items in windows:
-            yield self._encode_items(items), items
-
-    def _encode_items(self, items: list[Any]) -> pa.Table:
-        try:
-            return codec.encode(items, stage=self.stage.name, output_type=self.stage.output_type, first_item=self._read)
-        except ConversionError as exc:
-            at = getattr(exc, "item", None)
-            raise _BadItem(str(exc), None if at is None else self._read + at) from None
+            table, error = self._schema.encode(items, self._read)
+            if table is not None:
+                yield table, items[: table.num_rows]
+            if error is not None:
+                raise _BadItem(str(error), getattr(error, "item", None))
 
     def _cut(self, windows: Iterator[tuple[pa.Table, list[Any] | None]]) -> Iterator[pa.Table]:
         """Batches cut where the items' hashes say (see ``chunking``), from windows of encoded items.
@@ -139,15 +138,21 @@ class SourceReader:
         sizes = np.zeros(0, dtype=np.int64)
         values: list[Any] | None = None
         final = False
+        misfit: _BadItem | None = None
         while True:
             cut = self._cutter.next_cut(hashes, final=final, sizes=sizes)
             if cut is None:
                 if final:
+                    if misfit is not None:  # after the batches of the items before it
+                        raise misfit
                     return
                 try:
                     table, items = next(windows)
                 except StopIteration:
                     final = True
+                    continue
+                except _BadItem as exc:
+                    final, misfit = True, exc
                     continue
                 self._read += table.num_rows
                 if pending is None or pending.num_rows == 0:

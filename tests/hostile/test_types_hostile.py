@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -143,6 +144,103 @@ class TestMixedTypes:
         ), proc.stdout
         proc = cli("resume", "latest", *common, check=1)
         assert "Traceback" not in proc.stdout + proc.stderr and "ArrowTypeError" not in proc.stdout
+
+
+MIXED_SOURCE = """
+    from pipelines import Pipeline
+
+    pipeline = Pipeline("mixsrc")
+
+
+    @pipeline.source(batch_size=4)
+    def items():
+        yield from [0, 1, 2, 3, 4, "s5", "s6"]
+
+
+    @pipeline.map(over=items)
+    def double(x):
+        return x * 2
+"""
+
+
+def mixed_source(values: list[object], batch_size: int = 4, annotated: bool = False) -> Pipeline:
+    pipeline = Pipeline("mixsrc")
+
+    def plain():
+        yield from values
+
+    def typed() -> Iterator[float]:
+        yield from values
+
+    items = pipeline.source(typed if annotated else plain, name="items", batch_size=batch_size)
+
+    @pipeline.map(over=items)
+    def double(x):
+        return None if x is None else x * 2
+
+    return pipeline
+
+
+def source_values(store: Path, run_id: str) -> tuple[set[str], list[object]]:
+    """The types of the source's stored parts, and their values in order."""
+    with Store(store, read_only=True) as s:
+        paths = [p.path for r in s.ledger.run_batches(run_id, "items") for p in s.ledger.parts(r["key"])]
+    tables = [batch_files.read_table(p) for p in paths]
+    return {str(t.schema.field("items").type) for t in tables}, [v for t in tables for v in t["items"].to_pylist()]
+
+
+class TestMixedSource:
+    """A source is held to one schema like a map: its first items (or its annotation) fix it."""
+
+    @pytest.mark.parametrize("executor", ["inline", "threads", "processes"])
+    def test_the_misfit_is_named_and_the_items_before_it_are_kept(self, executor: str, store: Path) -> None:
+        result = mixed_source([0, 1, 2, 3, 4, "s5", "s6"]).run(executor=executor, store=store)
+        assert result.status.value == "failed"
+        message = str(result.error)
+        # the value to blame, its index, its type and the expected type; not the int before it
+        assert "stage 'items', item 5: str value 's5' does not fit the stage's type int64" in message, message
+        assert "yield one type" in message and "int value" not in message
+        assert source_values(store, result.run_id) == ({"int64"}, [0, 1, 2, 3, 4])
+
+    @pytest.mark.parametrize("batch_size", [1, 4, 1000])
+    def test_a_window_of_other_values_does_not_make_a_part_of_another_type(self, batch_size: int, store: Path) -> None:
+        result = mixed_source([0, 1, 2, 3, "s4", "s5"], batch_size=batch_size).run(executor="inline", store=store)
+        assert result.status.value == "failed"
+        assert "item 4: str value 's4' does not fit the stage's type int64" in str(result.error)
+        assert source_values(store, result.run_id) == ({"int64"}, [0, 1, 2, 3])
+
+    def test_the_first_value_decides_even_when_the_next_disagrees(self, store: Path) -> None:
+        result = mixed_source([0, "s1", 2]).run(executor="inline", store=store)
+        assert "item 1: str value 's1' does not fit the stage's type int64" in str(result.error)
+        assert source_values(store, result.run_id) == ({"int64"}, [0])
+
+    def test_the_annotation_decides(self, store: Path) -> None:
+        result = mixed_source([1, 2.5, "x"], annotated=True).run(executor="inline", store=store)
+        message = str(result.error)
+        assert "stage 'items', item 2: cannot convert str value to Arrow" in message, message
+        assert "'x'" in message and "double" in message
+        assert "first items" not in message  # the annotation, not the first items, fixed it
+        assert source_values(store, result.run_id) == ({"double"}, [1.0, 2.5])
+
+    def test_values_that_fit_are_converted_and_nones_wait(self, store: Path) -> None:
+        result = mixed_source([None, None, 1, 2, 3.0, None, 4], batch_size=2).run(executor="inline", store=store)
+        assert result.status.value == "ok", result.error
+        kinds, values = source_values(store, result.run_id)
+        assert kinds <= {"null", "int64"} and values == [None, None, 1, 2, 3, None, 4]
+        assert result.table("double")["double"].to_pylist() == [None, None, 2, 4, 6, None, 8]
+
+    def test_the_cli_run_inspect_and_resume(self, tmp_path: Path, store: Path) -> None:
+        dags = write_dags(tmp_path / "dags", mixsrc=MIXED_SOURCE)
+        common = ("--dags", str(dags), "--store", str(store))
+        expected = "stage 'items', item 5: str value 's5' does not fit the stage's type int64"
+        proc = cli("run", "mixsrc", *common, "--executor", "processes", check=1)
+        assert "Traceback" not in proc.stdout + proc.stderr and expected in proc.stdout, proc.stdout
+        proc = cli("inspect", "latest", "items", *common, check=0)
+        assert "items: int64" in proc.stdout and "5 rows" in proc.stdout, proc.stdout
+        proc = cli("resume", "latest", *common, check=1)  # the source is read again and fails the same way
+        assert "Traceback" not in proc.stdout + proc.stderr and expected in proc.stdout, proc.stdout
+        proc = cli("inspect", "latest", "double", *common, check=0)
+        assert "double: int64" in proc.stdout and "Traceback" not in proc.stderr
 
 
 class TestConversions:
