@@ -23,7 +23,7 @@ from pipelines.store import Store
 from pipelines.store import arrow as batch_files
 from pipelines.store.ledger import SCHEMA_VERSION
 
-from .conftest import TEST_DAGS, cli
+from .conftest import ROOT, TEST_DAGS, cli
 from .helpers import durable_calls as calls
 from .helpers import durable_driver
 
@@ -70,11 +70,9 @@ def flip(path: Path, offset: int) -> None:
 
 
 @pytest.fixture
-def finished(store: Path, tmp_path: Path) -> pipelines.RunResult:
-    # a run of the command line, like the reruns the tests compare it with: an in-process run
-    # would take its code fingerprints from whatever this test process imported before
-    run_cli(store, tmp_path / "first-run.log", "--param", f"n={N}")
-    result = pipelines.load("latest", store=store)
+def finished(load, store: Path) -> pipelines.RunResult:
+    # in this process; the reruns the tests compare it with go through the command line
+    result = pipelines.run(load("durable"), {"n": N}, store=store)
     assert result.status is RunStatus.OK and result.table("total").to_pylist() == expected()
     return result
 
@@ -120,8 +118,9 @@ class TestVerifiedReads:
         ids = IdSet.from_json(batch_files.part_info(batch_files.read_table(damaged, raw=True))["ids"])
         flip(damaged, damaged.stat().st_size // 2)
         log = tmp_path / "calls.log"
-        run_cli(store, log)  # the command line, as the first run was
-        assert pipelines.load("latest", store=store).table("total").to_pylist() == expected()
+        monkeypatch.setenv("DURABLE_LOG", str(log))
+        again = pipelines.run(load("durable"), {"n": N}, store=store)
+        assert again.table("total").to_pylist() == expected()
         assert calls(log)["first"] == 0
         assert calls(log)["second"] == len(ids)  # that part's items, no more
 
@@ -180,6 +179,36 @@ class TestRelocation:
         log = tmp_path / "calls.log"
         run_cli(moved, log)
         assert calls(log) == Counter()
+
+
+class TestInProcessAndCommandLine:
+    def test_in_process_and_command_line_runs_reuse_each_others_work(
+        self, load, store: Path, tmp_path: Path, monkeypatch
+    ) -> None:
+        # a dags folder named like another one this process already imported: imported here
+        # under a fallback name (dags_1a2b3c), by the command line under its own
+        dags = tmp_path / "dags"
+        dags.mkdir()
+        shutil.copy(TEST_DAGS / "durable.py", dags / "durable.py")
+        load("durable")  # tests/dags
+        from pipelines.define import loader
+
+        loader.load("json_files", ROOT / "dags")  # and the project's own dags folder
+        import tests.helpers  # noqa: F401 - test modules imported, as in a whole session
+
+        pipeline = loader.load("durable", dags)
+        assert pipeline.module != "dags.durable"
+        log = tmp_path / "calls.log"
+        monkeypatch.setenv("DURABLE_LOG", str(log))
+        first = pipelines.run(pipeline, {"n": N}, store=store)
+        assert first.table("total").to_pylist() == expected()
+        assert calls(log)["first"] == N
+        seen = len(log.read_text().splitlines())
+        cli("run", "durable", "--dags", str(dags), "--store", str(store), "--quiet", "--param", f"n={N}", check=0)
+        assert calls(log, seen) == Counter()  # the command line reuses the in-process run's work
+        again = pipelines.run(loader.load("durable", dags), {"n": N}, store=store)
+        assert again.table("total").to_pylist() == expected()
+        assert calls(log, seen) == Counter()  # and the other way round
 
 
 class TestLostLedger:

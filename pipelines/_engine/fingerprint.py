@@ -10,6 +10,11 @@ stage fingerprint  = hash(code, config, params) where
              reading the code cannot tell.
 batch key          = hash(stage fingerprint, the lineage ids of its input batches).
 
+Code is named by what it is, never by how this process happened to import it: a dags
+folder imported under a fallback name (``dags_1a2b3c``, its own name being taken) and a
+script run as ``__main__`` are named as a command-line run would name them, so an
+in-process run and a command-line run of one pipeline reuse each other's work.
+
 "User code" is any module outside the standard library and site-packages, plus this
 project's ``stages`` library: upgrading pandas does not invalidate a run, editing
 ``stages/images.py`` does.
@@ -17,6 +22,8 @@ project's ``stages`` library: upgrading pandas does not invalidate a run, editin
 
 from __future__ import annotations
 
+import contextlib
+import dis
 import functools
 import hashlib
 import inspect
@@ -29,6 +36,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipelines._engine import paramreads
+from pipelines.define.loader import canonical_module
 
 _LIB_DIRS = tuple(
     os.path.realpath(p) + os.sep
@@ -68,6 +76,20 @@ def _is_user_module(module_name: str | None) -> bool:
     return not path.startswith(_LIB_DIRS)
 
 
+def module_identity(module_name: str | None) -> str:
+    """The name a module's code is known by, whatever name this process imported it under."""
+    if not module_name:
+        return ""
+    if module_name in ("__main__", "__mp_main__"):
+        module = sys.modules.get(module_name)
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.name not in ("__main__", "__mp_main__"):
+            return canonical_module(spec.name)  # `python -m package.module`
+        path = getattr(module, "__file__", None)
+        return os.path.splitext(os.path.basename(path))[0] if path else module_name  # `python script.py`
+    return canonical_module(module_name)
+
+
 def code_fingerprint(obj: Any) -> str:
     """Digest of a callable's code and of the user-code helpers it references."""
     h = hashlib.blake2b(digest_size=16)
@@ -82,17 +104,17 @@ def _feed(h: Any, obj: Any, seen: set[int]) -> None:
     if isinstance(obj, functools.partial):
         h.update(b"partial")
         _feed(h, obj.func, seen)
-        h.update(repr((obj.args, sorted(obj.keywords.items()))).encode())
+        h.update(stable_repr((obj.args, sorted(obj.keywords.items()))).encode())
         return
     if inspect.ismethod(obj):
         _feed(h, obj.__func__, seen)
         return
     if inspect.isfunction(obj):
-        h.update(f"{obj.__module__}.{obj.__qualname__}".encode())
+        h.update(f"{module_identity(obj.__module__)}.{obj.__qualname__}".encode())
         if not _is_user_module(obj.__module__):
             return
         _feed_code(h, obj.__code__)
-        h.update(repr(obj.__defaults__).encode() if _plain_data(obj.__defaults__) else b"")
+        h.update(stable_repr(obj.__defaults__).encode() if _plain_data(obj.__defaults__) else b"")
         names = list(_global_names(obj.__code__))
         for name in names:
             if name in obj.__globals__:
@@ -107,19 +129,17 @@ def _feed(h: Any, obj: Any, seen: set[int]) -> None:
                             _feed(h, member, seen)
         if obj.__closure__:
             for cell in obj.__closure__:
-                try:
+                with contextlib.suppress(ValueError):  # an empty cell has no contents
                     _feed_global(h, "<closure>", cell.cell_contents, seen)
-                except ValueError:  # an empty cell
-                    pass
         return
     if inspect.isclass(obj):
-        h.update(f"{obj.__module__}.{obj.__qualname__}".encode())
+        h.update(f"{module_identity(obj.__module__)}.{obj.__qualname__}".encode())
         if _is_user_module(obj.__module__):
             for attr, value in sorted(vars(obj).items()):
                 if inspect.isfunction(value) or isinstance(value, (staticmethod, classmethod)):
                     _feed(h, getattr(value, "__func__", value), seen)
                 elif attr == "__annotations__" or _plain_data(value):
-                    h.update(f"{attr}={value!r}".encode())
+                    h.update(f"{attr}={stable_repr(value)}".encode())
         return
     if callable(obj):  # a callable instance: its class's code
         _feed(h, type(obj), seen)
@@ -128,20 +148,40 @@ def _feed(h: Any, obj: Any, seen: set[int]) -> None:
 
 
 def _feed_code(h: Any, code: types.CodeType) -> None:
-    h.update(code.co_code)
+    """The instructions, with the constants they load resolved to their values.
+
+    Raw ``co_code`` and ``co_consts`` would not do: a function's docstring sits in its
+    constants (as ``None`` where there is none) and shifts the indices the bytecode uses, so
+    adding one would change the fingerprint. The docstring is never loaded by an instruction,
+    so it drops out here, whatever the Python version.
+    """
+    for ins in dis.get_instructions(code):
+        h.update(ins.opname.encode())
+        if ins.opcode in _LOADS_CONST or isinstance(ins.argval, types.CodeType):
+            if isinstance(ins.argval, types.CodeType):
+                _feed_code(h, ins.argval)
+            else:
+                h.update(stable_repr(ins.argval).encode())
+        elif ins.arg is not None:
+            h.update(str(ins.arg).encode())
     h.update(repr(code.co_names).encode())
-    consts = code.co_consts
-    if consts and isinstance(consts[0], str) and code.co_flags & inspect.CO_NEWLOCALS and _has_docstring(code):
-        consts = consts[1:]  # the docstring does not change results
-    for const in consts:
-        if isinstance(const, types.CodeType):
-            _feed_code(h, const)
-        else:
-            h.update(repr(const).encode())
 
 
-def _has_docstring(code: types.CodeType) -> bool:
-    return bool(code.co_consts) and isinstance(code.co_consts[0], str)
+_LOADS_CONST = frozenset(dis.hasconst)
+
+
+def stable_repr(value: Any) -> str:
+    """``repr`` that is the same in every process: set members sorted (string hashing is
+    salted per process, so ``{"a", "b"}`` prints in a different order in each)."""
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}({{{', '.join(sorted(stable_repr(v) for v in value))}}})"
+    if isinstance(value, tuple):
+        return f"({''.join(stable_repr(v) + ', ' for v in value)})"
+    if isinstance(value, list):
+        return f"[{', '.join(stable_repr(v) for v in value)}]"
+    if isinstance(value, dict):
+        return f"{{{', '.join(f'{stable_repr(k)}: {stable_repr(v)}' for k, v in value.items())}}}"
+    return repr(value)
 
 
 def _global_names(code: types.CodeType) -> Iterable[str]:
@@ -154,12 +194,12 @@ def _global_names(code: types.CodeType) -> Iterable[str]:
 def _feed_global(h: Any, name: str, value: Any, seen: set[int]) -> None:
     if isinstance(value, types.ModuleType):
         if _is_user_module(value.__name__):
-            h.update(f"module:{value.__name__}".encode())
+            h.update(f"module:{module_identity(value.__name__)}".encode())
         return
     if inspect.isfunction(value) or inspect.isclass(value) or isinstance(value, functools.partial):
         _feed(h, value, seen)
     elif _plain_data(value):
-        h.update(f"{name}={value!r}".encode())
+        h.update(f"{name}={stable_repr(value)}".encode())
 
 
 def _plain_data(value: Any) -> bool:
@@ -182,7 +222,9 @@ def stage_parts(stage: Any, params_json: str | None) -> dict[str, str]:
         "input_args": list(stage.input_args),
         "output_type": repr(stage.output_type),
         "table_format": stage.table_format,
-        "kwargs": {k: (code_fingerprint(v) if callable(v) else repr(v)) for k, v in sorted(stage.kwargs.items())},
+        "kwargs": {
+            k: (code_fingerprint(v) if callable(v) else stable_repr(v)) for k, v in sorted(stage.kwargs.items())
+        },
     }
     return {
         "code": code_fingerprint(stage.fn),

@@ -41,9 +41,13 @@ def dags_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(explicit or os.environ.get("PIPELINES_DAGS") or "dags").absolute()
 
 
+def _base_name(directory: Path) -> str:
+    return directory.name if directory.name.isidentifier() else "dags"
+
+
 def package_name(directory: Path) -> str:
     """The package name a dags folder is imported as: its own name when that is free."""
-    base = directory.name if directory.name.isidentifier() else "dags"
+    base = _base_name(directory)
     with _lock:
         taken = _packages.get(base)
         existing = sys.modules.get(base)
@@ -76,6 +80,22 @@ def ensure_package(name: str, directory: str | os.PathLike[str]) -> None:
             module.__package__ = name
             sys.modules[name] = module
         _packages[name] = directory
+
+
+def canonical_module(module_name: str) -> str:
+    """``module_name`` as it would be named had its dags folder been imported first.
+
+    A dags folder whose name was taken by another one is imported as ``dags_1a2b3c``; which of
+    the two gets the plain name depends on what the process imported before (a command-line
+    run imports one folder, a test session several). Code identity uses this name so that it
+    does not depend on that order.
+    """
+    top, dot, rest = module_name.partition(".")
+    with _lock:
+        folder = _packages.get(top)
+    if folder is None:
+        return module_name
+    return _base_name(Path(folder)) + dot + rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +198,7 @@ def import_dags_module(path: Path, folder: Path) -> types.ModuleType:
             f"{where}: importing {module_name} called sys.exit({exc.code!r}); a dags module "
             f"must not exit when it is imported"
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - any failure at import is the module's fault
+    except Exception as exc:
         frame = _last_frame_in(exc, path)
         where = f"{_display(path)}, line {frame}" if frame else _display(path)
         raise LoadError(f"{where}: importing {module_name} failed: {type(exc).__name__}: {exc}") from exc
