@@ -16,12 +16,14 @@ Each turn of the loop:
 
 Keys make reuse exact (see ``keys.py``): whatever the ledger holds under a batch's key, from
 an earlier run or an earlier attempt of this run, is reused item by item; only the rest is
-computed. Failures are handled in ``recovery.py``, executors in ``workers.py``, the run's
-rows in the ledger (its start and end) in ``record.py``.
+computed. Two drivers on one store take turns on a batch through leases (``leases.py``).
+Failures are handled in ``recovery.py``, executors in ``workers.py``, the run's rows in the
+ledger (its start and end) in ``record.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sqlite3
@@ -39,11 +41,12 @@ from pipelines._engine.graph import RunGraph
 from pipelines._engine.group import Gathering, in_flight
 from pipelines._engine.idset import IdSet
 from pipelines._engine.keys import Keys
+from pipelines._engine.leases import RETRY_SECONDS, Leases
 from pipelines._engine.plan import Plan, RunOptions, plan
 from pipelines._engine.record import Ending, RunRecord
 from pipelines._engine.recovery import Recovery, Running
 from pipelines._engine.schemas import StageSchemas
-from pipelines._engine.state import StageState, describe
+from pipelines._engine.state import BatchState, StageState, describe
 from pipelines._engine.task import TaskResult
 from pipelines._engine.task_inputs import TaskInputs
 from pipelines._engine.workers import Workers
@@ -133,6 +136,7 @@ class Runner(Dispatch):
         )
         self._running: dict[Future[Any], Running] = {}
         self._groups: dict[Future[Any], tuple[Running, ...]] = {}  # a grouped task's other batches
+        self.leases = Leases(self.store.ledger)
         self.recovery = Recovery(
             self.graph,
             self.plan,
@@ -189,6 +193,8 @@ class Runner(Dispatch):
         finally:
             self.workers.shutdown(cancel=True, wait=False)
             self.feed.close()
+            with contextlib.suppress(sqlite3.Error, OSError):  # a full disk: they expire on their own
+                self.leases.release_all()
             self.store.unlock(self.run_id)
             if not self.states and not self.resumed:  # refused before it was recorded: leave nothing
                 shutil.rmtree(self.store.run_dir(self.run_id), ignore_errors=True)
@@ -242,11 +248,26 @@ class Runner(Dispatch):
         if key is None:
             return False
         b.key = key
-        reused = self.keys.reuse(name, k, b)
+        self._adopt(name, k, b)
+        return True
+
+    def _adopt(self, name: str, k: int, b: BatchState) -> None:
+        """Reuse what the ledger holds under ``b.key`` (from any run, or another driver just now)."""
+        before = b.done
+        reused = self.keys.reuse(name, k, b) - before
         if reused:  # a batch or reduce stage counts one item per batch, computed or reused
             self.states[name].items_reused += len(reused) if self.stages[name].itemwise else 1
             if self.stages[name].itemwise:
                 self.publish(name, k, reused)
+
+    def _leased(self, name: str, k: int, b: BatchState) -> bool:
+        """Whether this driver holds ``b.key``'s lease (asked for after the turn when not). Once it
+        does, what another driver recorded under the key meanwhile is adopted first."""
+        assert b.key is not None
+        if not self.leases.may_compute(b.key, name):
+            return False
+        if self.leases.newly_granted(b.key) and name not in self.fresh:
+            self._adopt(name, k, b)
         return True
 
     # == streaming ids downstream ===============================================================
@@ -269,6 +290,7 @@ class Runner(Dispatch):
         if not stage.itemwise and stage.granularity != "source" and not (b.done or b.failed or b.parts):
             return  # a table stage that has not run yet
         b.final = True
+        self.leases.done(b.key)
         st.rows += b.rows
         if b.key is not None:
             status = "failed" if b.failed and not b.done else ("partial" if b.failed else "done")
@@ -363,7 +385,7 @@ class Runner(Dispatch):
         groups = Gathering() if stage.itemwise and not stage.is_async and not self.recovery.quarantined(name) else None
         for k in sorted(st.batches):
             b = st.batches[k]
-            if b.final or not self._ensure_key(name, k):
+            if b.final or not self._ensure_key(name, k) or (b.pending and not self._leased(name, k, b)):
                 continue
             if self.recovery.quarantined(name):
                 if b.suspects and self.recovery.slot_idle(name):
@@ -393,6 +415,8 @@ class Runner(Dispatch):
             b = st.batches[k]
             if b.final or not b.ready or b.in_flight or not self._ensure_key(name, k):
                 continue
+            if not (b.done or b.parts) and not self._leased(name, k, b):
+                continue
             if b.done or b.parts:  # reused
                 self.finalize_batch(name, k)
             elif self.recovery.quarantined(name):
@@ -406,16 +430,24 @@ class Runner(Dispatch):
         while True:
             with interrupts.deferred(), self.store.ledger.batch():  # one transaction a turn, not three a task
                 self._schedule()
+            if ready := self.leases.sync():  # outside the turn's transaction: it never aborts one
+                self._dirty.update(ready)
+                continue
             if self._finished():
                 return
             futures = set(self._running) | set(self.feed.futures)
-            if not futures:
+            if not futures and not self.leases.waiting:
                 if self.stopping:
                     return
                 raise RuntimeError(
                     f"pipelines bug: nothing to wait for, but stages are not final: {describe(self.states)}"
                 )
-            done, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
+            if futures:
+                timeout = RETRY_SECONDS if self.leases.waiting else 0.25
+                done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+            else:  # only batches another driver computes
+                time.sleep(RETRY_SECONDS)
+                done = set()
             try:
                 with interrupts.deferred(), self.store.ledger.batch():  # Ctrl-C waits for the commit
                     for future in done:
@@ -425,6 +457,7 @@ class Runner(Dispatch):
                     StageFailed(self.order[0], f"the ledger could not be written: {exc}", error_type=type(exc).__name__)
                 )
             self.recovery.watchdog()
+            self._dirty.update(self.leases.due())
             self.progress.tick()
 
     def _finished(self) -> bool:

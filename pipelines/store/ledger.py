@@ -12,6 +12,8 @@ Tables:
     stage_schemas  the Arrow schema of a stage's parts, per stage fingerprint (``_engine/schemas.py``).
     tasks        every computed task: stage, batch, the worker that ran it, when it started and
                  ended, its items and failed items (the run report's timeline).
+    leases       which driver computes a batch key now (owner, heartbeat), so that two runs
+                 on one store never compute the same batch at once (``_engine/leases.py``).
 
 "Done" means "the ledger says so and the file is whole" (Luigi's ``complete()``, made exact
 by fingerprints). WAL mode keeps readers (``runs``, ``inspect``) off the writer's back;
@@ -87,7 +89,7 @@ CREATE INDEX IF NOT EXISTS parts_by_run ON parts (run_id);
 CREATE INDEX IF NOT EXISTS batches_by_key ON run_batches (key);
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHECKPOINT_SECONDS = 2.0
 
 
@@ -109,8 +111,14 @@ def _stage_schemas(db: sqlite3.Connection) -> None:
     )
 
 
+def _leases(db: sqlite3.Connection) -> None:
+    """Version 3: the leases of batch keys that concurrent runs take before computing them."""
+    db.execute("CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, heartbeat REAL NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS leases_by_owner ON leases (owner)")
+
+
 # version reached -> the step that reaches it from the one before
-MIGRATIONS = {1: _relative_paths, 2: _stage_schemas}
+MIGRATIONS = {1: _relative_paths, 2: _stage_schemas, 3: _leases}
 
 
 @dataclass(frozen=True, slots=True)

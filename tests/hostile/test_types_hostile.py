@@ -414,7 +414,7 @@ class TestTheLedgerRecord:
             db.execute("PRAGMA user_version=1")
         db.close()
         with Store(tmp_path / "s") as store:
-            assert store.ledger.version == SCHEMA_VERSION == 2
+            assert store.ledger.version == SCHEMA_VERSION >= 2
             assert store.ledger.stage_schema("mix", "fp") is None
             assert store.ledger.save_stage_schema("mix", "fp", b"again")
 
