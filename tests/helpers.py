@@ -95,11 +95,12 @@ def durable_calls(log: Path, start: int = 0) -> Counter[str]:
 
 
 @contextlib.contextmanager
-def durable_driver(store: Path, log: Path, delay: float) -> Iterator[subprocess.Popen[bytes]]:
-    """``run durable`` (quiet, 2 workers, each call logged to ``log`` after ``delay`` s) in a
-    session of its own; on leaving, ``kill -9`` of its whole process group, driver and workers."""
+def durable_driver(store: Path, log: Path, delay: float, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``run durable`` (quiet, 2 workers, each call logged to ``log`` after ``delay`` s; ``args``
+    added to the command) in a session of its own; on leaving, ``kill -9`` of its whole process
+    group, driver and workers."""
     env = {**os.environ, "DURABLE_LOG": str(log), "DURABLE_DELAY": str(delay), "PYTHONUNBUFFERED": "1"}
-    argv = ["run", "durable", "--dags", str(TEST_DAGS), "--store", str(store), "--quiet", "--workers", "2"]
+    argv = ["run", "durable", "--dags", str(TEST_DAGS), "--store", str(store), "--quiet", "--workers", "2", *args]
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines", *argv],
         cwd=ROOT,

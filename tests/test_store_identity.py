@@ -6,6 +6,7 @@ and deleted, a real ``kill -9`` of the driver; the CLI runs in subprocesses.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sqlite3
@@ -273,3 +274,23 @@ class TestLostLedger:
 
         with Store(store) as s:
             assert read_stage(s, latest, "total").to_pylist() == expected()
+
+    def test_a_run_rebuilt_after_kill_9_is_resumed_with_its_params(self, store: Path, tmp_path: Path) -> None:
+        log = tmp_path / "calls.log"
+        with durable_driver(store, log, 0.01, "--param", "offset=7") as proc:
+            while calls(log)["first"] < N or calls(log)["second"] < 200:  # the first stage finished
+                assert proc.poll() is None, "the run ended before it could be killed"
+                time.sleep(0.05)
+        with Store(store) as s:
+            killed = s.ledger.latest_run()["id"]
+        manifest = json.loads((store / "runs" / killed / "run.json").read_text())
+        assert json.loads(manifest["params"]) == {"n": N, "offset": 7}
+        for path in store.glob("ledger.sqlite*"):
+            path.unlink()
+        before = len(log.read_text().splitlines())
+        cli("resume", killed, "--store", str(store), "--quiet", env={"DURABLE_LOG": str(log)}, check=0)
+        redo = calls(log, before)
+        assert redo["first"] == 0  # the finished stage, rebuilt from its files, is not computed again
+        result = pipelines.load(killed, store=store)
+        assert result.status is RunStatus.OK  # the rebuilt run itself resumed, with offset=7
+        assert result.table("total").to_pylist() == expected(offset=7)

@@ -1,6 +1,7 @@
 """The run's record in the ledger: how it starts and how it ends.
 
-At the start: the run's row (new, or reopened for a resume), each stage's fingerprint and
+At the start: the run's row (new, or reopened for a resume) and its manifest file beside its
+parts (``store/manifest.py``, for a ledger rebuilt from the files), each stage's fingerprint and
 the reason it is computed again, written before any task runs. At the end: each stage's
 row, the run's status and counts, the dead-letter tables, and the ``RunResult`` built from
 them. The runner decides what happens; this module only writes it down, so the ledger's
@@ -19,6 +20,7 @@ from pipelines._engine import fingerprint as fp
 from pipelines._engine.keys import change_reason
 from pipelines.errors import StageFailed, UsageError
 from pipelines.observe.result import RunResult, RunStatus
+from pipelines.store import manifest
 
 if TYPE_CHECKING:
     from pipelines._engine.graph import RunGraph
@@ -98,14 +100,15 @@ class RunRecord:
             pinned = ledger.stages(self.run_id)
             ledger.reopen_run(self.run_id)
         else:
-            ledger.create_run(
-                self.run_id,
-                pipeline=self.pipeline.name,
-                module=self.pipeline.module,
-                dags_dir=dags_dir,
-                params=params_json,
-                options=options.describe(),
-            )
+            described = {
+                "pipeline": self.pipeline.name,
+                "module": self.pipeline.module,
+                "dags_dir": dags_dir,
+                "params": params_json,
+                "options": options.describe(),
+            }
+            ledger.create_run(self.run_id, **described)
+            manifest.write(self.store, self.run_id, described)  # for a ledger rebuilt from the files
         previous = {} if self.resumed else ledger.previous_stages(self.pipeline.name, self.run_id)
         rows: dict[str, dict[str, Any]] = {}
         for name in self.graph.order:

@@ -7,10 +7,11 @@ and, for runs the ledger has lost, a run row (status ``rebuilt``) with its stage
 batches it wrote. A rerun then finds every verified part under its key and reuses it.
 
 What the files cannot tell is not invented: a rebuilt run lists only the batches whose files
-it wrote itself (not those it reused from earlier runs), and has no parameters, so it can be
-inspected and its work reused, but not resumed. Failed items are not rebuilt: a rerun
-computes them again. Files without metadata (written by older versions) and damaged files
-are reported and left alone (``gc`` removes them).
+it wrote itself (not those it reused from earlier runs). Its parameters, options and the
+place of its pipeline come from its manifest (``manifest.py``, ``runs/<run>/run.json``), so
+it can be resumed; a run without one can be inspected and its work reused, not resumed.
+Failed items are not rebuilt: a rerun computes them again. Files without metadata (written
+by older versions) and damaged files are reported and left alone (``gc`` removes them).
 
 It runs when a store is opened without its ledger (missing, or damaged and set aside), and
 as ``python -m pipelines repair``, which also adopts the parts a lost ``-wal`` forgot.
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines._engine.idset import IdSet
 from pipelines.errors import CheckpointError
 from pipelines.store import arrow as batch_files
-from pipelines.store import listing
+from pipelines.store import listing, manifest
 
 if TYPE_CHECKING:
     from pipelines.store.ledger import Ledger
@@ -101,7 +102,7 @@ def rebuild(ledger: Ledger, data_root: str) -> RepairReport:
             report.damaged.append(entry.rel)
         except (LookupError, ValueError):
             report.unknown.append(entry.rel)
-    _record(ledger, adopted, have_runs, report)
+    _record(ledger, data_root, adopted, have_runs, report)
     report.adopted = len(adopted)
     report.seconds = time.monotonic() - started
     return report
@@ -109,6 +110,7 @@ def rebuild(ledger: Ledger, data_root: str) -> RepairReport:
 
 def _record(
     ledger: Ledger,
+    data_root: str,
     adopted: list[tuple[listing.Entry, dict[str, Any], str, int]],
     have_runs: set[str],
     report: RepairReport,
@@ -158,16 +160,21 @@ def _record(
             b = batches.setdefault((run_id, stage, meta.get("batch", 0)), {"key": meta["key"], "rows": 0})
             b["rows"] += rows
         for run_id, run in sorted(runs.items()):
+            found = manifest.read(data_root, run_id)
             db.execute(
-                "INSERT OR IGNORE INTO runs (id, pipeline, status, started, ended, items, message, options)"
-                " VALUES (?, ?, 'rebuilt', ?, ?, 0, ?, ?)",
+                "INSERT OR IGNORE INTO runs (id, pipeline, module, dags_dir, params, status, started, ended, items,"
+                " message, options) VALUES (?, ?, ?, ?, ?, 'rebuilt', ?, ?, 0, ?, ?)",
                 (
                     run_id,
-                    run["pipeline"] or "?",
+                    found.get("pipeline") or run["pipeline"] or "?",
+                    found.get("module"),
+                    found.get("dags_dir"),
+                    found.get("params"),
                     run["started"],
                     run["ended"],
-                    "rebuilt from its part files after the ledger was lost",
-                    json.dumps({}),
+                    "rebuilt from its part files after the ledger was lost"
+                    + ("" if found else " (no manifest: its parameters are unknown)"),
+                    json.dumps(found.get("options") or {}),
                 ),
             )
             for stage in sorted(run["stages"], key=run["first"].__getitem__):  # upstream stages write first
