@@ -154,3 +154,47 @@ def test_runs_at_80_columns_shows_every_run_id_and_pipeline_whole(tmp_path: Path
         assert re.search(rf"^{run_id}\s+{name}\s+(ok|partial)\s+\d{{4}}-\d\d-\d\d\s", out, re.MULTILINE), out
     wide = cli("runs", "--store", str(tmp_path), env={"COLUMNS": "200"}, check=0).stdout
     assert re.search(rf"│ {ids[0]}\s*│ cli_squares\s*│ ok\s*│", wide), wide  # boxed where it fits
+
+
+def test_list_at_80_columns_wraps_each_doc_beside_its_whole_name() -> None:
+    from pipelines.define.loader import discover
+
+    out = cli("list", "--dags", str(ROOT / "dags"), env={"COLUMNS": "80"}, check=0).stdout
+    assert_fits(out)
+    found = discover(ROOT / "dags")
+    width = max(len(p.name) for p in found)
+    joined = " ".join(out.split())  # the wrapped docs, read again as one text
+    for info in found:
+        assert re.search(rf"^{info.name}\s{{2,}}\S", out, re.MULTILINE), out  # the name whole, its doc beside it
+        assert " ".join(info.doc.split()) in joined, info.doc  # and every word of the doc
+    continued = [line for line in out.splitlines() if line.startswith(" ")]
+    assert continued and all(line.startswith(" " * (width + 2)) for line in continued), out
+
+
+def test_list_on_a_narrow_terminal_puts_each_doc_under_its_name() -> None:
+    out = cli("list", "--dags", str(ROOT / "dags"), env={"COLUMNS": "40"}, check=0).stdout
+    assert_fits(out, 40)
+    assert re.search(r"^joblib_parallel\n    joblib Parallel: ", out, re.MULTILINE), out
+
+
+def test_show_at_80_columns_wraps_the_description_the_tree_and_the_table() -> None:
+    args = ("--dags", str(ROOT / "dags"))
+    tree = cli("show", "ingest", *args, env={"COLUMNS": "80"}, check=0).stdout
+    assert_fits(tree)
+    # a long label goes on under itself instead of being cut at the edge
+    assert re.search(r"concurrency=64 retries=3\s*\n\s+timeout=60 on_error=collect", tree), tree
+    assert re.search(r"also from\s*\n\s+parse_catalog\s*$", tree, re.MULTILINE), tree
+    table = cli("show", "process_pool", *args, "--format", "table", env={"COLUMNS": "80"}, check=0).stdout
+    assert_fits(table)
+    # prose is filled again, code keeps its lines (a long one goes on, further indented)
+    assert (
+        "  Process pool: count the primes below each of 30 limits on worker processes,\n  then total them.\n" in table
+    )
+    assert re.search(r"^          return sum\(1 for k .*\n              int\(k\*\*0\.5\) \+ 1\)\)\)$", table, re.M), (
+        table
+    )
+    assert re.search(r"^count_primes\s+map\s+cpu\s+processes\s+limits\s+Count the", table, re.MULTILINE), table
+    docs = " ".join(line[67:].strip() for line in table.split("────\n")[-1].splitlines())
+    assert "Count the primes below ``n`` by trial division: pure Python, CPU-bound." in " ".join(docs.split()), docs
+    wide = cli("show", "process_pool", *args, "--format", "table", env={"COLUMNS": "200"}, check=0).stdout
+    assert "│ count_primes │" in wide and "pure Python, CPU-bound." in wide  # boxed, one line a stage, where it fits

@@ -379,11 +379,26 @@ def _list(args: argparse.Namespace) -> int:
     if not found:
         print(f"no pipelines in {folder} (use --dags DIR or $PIPELINES_DAGS)", file=sys.stderr)
         return ExitCode.OK
+    import shutil
+    import textwrap
+
     from pipelines.observe.display import printable
 
+    columns = shutil.get_terminal_size((160, 24)).columns  # $COLUMNS, else the terminal's width
     width = max(len(p.name) for p in found)
+    narrow = columns - width - 2 < 30  # too little room beside the names: each doc goes under its name
     for info in found:  # a docstring is data too: no control character reaches the terminal
-        print(printable(f"{info.name:<{width}}  {info.doc}"))
+        name, doc = printable(info.name), printable(info.doc)
+        if narrow:
+            print(name)
+            lead = follow = "    "
+        else:
+            lead, follow = f"{name:<{width}}  ", " " * (width + 2)
+        # the doc is wrapped, never cut; the name is never split
+        print(
+            textwrap.fill(doc, columns, initial_indent=lead, subsequent_indent=follow, break_on_hyphens=False)
+            or lead.rstrip()
+        )
     return ExitCode.OK
 
 

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import difflib
 import os
+import re
 import sys
 import textwrap
 from typing import Any
@@ -36,15 +37,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     out.print(f"[bold]{pipeline.name}[/bold] ({markup(pipeline.module)})")
     if pipeline.description:  # the tree is a glance: the summary line; the table gives everything
         text = pipeline.description if args.format == "table" else pipeline.description_line()
-        out.print(textwrap.indent(printable(text, multiline=True), "  "), markup=False)
+        out.print(wrapped(printable(text, multiline=True), out.width, "  "), markup=False)
     if pipeline.params_model is not None:
         fields = pipeline.params_model.model_fields
-        out.print(printable(f"params: {', '.join(f'{n}={f.default!r}' for n, f in fields.items())}"), markup=False)
+        line = printable(f"params: {', '.join(f'{n}={f.default!r}' for n, f in fields.items())}")
+        out.print(wrapped(line, out.width, more="  "), markup=False)
         for n, f in fields.items():  # what each one means, where the model says
             if f.description:
-                out.print(printable(f"  {n}: {f.description}"), markup=False)
+                out.print(wrapped(printable(f"{n}: {f.description}"), out.width, "  ", more="  "), markup=False)
     if args.format == "tree":
-        out.print(diagram.tree(pipeline, the_plan))
+        out.print(diagram.tree(pipeline, the_plan), soft_wrap=False)  # a long label wraps under itself
         return 0
     rows = []
     for name in the_plan.order:
@@ -63,8 +65,60 @@ def cmd_show(args: argparse.Namespace) -> int:
                 "doc": stage.doc,
             }
         )
-    print_table(rows, ["stage", "granularity", "kind", "executor", "inputs", "options", "doc"], out=out)
+    columns = ["stage", "granularity", "kind", "executor", "inputs", "options", "doc"]
+    print_table(rows, columns, out=out, whole=("stage",), full=("doc", "options", "inputs"))
     return 0
+
+
+def wrapped(text: str, width: int, indent: str = "", more: str | None = None) -> str:
+    """``text`` indented and wrapped to ``width``, never cut.
+
+    Lines that fit are kept as they are (a docstring's own layout). A paragraph of prose
+    (unindented lines up to a blank line or a list item) with a line too long is filled
+    again as a whole; a longer indented line (code, a table) is wrapped alone, its
+    continuation indented by ``more`` (default four spaces) beyond its own indent.
+    """
+    lines = text.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        lead = line[: len(line) - len(line.lstrip())]
+        if not line.strip():
+            out.append("")
+            i += 1
+            continue
+        if not lead and more is None:
+            j = i + 1
+            while j < len(lines) and lines[j].strip() and not lines[j][0].isspace() and not _LIST_ITEM.match(lines[j]):
+                j += 1
+            paragraph, i = lines[i:j], j
+            if all(len(indent) + len(p) <= width for p in paragraph):
+                out += [indent + p for p in paragraph]
+            else:
+                text = " ".join(p.strip() for p in paragraph)
+                out += textwrap.wrap(
+                    text,
+                    max(width, len(indent) + 20),
+                    initial_indent=indent,
+                    subsequent_indent=indent,
+                    break_on_hyphens=False,
+                )
+            continue
+        i += 1
+        if len(indent) + len(line) <= width:
+            out.append(indent + line)
+            continue
+        first = indent + lead
+        extra = "    " if more is None else more
+        room = max(width, len(first) + len(extra) + 20)  # a narrow terminal: wrap as little as it takes
+        out += textwrap.wrap(
+            line.strip(), room, initial_indent=first, subsequent_indent=first + extra, break_on_hyphens=False
+        )
+    return "\n".join(out)
+
+
+_LIST_ITEM = re.compile(r"[-*•] |\d+[.)] ")
 
 
 def _store(args: argparse.Namespace):

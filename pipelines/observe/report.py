@@ -454,20 +454,30 @@ def print_table(
     title: str = "",
     out: Console | None = None,
     whole: tuple[str, ...] = (),
+    full: tuple[str, ...] = (),
 ) -> None:
     """Print rows of data as a table; names and values are shown as they are, not as markup.
 
     The columns in ``whole`` (ids a person copies) are never cut: on a console too narrow for
     the boxed table, the table drops its box and wraps the other cells rather than cut one.
+    The cells of the columns in ``full`` (text a person reads) are shown whole, wrapped;
+    other cells are cut at 60 characters.
     """
     out = out or console()
-    table = _table(rows, columns, title, whole, compact=False)
+    table = _table(rows, columns, title, whole, full, compact=False)
     if whole and Measurement.get(out, out.options.update(max_width=10**6), table).maximum > out.width:
-        table = _table(rows, columns, title, whole, compact=True)
+        table = _table(rows, columns, title, whole, full, compact=True)
     out.print(table)
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str], title: str, whole: tuple[str, ...], compact: bool) -> Table:
+def _table(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    title: str,
+    whole: tuple[str, ...],
+    full: tuple[str, ...],
+    compact: bool,
+) -> Table:
     options: dict[str, Any] = (
         {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True} if compact else {}
     )
@@ -483,11 +493,11 @@ def _table(rows: list[dict[str, Any]], columns: list[str], title: str, whole: tu
         else:
             table.add_column(Text(printable(c)))
     for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
+        table.add_row(*(_cell(row.get(c), cut=c not in full) for c in columns))
     return table
 
 
-def _cell(value: Any) -> Text:
+def _cell(value: Any, cut: bool = True) -> Text:
     """A table cell: data is shown as it is (``[x]`` in a value is not markup; controls are escaped)."""
     if value is None:
         return Text("")
@@ -496,7 +506,7 @@ def _cell(value: Any) -> Text:
     if isinstance(value, (bytes, bytearray)):
         return Text(f"<{len(value):,} bytes>")
     text = printable(value)
-    return Text(text if len(text) <= 60 else text[:59] + "…")
+    return Text(text if len(text) <= 60 or not cut else text[:59] + "…")
 
 
 def is_terminal() -> bool:
