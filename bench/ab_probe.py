@@ -134,6 +134,18 @@ def probe_warm(tmp: Path, executor: str = "processes", rounds: str = "7") -> dic
     return {"seconds": statistics.median(times), "cold": cold}
 
 
+def probe_ingest(tmp: Path, scale: str = "20") -> dict:
+    """``dags/ingest.py`` end to end at ``scale`` (15 images per unit)."""
+    import pipelines
+
+    pipeline = _load("ingest", Path("dags"))
+    c0, t0 = _cpu(), time.perf_counter()
+    result = pipelines.run(pipeline, {"scale": int(scale)}, store=tmp / "store")
+    seconds = time.perf_counter() - t0
+    assert result.ok and not result.failed_items, result.error
+    return {"seconds": seconds, "cpu": _cpu() - c0}
+
+
 def probe_chain(tmp: Path, stages: str = "200", cpu: str = "0") -> dict:
     """A chain of single-item stages: seconds per stage."""
     os.environ["BENCH_CHAIN_STAGES"] = stages
