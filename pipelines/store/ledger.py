@@ -89,7 +89,7 @@ CREATE INDEX IF NOT EXISTS parts_by_run ON parts (run_id);
 CREATE INDEX IF NOT EXISTS batches_by_key ON run_batches (key);
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CHECKPOINT_SECONDS = 2.0
 
 
@@ -117,8 +117,17 @@ def _leases(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS leases_by_owner ON leases (owner)")
 
 
+def _item_hashes(db: sqlite3.Connection) -> None:
+    """Version 4: each part keeps the hashes of the input items it covers (item-level reuse),
+    found by the stage's fingerprint."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(parts)")}
+    if "items" not in columns:
+        db.execute("ALTER TABLE parts ADD COLUMN items BLOB")
+    db.execute("CREATE INDEX IF NOT EXISTS objects_by_fingerprint ON objects (fingerprint, stage)")
+
+
 # version reached -> the step that reaches it from the one before
-MIGRATIONS = {1: _relative_paths, 2: _stage_schemas, 3: _leases}
+MIGRATIONS = {1: _relative_paths, 2: _stage_schemas, 3: _leases, 4: _item_hashes}
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,7 +423,10 @@ class Ledger:
 
     # -- objects and parts ------------------------------------------------------------
     def parts(self, key: str) -> list[Part]:
-        rows = self.query("SELECT * FROM parts WHERE key=? ORDER BY first, created", (key,))
+        rows = self.query(
+            "SELECT key, path, done, rows, bytes, checksum, first FROM parts WHERE key=? ORDER BY first, created",
+            (key,),
+        )
         return [
             Part(
                 r["key"],
@@ -427,6 +439,16 @@ class Ledger:
             )
             for r in rows
         ]
+
+    def item_parts(self, stage: str, fingerprint: str) -> list[sqlite3.Row]:
+        """The parts of ``stage`` computed under ``fingerprint`` that carry their items' hashes
+        (``items``, aligned with ``done``); paths made whole."""
+        rows = self.query(
+            "SELECT p.path, p.done, p.rows, p.bytes, p.checksum, p.items FROM parts p JOIN objects o ON o.key = p.key"
+            " WHERE o.fingerprint = ? AND o.stage = ? AND p.items IS NOT NULL ORDER BY p.created",
+            (fingerprint, stage),
+        )
+        return [{**dict(r), "path": self.absolute(r["path"])} for r in rows]  # type: ignore[misc]
 
     def forget_part(self, key: str, path: str) -> None:
         with self.transaction() as db:
@@ -450,8 +472,10 @@ class Ledger:
         errors: Iterable[ItemError] = (),
         resolved: IdSet | None = None,
         task: TaskTiming | None = None,
+        items: bytes | None = None,
     ) -> None:
-        """Record one finished task: its file, the ids it covers, its failed items, when and where it ran."""
+        """Record one finished task: its file, the ids it covers (and their input items' hashes,
+        ``items``), its failed items, when and where it ran."""
         now = time.time()
         with self.transaction() as db:
             if task is not None:
@@ -467,7 +491,7 @@ class Ledger:
             if info is not None:
                 db.execute(
                     "INSERT OR REPLACE INTO parts (key, path, done, rows, bytes, checksum, first, run_id,"
-                    " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created, items) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         key,
                         self.relative(info.path),
@@ -478,6 +502,7 @@ class Ledger:
                         done.first() if done else -1,
                         run_id,
                         now,
+                        items,
                     ),
                 )
             if done and self._has_open_errors(db, key):
