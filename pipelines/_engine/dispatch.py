@@ -18,6 +18,7 @@ from pipelines._engine.task import BatchTask, TaskStop
 
 if TYPE_CHECKING:
     from pipelines._engine.idset import IdSet
+    from pipelines._engine.item_reuse import ItemIndex
     from pipelines._engine.plan import Plan
     from pipelines._engine.schemas import StageSchemas
     from pipelines._engine.state import StageState
@@ -39,6 +40,7 @@ class Dispatch:
     run_id: str
     params_json: str | None
     inputs: TaskInputs
+    item_index: ItemIndex
     recovery: Recovery
     schemas: StageSchemas
     _running: dict[Future[Any], Running]
@@ -96,4 +98,5 @@ class Dispatch:
             object_key=b.key,
             stop=TaskStop() if caps.in_process and stage.is_async else None,
             schema=self.schemas.expected(name),
+            item_index=self.item_index.ref(name) if stage.itemwise else None,
         )

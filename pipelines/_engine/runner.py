@@ -40,6 +40,7 @@ from pipelines._engine.feed import SourceFeed, lifespan
 from pipelines._engine.graph import RunGraph
 from pipelines._engine.group import Gathering, in_flight
 from pipelines._engine.idset import IdSet
+from pipelines._engine.item_reuse import ItemIndex
 from pipelines._engine.keys import Keys
 from pipelines._engine.leases import RETRY_SECONDS, Leases
 from pipelines._engine.plan import Plan, RunOptions, plan
@@ -119,6 +120,7 @@ class Runner(Dispatch):
         self.interrupted = False
         self.keys = Keys(self.stages, self.states, self.fingerprints, self.store.ledger, self.observer, self.fresh)
         self.schemas = StageSchemas(self.store.ledger, self.fingerprints)  # one Arrow schema per stage
+        self.item_index = ItemIndex(self.store, self.run_id, self.stages, self.fingerprints, self.fresh)
         self.workers = Workers(self.pipeline, self.plan, self.observer)
         self.feed = SourceFeed(
             self.graph,
@@ -195,6 +197,7 @@ class Runner(Dispatch):
             self.feed.close()
             with contextlib.suppress(sqlite3.Error, OSError):  # a full disk: they expire on their own
                 self.leases.release_all()
+            self.item_index.close()
             self.store.unlock(self.run_id)
             if not self.states and not self.resumed:  # refused before it was recorded: leave nothing
                 shutil.rmtree(self.store.run_dir(self.run_id), ignore_errors=True)
@@ -515,6 +518,7 @@ class Runner(Dispatch):
             done=result.done,
             errors=errors,
             task=timing,
+            items=result.item_hashes,
         )
         st.sizer.observe(result.items, result.seconds)
         st.seconds += result.seconds
@@ -535,7 +539,8 @@ class Runner(Dispatch):
             b.computed_parts += 1
         if self.stages[name].itemwise:
             b.done = b.done | result.done
-            st.items_done += len(result.done)
+            st.items_done += len(result.done) - result.reused
+            st.items_reused += result.reused
         else:
             b.done = result.done if result.file is not None else IdSet()
             st.items_done += 1 if result.file is not None else 0

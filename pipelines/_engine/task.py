@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines._engine import schemas
+from pipelines._engine import item_reuse, schemas
 from pipelines._engine.calls import ItemCalls, item_error, retry_delay, retryable, with_timeout
 from pipelines._engine.idset import IdSet
 from pipelines._engine.inputs import InputPart, InputSpec, empty_output, read_in_item_order, read_input
@@ -60,6 +60,8 @@ class TaskResult:
     ended: float = 0.0
     worker: str = ""
     schema: bytes | None = None  # the part's schema, when it is not the one the task was given (``schemas``)
+    reused: int = 0  # of ``done``, the items taken from earlier parts (item-level reuse)
+    item_hashes: bytes | None = None  # the input hashes of ``done``'s items, in id order
 
 
 @dataclass(slots=True)
@@ -80,6 +82,7 @@ class BatchTask:
     object_key: str = ""  # the batch key the output is stored under (in the file's metadata)
     stop: TaskStop | None = None  # in-process only: the driver asks the task to end early (Ctrl-C)
     schema: bytes | None = None  # the stage's schema (``schemas``), once its first part is recorded
+    item_index: item_reuse.IndexRef | None = None  # items computed before under this stage's fingerprint
 
     def __getstate__(self) -> dict[str, Any]:
         state = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -110,20 +113,20 @@ class BatchTask:
     # -- sync -------------------------------------------------------------------------
     def _run_sync(self, pipeline: Pipeline, stage: Stage) -> TaskResult:
         t0 = time.perf_counter()
-        ids, values, tables = self._read(pipeline, stage)
+        ids, values, tables, seen = self._read(pipeline, stage)
         t1 = time.perf_counter()
         kwargs = self._kwargs(pipeline, stage)
         kwargs.update(resources.resolve_sync(stage.resources))
         if stage.itemwise:
             runner = ItemCalls(stage, self.batch, self.rate_share)
             outputs = runner.run_all(ids, values, kwargs)
-            return self._finish_items(stage, ids, values, outputs, runner.errors, t0, t1)
+            return self._finish_items(stage, ids, values, outputs, runner.errors, t0, t1, seen)
         return self._run_table_stage(stage, tables, kwargs, t0, t1)
 
     # -- async ------------------------------------------------------------------------
     async def _run_async(self, pipeline: Pipeline, stage: Stage) -> TaskResult:
         t0 = time.perf_counter()
-        ids, values, tables = await asyncio.to_thread(self._read, pipeline, stage)
+        ids, values, tables, seen = await asyncio.to_thread(self._read, pipeline, stage)
         t1 = time.perf_counter()
         kwargs = self._kwargs(pipeline, stage)
         kwargs.update(await resources.resolve_async(stage.resources))
@@ -135,11 +138,13 @@ class BatchTask:
                 self.stop.on_request(lambda: loop.call_soon_threadsafe(_cancel_all, items))
             outputs = list(await asyncio.gather(*items, return_exceptions=True))
             ids, values, outputs = _finished_only(ids, values, outputs)
-            return await asyncio.to_thread(self._finish_items, stage, ids, values, outputs, runner.errors, t0, t1)
+            return await asyncio.to_thread(self._finish_items, stage, ids, values, outputs, runner.errors, t0, t1, seen)
         return await self._run_table_stage_async(stage, tables, kwargs, t0, t1)
 
     # -- reading ----------------------------------------------------------------------
-    def _read(self, pipeline: Pipeline, stage: Stage) -> tuple[np.ndarray, list[Any], list[pa.Table]]:
+    def _read(
+        self, pipeline: Pipeline, stage: Stage
+    ) -> tuple[np.ndarray, list[Any], list[pa.Table], item_reuse.ItemsSeen | None]:
         tables = [read_input(spec) for spec in self.inputs]
         if not stage.itemwise:
             return (
@@ -149,12 +154,17 @@ class BatchTask:
                     t if spec.parts else empty_output(pipeline.stages[spec.stage])
                     for (t, _), spec in zip(tables, self.inputs)
                 ],
+                None,
             )
         ((table, ids),) = tables
+        compute, seen = item_reuse.split(table, ids, self.item_index, hash_items=item_reuse.eligible(stage))
+        if seen.reused is not None:  # decode and compute only the items not found
+            keep = pa.array(compute)
+            table, ids = table.filter(keep), ids[compute]
         producer = pipeline.stages[self.inputs[0].stage]
         want = _input_annotation(stage)
         values = codec.decode(table, want=want, producer_type=producer.output_type)
-        return ids, values, []
+        return ids, values, [], seen
 
     def _kwargs(self, pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
         kwargs = dict(stage.kwargs)
@@ -175,6 +185,7 @@ class BatchTask:
         errors: list[ItemError],
         t0: float,
         t1: float,
+        seen: item_reuse.ItemsSeen | None = None,
     ) -> TaskResult:
         t2 = time.perf_counter()
         failed = {e.item for e in errors}
@@ -209,8 +220,13 @@ class BatchTask:
         done = IdSet.from_sorted(
             ids if not failed else np.array([i for i in ids.tolist() if i not in failed], dtype=np.int64)
         )
+        reused = 0
+        if seen is not None and seen.reused is not None:
+            table = item_reuse.merge(table, seen)
+            reused = len(seen.reused_ids)
+            done = done | IdSet.from_sorted(seen.reused_ids)
         info = None
-        if len(row_values) or done:
+        if (table is not None and table.num_rows) or done:
             info = batch_files.write_table(
                 self.output_path, table, fsync=self.fsync, keep=self.pipeline is not None, part=self._part_meta(done)
             )
@@ -227,6 +243,8 @@ class BatchTask:
             read_seconds=t1 - t0,
             write_seconds=t3 - t2,
             schema=schemas.new_schema(table.schema, self.schema) if info is not None else None,
+            reused=reused,
+            item_hashes=seen.done_hashes(done) if seen is not None else None,
         )
 
     # -- table stages (batch, reduce) ---------------------------------------------------

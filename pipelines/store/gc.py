@@ -175,6 +175,8 @@ def plan(
             result.files.append(Doomed(entry.rel, entry.size, f"run {run_id} dropped"))
         elif ".tmp-" in name or name.endswith(".tmp") or name.startswith(".probe-"):
             result.files.append(Doomed(entry.rel, entry.size, "temp file left by an interrupted write"))
+        elif len(bits) == 3 and name.startswith(".items-"):
+            result.files.append(Doomed(entry.rel, entry.size, "item index left by an interrupted run"))
         elif entry.rel in gone:
             result.files.append(Doomed(entry.rel, entry.size, "part no remaining run uses"))
         elif len(bits) == 4 and bits[2] not in RESERVED and name.endswith(".arrow"):
