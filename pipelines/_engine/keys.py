@@ -7,6 +7,10 @@ keeps item ids (its rows only ever get added, never renumbered); otherwise, and 
 and reduce consumers, it is the producer batch's *content*: its key plus the exact set of
 ids it holds. A key is therefore known as soon as the inputs' keys are, and a consumer of a
 map can start before the map's batch is whole.
+
+A ``reuse="never"`` stage is computed again in every run under the same keys, and may give
+other values (what a URL serves today): its lineage is its output's content, known once its
+batch is whole, so what follows it is reused exactly when it made the same values.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pipelines._engine import fingerprint as fp
+from pipelines._engine import item_reuse
 from pipelines._engine.idset import IdSet
 from pipelines.observe.hooks import RunObserver
 from pipelines.store import arrow as batch_files
@@ -45,9 +50,17 @@ class Keys:
         self.ledger = ledger
         self.observer = observer
         self.fresh = fresh
+        self._outputs: dict[tuple[str, int], str] = {}
 
     def content(self, name: str, k: int) -> str:
         b = self.states[name].batches[k]
+        if self.stages[name].reuse == "never" and b.final:
+            found = self._outputs.get((name, k))
+            if found is None:
+                found = self._outputs[(name, k)] = fp.digest(
+                    b.key, b.done.to_json(), item_reuse.output_digest(b.parts, k)
+                )
+            return found
         return fp.digest(b.key, b.done.to_json())
 
     def lineage(self, name: str, k: int) -> str | None:
@@ -55,7 +68,7 @@ class Keys:
         b = self.states[name].batches.get(k)
         if b is None or b.key is None:
             return None
-        if self.stages[name].keeps_item_ids:
+        if self.stages[name].keeps_item_ids and self.stages[name].reuse != "never":
             return b.key
         return self.content(name, k) if b.final else None
 
