@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import itertools
 import os
@@ -81,6 +82,14 @@ def stays_below(path: str) -> bool:
     return normal != ".." and not normal.startswith("../")
 
 
+class Listing(Entry):
+    """A catalog record as the run lists it: with, when the run serves a local folder, the
+    identity of its image file (``files.FileRef``: size and mtime), so that an edited image is
+    a new item. Unchanged records are downloaded once, whatever else the catalog gained."""
+
+    local: str | None = None
+
+
 class Downloaded(Entry):
     """A catalog record with its image: its bytes, or the file they went to when large."""
 
@@ -129,17 +138,41 @@ class Listed:
     local: str | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Catalog:
+    """The catalog's JSON, with the local folder's digest it was listed with (see ``Listed``)."""
+
+    document: bytes
+    local: str | None = None
+
+
 def local_files(params: IngestParams) -> str | None:
     """What the local data folder holds, as one digest; ``None`` when reading from ``base_url``.
 
-    A URL alone does not say which content it served: with this in the source's item, an
-    edited catalog or image makes the item new, so the run fetches again instead of reusing
-    what it fetched before (coarsely: everything after the source is computed again).
+    With this in the source's item and the catalog, an edited file makes the catalog's records
+    be listed again (``parse_catalog`` reads the files' identities); each record carries its
+    own image's (``local_file``), so only the records whose image changed are downloaded again.
     """
     if params.base_url is not None:
         return None
     refs = files.source("**/*", root=params.data_dir or DATA_DIR)()
     return hashlib.blake2b(repr(list(refs)).encode(), digest_size=16).hexdigest()
+
+
+def local_file(path: str, params: IngestParams) -> str | None:
+    """The identity (size, mtime) of the local file a catalog path names; ``None`` when reading
+    from ``base_url`` or when there is no such file (its download fails, as it should).
+
+    A URL alone does not say which content it served: with this in the record, an edited
+    image makes its record a new item, downloaded again; the others are still reused.
+    """
+    if params.base_url is not None:
+        return None
+    try:
+        ref = files.FileRef.of(params.data_dir or DATA_DIR, unquote(urlsplit(path).path))
+    except (OSError, ValueError):
+        return None
+    return f"{ref.size}:{ref.mtime_ns}"
 
 
 @pipeline.source
@@ -148,35 +181,41 @@ def catalog(params: IngestParams) -> Iterator[Listed]:
     yield Listed(params.catalog, local_files(params))
 
 
-@pipeline.map(over=catalog, kind="io", retries=3, timeout=60)
+@pipeline.map(over=catalog, kind="io", retries=3, timeout=60, reuse="never")
 @uses(session=http.client_session)
-async def fetch_catalog(listed: Listed, params: IngestParams, session: aiohttp.ClientSession) -> bytes:
-    """Download the catalog's JSON."""
+async def fetch_catalog(listed: Listed, params: IngestParams, session: aiohttp.ClientSession) -> Catalog:
+    """Download the catalog's JSON, in every run: what a URL serves may change. When it is the
+    same as before, every stage after it is reused; when it gained records, only those are
+    downloaded (item-level reuse finds the others by their content)."""
     response = await http.download(
         url_for(listed.path, params), session=session, expect_content_type="application/json"
     )
-    return response.body
+    return Catalog(response.body, listed.local)
 
 
 @pipeline.flat_map(over=fetch_catalog)
-def parse_catalog(document: bytes, params: IngestParams) -> Iterator[Entry]:
+def parse_catalog(catalog: Catalog, params: IngestParams) -> Iterator[Listing]:
     """Validate the catalog's records; ``scale`` copies each under a distinct id and URL."""
-    entries = json.parse_records(document, Entry, source=params.catalog)
+    entries = json.parse_records(catalog.document, Entry, source=params.catalog)
     copies = (
         entry if n == 0 else entry.model_copy(update={"id": f"{entry.id}~{n}", "path": f"{entry.path}?copy={n}"})
         for n in range(params.scale)
         for entry in entries
     )
-    return itertools.islice(copies, params.limit)
+    local = functools.cache(lambda path: local_file(path, params))
+    return (Listing(**entry.model_dump(), local=local(entry.path)) for entry in itertools.islice(copies, params.limit))
 
 
 @pipeline.map(over=parse_catalog, kind="io", concurrency=64, retries=3, timeout=60, on_error="collect")
 @uses(session=http.client_session)
-async def download(entry: Entry, params: IngestParams, session: aiohttp.ClientSession) -> Downloaded:
+async def download(entry: Listing, params: IngestParams, session: aiohttp.ClientSession) -> Downloaded:
     """Download one image; a 404 or a wrong content type fails only this item."""
     response = await http.download(url_for(entry.path, params), session=session, expect_content_type="image/*")
     return Downloaded(
-        **entry.model_dump(), content_type=response.content_type, body=response.body, body_file=response.body_file
+        **entry.model_dump(exclude={"local"}),
+        content_type=response.content_type,
+        body=response.body,
+        body_file=response.body_file,
     )
 
 
