@@ -176,6 +176,10 @@ class ItemIndex:
         if not len(h):
             return None
         order = np.argsort(h, kind="stable")
+        sorted_h = h[order]
+        last = np.ones(len(order), dtype=bool)  # an item recorded by several runs: its latest part
+        last[:-1] = sorted_h[1:] != sorted_h[:-1]
+        order = order[last]
         table = pa.table(
             {
                 "hash": pa.array(h[order]),
@@ -186,7 +190,7 @@ class ItemIndex:
         path = self.store.run_data(self.run_id, f".items-{name}-{self.fingerprints[name][:12]}.arrow")
         batch_files.write_table(path, table)
         self._files.append(path)
-        return IndexRef(path, len(h))
+        return IndexRef(path, len(order))
 
     def close(self) -> None:
         """Remove the run's index files (they are rebuilt from the ledger when needed)."""
