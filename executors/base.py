@@ -36,16 +36,31 @@ class Capabilities:
     runs_coroutines: bool  # the backend awaits coroutines on its own shared loop
     distributed: bool  # dask, ray: workers may be on other hosts (paths must be shared)
     max_workers: int  # how many callables run at once
+    kills_workers: bool = False  # ``kill_workers()`` ends a task stuck where no timeout reaches (processes)
 
 
 @runtime_checkable
 class Executor(Protocol):
-    """A pool of workers that runs zero-argument callables."""
+    """A pool of workers that runs zero-argument callables.
+
+    Every backend has every method; what a backend cannot do is said by its ``capabilities``
+    (``kill_workers`` needs ``kills_workers``), never found by probing for attributes.
+    """
 
     name: str
     capabilities: Capabilities
+    keep_cluster: bool  # the cluster (and its dashboard) stays up after ``shutdown()``
+    dashboard_link: str | None  # after start: the cluster's dashboard, if it has one
+    scheduler_address: str | None  # after start: where other clients connect, if they can
 
+    @property
+    def join_hint(self) -> str | None:
+        """How another run joins this cluster (``--address ...``), or ``None``."""
+
+    def start(self) -> Self: ...
     def submit(self, fn: Callable[[], T], /, *, key: str) -> Future[T]: ...
+    def run_on_every_worker(self, fn: Callable[[], Any], *, timeout: float = 120) -> dict[str, Any]: ...
+    def kill_workers(self) -> None: ...
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc_info: object) -> None: ...
@@ -71,6 +86,9 @@ class ExecutorBase:
 
     name: str = "base"
     capabilities: Capabilities
+    keep_cluster: bool = False
+    dashboard_link: str | None = None
+    scheduler_address: str | None = None
 
     def __init__(self) -> None:
         self._state = State.UNSTARTED
@@ -97,6 +115,21 @@ class ExecutorBase:
         if self._state is not State.RUNNING:
             raise ExecutorStateError(f"cannot submit {key!r}: {self.name} executor is {self._state.name.lower()}")
         return self._submit(fn, key)
+
+    @property
+    def join_hint(self) -> str | None:
+        """How another run joins this cluster; ``None``: it cannot (a pool of this process)."""
+        return None
+
+    def run_on_every_worker(self, fn: Callable[[], Any], *, timeout: float = 120) -> dict[str, Any]:
+        """Run ``fn`` once on every worker. A pool on this host runs it once: its workers all see
+        what this host sees. Cluster backends override this to reach every node."""
+        return {self.name: self.submit(fn, key="every-worker").result(timeout=timeout)}
+
+    def kill_workers(self) -> None:
+        """Kill every worker now; running tasks fail with ``WorkerLostError``. Only backends whose
+        ``capabilities.kills_workers`` is true can; the others raise ``ExecutorStateError``."""
+        raise ExecutorStateError(f"the {self.name} executor cannot kill its workers")
 
     def shutdown(self, *, wait: bool = True, cancel_pending: bool = False) -> None:
         """Stop the workers. Idempotent. ``cancel_pending`` cancels tasks not yet started."""

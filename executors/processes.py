@@ -59,7 +59,7 @@ class ProcessExecutor(ExecutorBase):
         super().__init__()
         workers = max_workers or os.cpu_count() or 1
         self.capabilities = Capabilities(
-            in_process=False, runs_coroutines=False, distributed=False, max_workers=workers
+            in_process=False, runs_coroutines=False, distributed=False, max_workers=workers, kills_workers=True
         )
         self.start_method = start_method or os.environ.get("PIPELINES_START_METHOD") or DEFAULT_START_METHOD
         self._preload = list(preload)

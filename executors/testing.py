@@ -187,7 +187,35 @@ def check_shutdown_cancel_pending(executor: Executor, seconds: float = 0.5) -> N
     assert elapsed < drain - seconds, f"{executor.name}: shutdown took {elapsed:.1f} s; the queue needs {drain:.1f} s"
 
 
+def check_has_the_whole_interface(executor: Executor) -> None:
+    """Every member of ``Executor`` is there (callers never probe with ``hasattr``), and
+    ``run_on_every_worker`` gives each worker's result."""
+    assert isinstance(executor, Executor), f"{executor.name}: not an Executor"
+    results = executor.run_on_every_worker(partial(echo, 7), timeout=TIMEOUT)
+    assert results and set(results.values()) == {7}, f"{executor.name}: run_on_every_worker gave {results!r}"
+    assert isinstance(executor.keep_cluster, bool)
+
+
+def check_kill_workers_as_declared(executor: Executor, seconds: float = 60.0) -> None:
+    """``kill_workers()`` ends a running task with ``WorkerLostError`` where the capabilities say
+    ``kills_workers``, and raises ``ExecutorStateError`` (killing nothing) where they do not."""
+    if not executor.capabilities.kills_workers:
+        try:
+            executor.kill_workers()
+        except ExecutorStateError:
+            return
+        raise AssertionError(f"{executor.name}: kill_workers() without kills_workers did not raise")
+    started = executor.submit(partial(sleep_then_return, 0, "up"), key="warm-000000-00000")
+    assert started.result(timeout=TIMEOUT) == "up"
+    stuck = executor.submit(partial(sleep_then_return, seconds, "late"), key="stuck-000000-00000")
+    executor.kill_workers()  # running or queued, the task is lost with the pool's workers
+    exc = stuck.exception(timeout=TIMEOUT)
+    assert isinstance(exc, WorkerLostError), f"{executor.name}: expected WorkerLostError, got {exc!r}"
+
+
 CHECKS: tuple[Callable[..., None], ...] = (
+    check_has_the_whole_interface,
+    check_kill_workers_as_declared,
     check_result_round_trips,
     check_exception_keeps_remote_traceback,
     check_submit_after_shutdown_raises,

@@ -64,7 +64,7 @@ class Dispatch:
         executor = self.workers.get(sp.slot)
         future = executor.submit(task, key=task.key)
         now, items = time.monotonic(), sum(len(ids) for _, ids, _ in work)
-        kills = hasattr(executor, "kill_workers")
+        kills = executor.capabilities.kills_workers
         deadline = self.recovery.deadline(self.stages[name], items, solo, now) if kills else None
         runs = [
             Running(name, k, ids, sp.slot, solo, now, deadline, t) for (k, ids, _), t in zip(work, tasks, strict=True)

@@ -196,7 +196,7 @@ class Recovery:
             if running.deadline is None or now < running.deadline or future in self._overdue:
                 continue
             executor = self.workers.started(running.slot)
-            if executor is None or not hasattr(executor, "kill_workers"):
+            if executor is None or not executor.capabilities.kills_workers:
                 continue
             self._overdue.add(future)
             self._collateral.update(f for f, r in self.running.items() if r.slot == running.slot and f is not future)

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import executors as registry
+from executors import Executor
 from pipelines._engine.plan import Plan
 from pipelines.define.loader import PipelineHandle, handle_for
 from pipelines.define.model import Pipeline
@@ -36,11 +37,11 @@ class Workers:
         self.handle: PipelineHandle | None = None  # made when the first out-of-process executor starts
         self.in_flight: dict[str, int] = {slot: 0 for slot in plan.executors}
         self._cap: dict[str, int] = {slot: spec.max_tasks for slot, spec in plan.executors.items()}
-        self._executors: dict[str, Any] = {}
+        self._executors: dict[str, Executor] = {}
         self.hard_stop = False
-        self.kept: list[Any] = []  # clusters left up after shutdown (keep_cluster)
+        self.kept: list[Executor] = []  # clusters left up after shutdown (keep_cluster)
 
-    def get(self, slot: str) -> Any:
+    def get(self, slot: str) -> Executor:
         """The slot's executor, started on first use."""
         executor = self._executors.get(slot)
         if executor is None:
@@ -55,7 +56,7 @@ class Workers:
             self.observer.executor_started(slot, executor)
         return executor
 
-    def started(self, slot: str) -> Any | None:
+    def started(self, slot: str) -> Executor | None:
         return self._executors.get(slot)
 
     def has_room(self, slot: str) -> bool:
@@ -78,17 +79,13 @@ class Workers:
             if executor.capabilities.distributed:
                 self._probe_store(executor, store, run_id)
 
-    def _probe_store(self, executor: Any, store: Store, run_id: str) -> None:
+    def _probe_store(self, executor: Executor, store: Store, run_id: str) -> None:
         token = secrets.token_hex(8)
         location = store.run_data(run_id, f".probe-{token}")
         batch_files.write_bytes(location, token.encode(), rows=0, fsync=False)
         probe = functools.partial(batch_files.probe, location, token)
         try:
-            every = getattr(executor, "run_on_every_worker", None)
-            if every is not None:  # every worker, not just the one a task lands on
-                every(probe)
-            else:
-                executor.submit(probe, key=f"store-probe-{token}").result(timeout=120)
+            executor.run_on_every_worker(probe)  # every worker, not just the one a task lands on
         except Exception as exc:
             raise UsageError(
                 f"store {store.data_root} is not reachable from the {executor.name} workers: "
@@ -127,24 +124,19 @@ class Workers:
         executor = self._executors.pop(slot, None)
         if executor is None:
             return
-        if getattr(executor, "keep_cluster", False):
+        if executor.keep_cluster:
             self.kept.append(executor)
         try:
             executor.shutdown(wait=False)
         except Exception as exc:
             self.observer.message(f"shutting down {executor!r} failed: {exc}", level="warning")
 
-    def kill(self, slot: str) -> None:
-        executor = self._executors.get(slot)
-        if executor is not None and hasattr(executor, "kill_workers"):
-            executor.kill_workers()
-
     def shutdown(self, *, cancel: bool, wait: bool = True) -> None:
         """Stop every executor (idempotent). After Ctrl-C nothing is waited for: a thread stuck
         in an item must not hold the run (it is abandoned; processes are terminated)."""
         executors, self._executors = list(self._executors.values()), {}
         for executor in executors:
-            if getattr(executor, "keep_cluster", False):
+            if executor.keep_cluster:
                 self.kept.append(executor)
             try:
                 executor.shutdown(wait=wait and not self.hard_stop, cancel_pending=cancel)

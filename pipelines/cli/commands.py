@@ -472,7 +472,7 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
         if result.ok:
             _write_outputs(result, store, args.output, report)
     for cluster in result.clusters:  # --keep-cluster: the dashboard stays up until Ctrl-C
-        join = getattr(cluster, "join_hint", None) or f"--address {cluster.scheduler_address}"
+        join = cluster.join_hint or f"--address {cluster.scheduler_address}"
         report.out.print(
             f"cluster kept up: dashboard {cluster.dashboard_link}, scheduler "
             f"{cluster.scheduler_address} (other runs join with: {join}); Ctrl-C to stop it",

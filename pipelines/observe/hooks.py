@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from executors import Executor
     from pipelines._engine.plan import Plan
     from pipelines.observe.result import RunResult
 
@@ -69,7 +70,7 @@ class RunObserver:
 
     def run_started(self, run_id: str, pipeline: str, plan: Plan, *, resumed: bool) -> None: ...
 
-    def executor_started(self, slot: str, executor: Any) -> None: ...
+    def executor_started(self, slot: str, executor: Executor) -> None: ...
 
     def stage_progress(self, stats: StageStats) -> None: ...
 

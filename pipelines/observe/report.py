@@ -26,6 +26,7 @@ from pipelines.observe.display import markup, printable, safe_console
 from pipelines.observe.hooks import RunObserver, StageStats
 
 if TYPE_CHECKING:
+    from executors import Executor
     from pipelines._engine.plan import Plan
     from pipelines.observe.result import RunResult
 
@@ -102,8 +103,8 @@ class ProgressReport(RunObserver):
         if self.log_view is not None:
             self.log_view.live = self._progress.console
 
-    def executor_started(self, slot: str, executor: Any) -> None:
-        link = getattr(executor, "dashboard_link", None)
+    def executor_started(self, slot: str, executor: Executor) -> None:
+        link = executor.dashboard_link
         if link:
             self._print(f"Dask dashboard: [link={link}]{markup(link)}[/link]")
 

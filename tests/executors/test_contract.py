@@ -46,6 +46,14 @@ def executor(request: pytest.FixtureRequest) -> Iterator[executors.Executor]:
         yield ex
 
 
+def test_has_the_whole_interface(executor: executors.Executor) -> None:
+    contract.check_has_the_whole_interface(executor)
+
+
+def test_kill_workers_as_declared(executor: executors.Executor) -> None:
+    contract.check_kill_workers_as_declared(executor)
+
+
 def test_result_round_trips(executor: executors.Executor) -> None:
     contract.check_result_round_trips(executor)
 
