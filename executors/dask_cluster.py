@@ -68,7 +68,7 @@ class DaskExecutor(ExecutorBase):
         connect_timeout: seconds to wait for the scheduler at ``address``.
         allowed_failures: worker deaths a task may cause on the local cluster before it fails.
         tls_dir: with ``address``, a folder of TLS credentials (``ca.pem``, ``cert.pem``,
-            ``key.pem``) to join with (default: ``$PIPELINES_DASK_TLS``).
+            ``key.pem``) to join with (a pipeline run passes ``$PIPELINES_DASK_TLS``).
 
     Example:
         >>> with DaskExecutor(max_workers=2, dashboard_address="127.0.0.1:0") as ex:
@@ -125,7 +125,6 @@ class DaskExecutor(ExecutorBase):
     def _start(self) -> None:
         if self.address:
             self.security = dask_tls.for_joining(self.address, self.tls_dir)
-            self.tls_dir = self.tls_dir or os.environ.get(dask_tls.ENV) or None
             self._client = _connect(self.address, self._connect_timeout, self.security)
             try:
                 threads = sum(self._client.nthreads().values())

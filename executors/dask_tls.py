@@ -94,14 +94,14 @@ def load(directory: str | os.PathLike[str]) -> Security:
 def for_joining(address: str, directory: str | os.PathLike[str] | None = None) -> Security | None:
     """The security to join the scheduler at ``address`` with.
 
-    The credentials folder given, else ``$PIPELINES_DASK_TLS``; without either, a ``tls://``
-    address uses Dask's own configuration (``distributed.comm.tls.*``), and a ``tcp://`` one none.
+    The credentials folder given (the runner passes ``$PIPELINES_DASK_TLS``); without one, a
+    ``tls://`` address uses Dask's own configuration (``distributed.comm.tls.*``), and a
+    ``tcp://`` one none.
 
     Raises:
         ClusterUnreachableError: a ``tls://`` address and no credentials anywhere.
     """
-    directory = directory or os.environ.get(ENV) or None
-    if directory is not None:
+    if directory:
         return load(directory)
     if not address.startswith("tls://"):
         return None

@@ -46,7 +46,7 @@ class ProcessExecutor(ExecutorBase):
     """Args:
     max_workers: processes in the pool (default: CPU count).
     start_method: ``"auto"``, ``"forkserver"``, ``"spawn"`` or ``"fork"``
-        (default: ``$PIPELINES_START_METHOD`` or ``auto``).
+        (default: ``auto``; a pipeline run passes ``$PIPELINES_START_METHOD``).
     preload: modules every worker needs: imported before forking, or by the forkserver
         once, so that no worker pays for them at its first task.
     """
@@ -61,7 +61,7 @@ class ProcessExecutor(ExecutorBase):
         self.capabilities = Capabilities(
             in_process=False, runs_coroutines=False, distributed=False, max_workers=workers, kills_workers=True
         )
-        self.start_method = start_method or os.environ.get("PIPELINES_START_METHOD") or DEFAULT_START_METHOD
+        self.start_method = start_method or DEFAULT_START_METHOD
         self._preload = list(preload)
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()

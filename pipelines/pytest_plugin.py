@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import settings
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Put the project's root on ``sys.path`` when it holds a ``dags/`` folder."""
@@ -32,5 +34,5 @@ def pipelines_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """A fresh, empty store folder for one test; also ``$PIPELINES_STORE``, so that the
     command line and ``pipelines.run`` without ``store=`` use it too."""
     store = tmp_path_factory.mktemp("pipelines-store")
-    monkeypatch.setenv("PIPELINES_STORE", str(store))
+    monkeypatch.setenv(settings.STORE_VARIABLE, str(store))
     yield store

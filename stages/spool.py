@@ -28,7 +28,7 @@ from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import IO
 
-SPOOL_DIR_ENV = "PIPELINES_SPOOL_DIR"
+from pipelines import settings
 
 
 class MemoryBudget:
@@ -77,8 +77,7 @@ def loop_budget(limit: int) -> MemoryBudget:
 
 def spool_dir(explicit: str | os.PathLike[str] | None) -> Path:
     """The folder for large bodies: ``explicit``, else ``$PIPELINES_SPOOL_DIR``, else a temp folder."""
-    default = Path(tempfile.gettempdir()) / f"pipelines-bodies-{os.getuid()}"
-    folder = Path(explicit or os.environ.get(SPOOL_DIR_ENV) or default)
+    folder = Path(explicit) if explicit else settings.spool_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -50,7 +50,7 @@ class SourceReader:
         stage: Stage,
         params: Any,
         path_for: Any,
-        fsync: bool = batch_files.FSYNC,
+        fsync: bool | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         keep: bool = True,
     ) -> None:

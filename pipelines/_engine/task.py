@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from pipelines import settings
 from pipelines._engine import item_reuse, schemas
 from pipelines._engine.calls import ItemCalls, item_error, retry_delay, retryable, with_timeout
 from pipelines._engine.idset import IdSet
@@ -76,7 +77,7 @@ class BatchTask:
     output_path: str
     params_json: str | None = None
     side: dict[str, tuple[InputPart, ...]] = field(default_factory=dict)
-    fsync: bool = batch_files.FSYNC
+    fsync: bool = field(default_factory=settings.fsync)
     rate_share: float = 1.0  # this worker's share of the stage's rate limit (1/workers)
     pipeline: Pipeline | None = None  # in-process only; dropped when pickled
     object_key: str = ""  # the batch key the output is stored under (in the file's metadata)

@@ -16,6 +16,7 @@ from typing import Any
 
 import executors as registry
 from executors import Executor
+from pipelines import settings
 from pipelines._engine.plan import Plan
 from pipelines.define.loader import PipelineHandle, handle_for
 from pipelines.define.model import Pipeline
@@ -46,7 +47,7 @@ class Workers:
         executor = self._executors.get(slot)
         if executor is None:
             spec = self.plan.executors[slot]
-            executor = registry.get_executor(spec.backend, **dict(spec.options))
+            executor = registry.get_executor(spec.backend, **_with_settings(spec.backend, dict(spec.options)))
             if not executor.capabilities.in_process and self.handle is None:
                 self.handle = self._worker_handle(spec.backend)
             executor.start()
@@ -142,6 +143,16 @@ class Workers:
                 executor.shutdown(wait=wait and not self.hard_stop, cancel_pending=cancel)
             except Exception as exc:
                 self.observer.message(f"shutting down {executor!r} failed: {exc}", level="warning")
+
+
+def _with_settings(backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A backend's options, with what the ``PIPELINES_*`` settings say where the plan says nothing
+    (the backends themselves read no environment)."""
+    if backend == "processes" and not options.get("start_method"):
+        options["start_method"] = settings.start_method()
+    elif backend == "dask" and options.get("address") and not options.get("tls_dir"):
+        options["tls_dir"] = settings.dask_tls()
+    return options
 
 
 def _trimmed(pipeline: Pipeline, keep: set[str]) -> Pipeline:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines import settings
 from pipelines.errors import DefinitionError, LoadError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ _resolved: dict[object, Pipeline] = {}
 
 def dags_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The folder to search: ``--dags``, else ``$PIPELINES_DAGS``, else ``./dags``."""
-    return Path(explicit or os.environ.get("PIPELINES_DAGS") or "dags").absolute()
+    return Path(explicit or settings.dags()).absolute()
 
 
 def _base_name(directory: Path) -> str:

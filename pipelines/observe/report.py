@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from pipelines import settings
 from pipelines.observe.display import markup, printable, safe_console
 from pipelines.observe.hooks import RunObserver, StageStats
 
@@ -30,9 +31,6 @@ if TYPE_CHECKING:
     from pipelines._engine.plan import Plan
     from pipelines.observe.result import RunResult
 
-INTERVAL_ENV = "PIPELINES_PROGRESS_INTERVAL"
-DEFAULT_INTERVAL = 10.0
-
 
 def console(stderr: bool = False) -> Console:
     """A console that never hard-wraps lines (a resume command must stay copyable) and never
@@ -40,15 +38,6 @@ def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else int(os.environ.get("COLUMNS", "160"))
     return safe_console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
-
-
-def progress_interval() -> float:
-    """Seconds between plain progress lines: ``$PIPELINES_PROGRESS_INTERVAL`` or 10."""
-    value = os.environ.get(INTERVAL_ENV, "")
-    try:
-        return max(0.0, float(value)) if value else DEFAULT_INTERVAL
-    except ValueError:
-        return DEFAULT_INTERVAL
 
 
 class ProgressReport(RunObserver):
@@ -69,7 +58,7 @@ class ProgressReport(RunObserver):
         self.store_flag = store_flag
         self.quiet = quiet
         self.wide = wide
-        self.interval = progress_interval() if interval is None else interval
+        self.interval = settings.progress_interval() if interval is None else interval
         self._progress: Progress | None = None
         self._lines: ProgressLines | None = None
         self._tasks: dict[str, Any] = {}

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines import settings
 from pipelines.errors import RunLockedError, UsageError
 from pipelines.store import arrow as batch_files
 from pipelines.store import listing, readonly
@@ -44,18 +45,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 LEDGER = "ledger.sqlite"
 
-DEFAULT_STORE = ".pipelines"
-
 
 def default_store_path() -> str:
-    return os.environ.get("PIPELINES_STORE") or DEFAULT_STORE
+    return settings.store()
 
 
 def _ledger_dir_for(url: str) -> Path:
     import hashlib
     import re
 
-    base = Path(os.environ.get("PIPELINES_LEDGER_DIR") or Path(DEFAULT_STORE) / "remote").absolute()
+    base = settings.ledger_dir()
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("?")[0])[:80]
     return base / f"{readable}-{hashlib.blake2b(url.encode(), digest_size=4).hexdigest()}"
 

@@ -38,14 +38,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
+from pipelines import settings
 from pipelines.errors import CheckpointError
 from pipelines.store import recent
 
 # Durability: a written part survives any crash of the process (kill -9, OOM) without fsync;
 # what fsync adds is surviving a power cut. Off by default, as for the ledger (SQLite WAL with
 # synchronous=NORMAL): after a power cut the last seconds of work may be lost, and checksums
-# make sure a lost or torn file is computed again, never read. PIPELINES_FSYNC=1 syncs both.
-FSYNC = os.environ.get("PIPELINES_FSYNC", "0") == "1"
+# make sure a lost or torn file is computed again, never read. PIPELINES_FSYNC=1 syncs both
+# (``fsync=None`` below: as that setting says).
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +197,7 @@ def write_table(
     path: str | os.PathLike[str],
     table: pa.Table,
     *,
-    fsync: bool = FSYNC,
+    fsync: bool | None = None,
     keep: bool = False,
     part: Mapping[str, Any] | None = None,
 ) -> FileInfo:
@@ -246,9 +247,16 @@ def join(base: str, *parts: str) -> str:
 
 
 def write_bytes(
-    path: str | os.PathLike[str], data: pa.Buffer | bytes, *, rows: int, fsync: bool = FSYNC, crc: str | None = None
+    path: str | os.PathLike[str],
+    data: pa.Buffer | bytes,
+    *,
+    rows: int,
+    fsync: bool | None = None,
+    crc: str | None = None,
 ) -> FileInfo:
     """Write bytes atomically (``crc``: their checksum, when the caller has it already)."""
+    if fsync is None:
+        fsync = settings.fsync()
     if is_url(path):
         fs, inner = filesystem(str(path))
         with fs.open_output_stream(inner) as out:  # visible only once whole

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines import settings
 from pipelines._engine.idset import IdSet
 from pipelines.store.arrow import FileInfo
 
@@ -218,9 +219,7 @@ class Ledger:
         try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
-            from pipelines.store.arrow import FSYNC
-
-            self._db.execute(f"PRAGMA synchronous={'FULL' if FSYNC else 'NORMAL'}")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if settings.fsync() else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=OFF")
             self._db.executescript(SCHEMA)
             self._migrate()

@@ -8,13 +8,12 @@ other processes read the file as usual.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 
 import pyarrow as pa
 
-BUDGET = int(os.environ.get("PIPELINES_RECENT_BYTES", str(64 << 20)))
+from pipelines import settings
 
 _lock = threading.Lock()
 _tables: OrderedDict[str, pa.Table] = OrderedDict()
@@ -24,14 +23,15 @@ _bytes = 0
 def remember(path: str, table: pa.Table) -> None:
     global _bytes
     size = table.nbytes
-    if size > BUDGET // 4:
+    budget = settings.recent_bytes()
+    if size > budget // 4:
         return
     with _lock:
         if path in _tables:
             return
         _tables[path] = table
         _bytes += size
-        while _bytes > BUDGET and _tables:
+        while _bytes > budget and _tables:
             _, old = _tables.popitem(last=False)
             _bytes -= old.nbytes
 
