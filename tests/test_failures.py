@@ -305,7 +305,7 @@ class TestErrorPolicies:
         assert "input: 'rec-023'" in shown and "dead-letter table:" in shown
 
         before = len(lines(log))
-        dags("resume", run_id, "--retry-failed", store=store, env={"FAULT_LOG": str(log)}, check=0)
+        dags("resume", run_id, store=store, env={"FAULT_LOG": str(log)}, check=0)
         assert sorted(int(e[1]) for e in lines(log)[before:] if e[0] == "start") == [3, 23]
         assert ipc.open_file(pa.memory_map(str(path))).read_all().num_rows == 0  # nothing dead any more
         assert stage_table(store, run_id, "tally").to_pylist() == [{"rows": 40}]

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
-from pipelines._engine.plan import PROCESS_PRELOAD, ExecutorSpec, Plan, RunOptions, StagePlan, plan
+from pipelines._engine.plan import IN_PROCESS, PROCESS_PRELOAD, ExecutorSpec, Plan, RunOptions, StagePlan, plan
 from pipelines.define.model import Pipeline
 
 
@@ -250,3 +250,13 @@ def test_plan_is_pure() -> None:
 def test_describe_is_what_a_resume_needs() -> None:
     options = RunOptions(executor="dask", address="tcp://h:1", max_workers=3, start_method="spawn", fresh=True)
     assert options.describe() == {"executor": "dask", "address": "tcp://h:1", "max_workers": 3, "start_method": "spawn"}
+
+
+@pytest.mark.parametrize("backend", ["inline", "threads", "asyncio", "processes", "joblib"])
+def test_the_plan_knows_which_backends_run_in_process(backend: str) -> None:
+    """The plan decides before any executor exists; the backend's capabilities must agree."""
+    import executors
+
+    if backend == "joblib":
+        pytest.importorskip("joblib")
+    assert executors.get_executor(backend).capabilities.in_process == (backend in IN_PROCESS)

@@ -168,11 +168,6 @@ class TestErrors:
         part(ledger, "k2", "/s/c.arrow", IdSet.span(0, 5))  # item 2 of another batch
         assert [e.item for e in ledger.open_errors("r1")] == [2]
 
-    def test_resolve_batch_errors(self, ledger: Ledger) -> None:
-        part(ledger, "k1", "/s/b.arrow", IdSet(), errors=[error(1), error(2), error(0, batch=1)])
-        ledger.resolve_batch_errors("r1", "parse", 0)
-        assert [(e.batch, e.item) for e in ledger.open_errors("r1")] == [(1, 0)]
-
     def test_failed_transaction_rolls_back(self, ledger: Ledger) -> None:
         with pytest.raises(RuntimeError):
             with ledger.transaction() as db:

@@ -13,12 +13,14 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipelines._engine.async_deadline import ItemTimeout, LoopWatch, run_with_deadline
+from pipelines._engine.identity import IdentityCache
 from pipelines.define import retry
 from pipelines.define.rate import RateLimiter, parse_rate
 from pipelines.store.ledger import ItemError
@@ -66,43 +68,73 @@ class ItemCalls:
         return [self.run_sync(i, v, kwargs) for i, v in zip(ids.tolist(), values)]
 
     def run_sync(self, item: int, value: Any, kwargs: dict[str, Any]) -> Any:
-        attempt = 0
-        while True:
-            try:
-                if self.limiter is not None:
-                    self.limiter.acquire()
-                if self.stage.timeout is None:
-                    return self._call(value, kwargs)
-                return call_with_timeout(self._call, (value, kwargs), self.stage.timeout)
-            except Exception as exc:
-                if attempt < self.stage.retries and retryable(exc, self.stage.retry_on):
-                    time.sleep(retry_delay(attempt, exc))
-                    attempt += 1
-                    continue
-                self.errors.append(item_error(self.stage, self.batch, item, exc, attempt + 1, value))
-                return None
+        def attempt() -> Any:
+            if self.limiter is not None:
+                self.limiter.acquire()
+            if self.stage.timeout is None:
+                return self._call(value, kwargs)
+            return call_with_timeout(self._call, (value, kwargs), self.stage.timeout)
+
+        out = with_retries(self.stage, attempt)
+        if out.error is not None:
+            self.errors.append(item_error(self.stage, self.batch, item, out.error, out.attempts, value))
+        return out.value
 
     async def run_async(self, item: int, value: Any, kwargs: dict[str, Any]) -> Any:
         semaphore = _semaphore(self.stage)
-        attempt = 0
-        while True:
-            try:
-                async with semaphore:
-                    if self.limiter is not None:
-                        await self.limiter.acquire_async()
-                    label = f"stage {self.stage.name!r} batch {self.batch} item {item}"
-                    result = self._call(value, kwargs)
-                    if inspect.isasyncgen(result):
-                        return await with_timeout(_collect(result), self.stage.timeout, label)
-                    out = await with_timeout(result, self.stage.timeout, label)
-                    return list(out) if self.stage.granularity == "flat" else out
-            except Exception as exc:
-                if attempt < self.stage.retries and retryable(exc, self.stage.retry_on):
-                    await asyncio.sleep(retry_delay(attempt, exc))
-                    attempt += 1
-                    continue
-                self.errors.append(item_error(self.stage, self.batch, item, exc, attempt + 1, value))
-                return None
+
+        async def attempt() -> Any:
+            async with semaphore:
+                if self.limiter is not None:
+                    await self.limiter.acquire_async()
+                label = f"stage {self.stage.name!r} batch {self.batch} item {item}"
+                result = self._call(value, kwargs)
+                if inspect.isasyncgen(result):
+                    return await with_timeout(_collect(result), self.stage.timeout, label)
+                out = await with_timeout(result, self.stage.timeout, label)
+                return list(out) if self.stage.granularity == "flat" else out
+
+        out = await with_retries_async(self.stage, attempt)
+        if out.error is not None:
+            self.errors.append(item_error(self.stage, self.batch, item, out.error, out.attempts, value))
+        return out.value
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The last attempt's value, or its error (``None`` when it succeeded), and how many were made."""
+
+    value: Any
+    error: Exception | None
+    attempts: int
+
+
+def with_retries(stage: Stage, attempt: Callable[[], Any]) -> Outcome:
+    """Call ``attempt`` until it succeeds, or fails in a way or as often as the stage does not retry."""
+    n = 0
+    while True:
+        try:
+            return Outcome(attempt(), None, n + 1)
+        except Exception as exc:
+            if n < stage.retries and retryable(exc, stage.retry_on):
+                time.sleep(retry_delay(n, exc))
+                n += 1
+                continue
+            return Outcome(None, exc, n + 1)
+
+
+async def with_retries_async(stage: Stage, attempt: Callable[[], Awaitable[Any]]) -> Outcome:
+    """``with_retries`` for a coroutine function: the waits between attempts do not block the loop."""
+    n = 0
+    while True:
+        try:
+            return Outcome(await attempt(), None, n + 1)
+        except Exception as exc:
+            if n < stage.retries and retryable(exc, stage.retry_on):
+                await asyncio.sleep(retry_delay(n, exc))
+                n += 1
+                continue
+            return Outcome(None, exc, n + 1)
 
 
 async def _collect(agen: Any) -> list[Any]:
@@ -220,13 +252,8 @@ def _call_with_alarm(fn: Callable[..., Any], args: tuple[Any, ...], timeout: flo
         signal.signal(signal.SIGALRM, previous)
 
 
-_cache_lock = threading.Lock()
-
-
-_semaphores: dict[tuple[int, int], asyncio.Semaphore] = {}
-
-
-_limiters: dict[int, RateLimiter] = {}
+_semaphores: IdentityCache[asyncio.Semaphore] = IdentityCache()
+_limiters: IdentityCache[RateLimiter] = IdentityCache()
 
 
 DEFAULT_ASYNC_CONCURRENCY = 64
@@ -234,23 +261,17 @@ DEFAULT_ASYNC_CONCURRENCY = 64
 
 def _semaphore(stage: Stage) -> asyncio.Semaphore:
     """One semaphore per stage per event loop: a worker's whole concurrency budget."""
-    key = (id(asyncio.get_running_loop()), id(stage))
-    with _cache_lock:
-        sem = _semaphores.get(key)
-        if sem is None:
-            sem = _semaphores[key] = asyncio.Semaphore(stage.concurrency or DEFAULT_ASYNC_CONCURRENCY)
-    return sem
+    return _semaphores.get(
+        (asyncio.get_running_loop(), stage), lambda: asyncio.Semaphore(stage.concurrency or DEFAULT_ASYNC_CONCURRENCY)
+    )
 
 
 def _limiter(stage: Stage, share: float) -> RateLimiter | None:
     """One limiter per stage per process, allowed its share of the stage's rate."""
     if stage.rate is None:
         return None
-    with _cache_lock:
-        limiter = _limiters.get(id(stage))
-        if limiter is None:
-            limiter = _limiters[id(stage)] = RateLimiter(parse_rate(stage.rate) * share)
-    return limiter
+    rate = parse_rate(stage.rate) * share
+    return _limiters.get((stage,), lambda: RateLimiter(rate))
 
 
 def _first_param(fn: Callable[..., Any]) -> str | None:

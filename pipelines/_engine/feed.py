@@ -41,7 +41,6 @@ MAX_OPEN_SOURCE_ITEMS = 1 << 16  # as many as the largest task takes
 MAX_OPEN_SOURCE_BYTES = 32 << 20
 READ_AHEAD_SECONDS = 0.02  # a read hands its batches over after this long, so consumers start early
 logger = logging.getLogger("pipelines.run")  # one stable name for the engine, whatever module logs
-IN_PROCESS = ("inline", "threads", "asyncio")
 
 
 class SourceFeed:
@@ -118,7 +117,7 @@ class SourceFeed:
                 f"source {name!r}: stored batches are damaged; reading the source again", level="warning"
             )
         loop = self.workers.get("asyncio").loop if stage.is_async and "asyncio" in self.plan.executors else None
-        in_process = any(self.plan.stages[c].backend in IN_PROCESS for c in self.graph.consumers[name])
+        in_process = any(self.plan.stages[c].in_process for c in self.graph.consumers[name])
         self._readers[name] = SourceReader(
             stage,
             self.params,

@@ -17,6 +17,7 @@ import pyarrow as pa
 from pipelines._engine.idset import IdSet
 from pipelines.define import codec
 from pipelines.store import arrow as batch_files
+from pipelines.store.outputs import in_item_order
 
 if TYPE_CHECKING:
     from pipelines.define.model import Stage
@@ -63,12 +64,7 @@ def read_in_item_order(parts: Sequence[InputPart], stage: str = "?") -> pa.Table
     makes every consumer's input, and so every output, the same whatever the timing."""
     tables = []
     for _, group in itertools.groupby(parts, key=lambda p: p.batch):
-        table = _concat([batch_files.read_table(p.path, expect=p.expect) for p in group], stage)
-        if codec.ITEM_COLUMN in table.column_names and table.num_rows > 1:
-            ids = table.column(codec.ITEM_COLUMN).to_numpy()
-            if not bool(np.all(ids[1:] >= ids[:-1])):
-                table = table.take(pa.array(np.argsort(ids, kind="stable")))
-        tables.append(table)
+        tables.append(in_item_order(_concat([batch_files.read_table(p.path, expect=p.expect) for p in group], stage)))
     return _concat(tables, stage)
 
 

@@ -30,6 +30,9 @@ DEFAULT_THREADS = 8
 # conversion, which would cost each worker half a second at its first task.
 PROCESS_PRELOAD = ["pipelines._engine.task", "pandas"]
 DEFAULT_CONCURRENCY = 64
+# Backends that run tasks in the driver's process (their ``Capabilities.in_process``; a test
+# checks the two agree): nothing sent to them is pickled.
+IN_PROCESS = frozenset({"inline", "threads", "asyncio"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,10 @@ class ExecutorSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     max_tasks: int = 2
 
+    @property
+    def in_process(self) -> bool:
+        return self.backend in IN_PROCESS
+
 
 @dataclass(frozen=True, slots=True)
 class StagePlan:
@@ -75,6 +82,11 @@ class StagePlan:
     target_seconds: float
     start_size: int
     max_size: int | None = None  # async stages: tasks stay small so several overlap
+
+    @property
+    def in_process(self) -> bool:
+        """Runs in the driver's process (sources run on the driver itself)."""
+        return self.slot is None or self.backend in IN_PROCESS
 
 
 @dataclass(frozen=True, slots=True)

@@ -234,7 +234,7 @@ class Runner(Dispatch):
                 sp.max_items is not None
                 and self.stages[name].is_async
                 and sp.slot is not None
-                and self.plan.executors[sp.slot].backend not in ("threads", "asyncio", "inline")
+                and not self.plan.executors[sp.slot].in_process
             ):
                 self._item_cap[name] = sp.max_items * workers  # each worker loop has its own budget
         self.record.log_plan(self.workers)

@@ -76,8 +76,6 @@ class StageState:
     seconds: float = 0.0
     started: float | None = None
     ended: float | None = None
-    reason: str = ""
-    first_error: str = ""
 
     def batch(self, k: int) -> BatchState:
         state = self.batches.get(k)

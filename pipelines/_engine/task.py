@@ -27,7 +27,8 @@ import pyarrow as pa
 
 from pipelines import settings
 from pipelines._engine import item_reuse, schemas
-from pipelines._engine.calls import ItemCalls, item_error, retry_delay, retryable, with_timeout
+from pipelines._engine.calls import ItemCalls, item_error, with_retries, with_retries_async, with_timeout
+from pipelines._engine.identity import IdentityCache
 from pipelines._engine.idset import IdSet
 from pipelines._engine.inputs import InputPart, InputSpec, empty_output, read_in_item_order, read_input
 from pipelines.define import codec, resources
@@ -264,38 +265,21 @@ class BatchTask:
     ) -> TaskResult:
         args = self._table_args(stage, tables)
         call_kwargs = {**kwargs, **dict(zip(stage.input_args, args))}
-        attempt = 0
-        while True:
-            try:
-                result = stage.fn(**call_kwargs)
-                break
-            except Exception as exc:
-                if attempt < stage.retries and retryable(exc, stage.retry_on):
-                    time.sleep(retry_delay(attempt, exc))
-                    attempt += 1
-                    continue
-                return self._table_failure(stage, exc, attempt + 1, t0, t1)
-        return self._write_table_result(stage, result, t0, t1)
+        out = with_retries(stage, lambda: stage.fn(**call_kwargs))
+        if out.error is not None:
+            return self._table_failure(stage, out.error, out.attempts, t0, t1)
+        return self._write_table_result(stage, out.value, t0, t1)
 
     async def _run_table_stage_async(
         self, stage: Stage, tables: list[pa.Table], kwargs: dict[str, Any], t0: float, t1: float
     ) -> TaskResult:
         args = self._table_args(stage, tables)
         call_kwargs = {**kwargs, **dict(zip(stage.input_args, args))}
-        attempt = 0
-        while True:
-            try:
-                result = await with_timeout(
-                    stage.fn(**call_kwargs), stage.timeout, f"stage {stage.name!r} batch {self.batch}"
-                )
-                break
-            except Exception as exc:
-                if attempt < stage.retries and retryable(exc, stage.retry_on):
-                    await asyncio.sleep(retry_delay(attempt, exc))
-                    attempt += 1
-                    continue
-                return self._table_failure(stage, exc, attempt + 1, t0, t1)
-        return await asyncio.to_thread(self._write_table_result, stage, result, t0, t1)
+        label = f"stage {stage.name!r} batch {self.batch}"
+        out = await with_retries_async(stage, lambda: with_timeout(stage.fn(**call_kwargs), stage.timeout, label))
+        if out.error is not None:
+            return self._table_failure(stage, out.error, out.attempts, t0, t1)
+        return await asyncio.to_thread(self._write_table_result, stage, out.value, t0, t1)
 
     def _write_table_result(self, stage: Stage, result: Any, t0: float, t1: float) -> TaskResult:
         t2 = time.perf_counter()
@@ -396,15 +380,14 @@ def _finished_only(ids: np.ndarray, values: list[Any], outputs: list[Any]) -> tu
 
 # -- per-process caches ------------------------------------------------------------------
 
-_annotations: dict[int, Any] = {}
-_params_cache: dict[tuple[int, str | None], Any] = {}
+_annotations: IdentityCache[tuple[Any]] = IdentityCache()  # (annotation,): None is a value too
+_params_cache: IdentityCache[tuple[Any]] = IdentityCache()
 
 
 def _input_annotation(stage: Stage) -> Any:
-    key = id(stage)
-    if key not in _annotations:
-        _annotations[key] = type_hints(stage.fn).get(stage.input_args[0]) if stage.input_args else None
-    return _annotations[key]
+    return _annotations.get(
+        (stage,), lambda: (type_hints(stage.fn).get(stage.input_args[0]) if stage.input_args else None,)
+    )[0]
 
 
 def worker_name() -> str:
@@ -424,12 +407,10 @@ async def _timed_async(work: Any) -> TaskResult:
 
 
 def _params(pipeline: Pipeline, params_json: str | None) -> Any:
-    key = (id(pipeline), params_json)
-    if key not in _params_cache:
+    def parse() -> tuple[Any]:
         model = pipeline.params_model
-        _params_cache[key] = (
-            model.model_validate_json(params_json)
-            if model is not None and params_json
-            else (model() if model is not None else None)
-        )
-    return _params_cache[key]
+        if model is None:
+            return (None,)
+        return (model.model_validate_json(params_json) if params_json else model(),)
+
+    return _params_cache.get((pipeline,), parse, extra=params_json)[0]

@@ -11,21 +11,18 @@ import copy
 import dataclasses
 import functools
 import secrets
-import sys
 from typing import Any
 
 import executors as registry
 from executors import Executor
 from pipelines import settings
 from pipelines._engine.plan import Plan
-from pipelines.define.loader import PipelineHandle, handle_for
+from pipelines.define.loader import PipelineHandle, handle_for, importable
 from pipelines.define.model import Pipeline
 from pipelines.errors import UsageError
 from pipelines.observe.hooks import RunObserver
 from pipelines.store import Store
 from pipelines.store import arrow as batch_files
-
-IN_PROCESS = ("inline", "threads", "asyncio")
 
 
 class Workers:
@@ -52,7 +49,7 @@ class Workers:
                 self.handle = self._worker_handle(spec.backend)
             executor.start()
             self._executors[slot] = executor
-            if spec.backend not in IN_PROCESS:
+            if not spec.in_process:
                 self._cap[slot] = max(2, 2 * executor.capabilities.max_workers)
             self.observer.executor_started(slot, executor)
         return executor
@@ -97,18 +94,12 @@ class Workers:
 
     def _worker_handle(self, backend: str) -> PipelineHandle:
         """How out-of-process workers find the pipeline; a stage that cannot travel is a usage error."""
-        module = sys.modules.get(self.pipeline.module)
-        importable = (
-            module is not None
-            and self.pipeline.module not in ("__main__", "__mp_main__")
-            and any(v is self.pipeline for v in vars(module).values())
-        )
-        if importable:
+        if importable(self.pipeline):
             return handle_for(self.pipeline)
         remote = {
             n
             for n, sp in self.plan.stages.items()
-            if sp.slot is not None and self.plan.executors[sp.slot].backend not in IN_PROCESS
+            if sp.slot is not None and not self.plan.executors[sp.slot].in_process
         }
         try:
             return handle_for(_trimmed(self.pipeline, keep=remote))

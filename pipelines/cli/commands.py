@@ -130,11 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reuse what RUN_ID finished; compute failed items and unfinished batches.",
     )
     resume.add_argument("run_id", help="a run id (see `runs`), `latest`, or a pipeline's name (its latest run)")
-    resume.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="retry items that failed under on_error=skip/collect (a resume always does)",
-    )
     resume.add_argument("--pipeline", metavar="NAME", help="`latest` means the latest run of pipeline NAME")
     resume.add_argument(
         "--module",

@@ -9,7 +9,6 @@ import os
 import re
 import sys
 import textwrap
-from typing import Any
 
 from rich.text import Text
 
@@ -156,23 +155,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def stages_in_order(store, run_id: str) -> dict[str, Any]:
-    """A run's ledger rows by stage, in pipeline order.
-
-    The runner records every stage at the start of a run in topological order, so the
-    order of insertion (SQLite's ``rowid``) is the pipeline's order; an upsert keeps it.
-    """
-    rows = store.ledger.query("SELECT * FROM run_stages WHERE run_id=? ORDER BY rowid", (run_id,))
-    return {r["stage"]: r for r in rows}
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     from pipelines.store.outputs import read_stage
 
     with _store(args) as store:
         row = find_run(store, args.run_id, getattr(args, "pipeline", None))
         run_id = row["id"]
-        stages = stages_in_order(store, run_id)
+        stages = store.ledger.stages(run_id)
         out = console()
         out.print(
             f"[bold]{markup(run_id)}[/bold] · {markup(row['pipeline'])} · {run_status(store, row)} · files under "

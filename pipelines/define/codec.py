@@ -34,13 +34,13 @@ import dataclasses
 import datetime as dt
 import enum
 import functools
-import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
+from pipelines.define.annotations import admits_none, is_union, strip_optional
 from pipelines.errors import ConversionError
 
 ITEM_COLUMN = "_item"  # the input item each row came from (sources, maps, flat-maps)
@@ -85,7 +85,7 @@ def is_table_type(tp: Any) -> bool:
 
 def is_record_type(tp: Any) -> bool:
     """Dataclasses, pydantic models, TypedDicts, NamedTuples and ``dict`` become columns."""
-    tp = _strip_optional(tp)
+    tp = strip_optional(tp)
     if tp is dict or typing.get_origin(tp) is dict and not typing.get_args(tp):
         return True
     if not isinstance(tp, type):
@@ -100,14 +100,6 @@ def is_record_type(tp: Any) -> bool:
 
 def _is_pydantic(tp: Any) -> bool:
     return isinstance(tp, type) and hasattr(tp, "model_fields") and hasattr(tp, "model_validate")
-
-
-def _strip_optional(tp: Any) -> Any:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
 
 
 def record_fields(tp: Any) -> dict[str, Any]:
@@ -144,7 +136,7 @@ def arrow_type(tp: Any) -> pa.DataType | _Table | None:
 def _arrow_type(tp: Any) -> pa.DataType | None:
     if tp is Any or tp is object or tp is None:
         return None
-    tp = _strip_optional(tp)
+    tp = strip_optional(tp)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Literal:
@@ -152,7 +144,7 @@ def _arrow_type(tp: Any) -> pa.DataType | None:
         if len(kinds) != 1:
             raise TypeError(f"Literal{list(args)} mixes types")
         return _arrow_type(kinds.pop())
-    if origin in (typing.Union, types.UnionType):
+    if is_union(tp):
         raise TypeError(f"{tp} is a union of different types; Arrow columns have one type")
     if origin is typing.Annotated:
         return _arrow_type(args[0])
@@ -232,11 +224,6 @@ def _is_record_value(value: Any) -> bool:
     return isinstance(value, Mapping) or is_record_type(type(value))
 
 
-def _admits_none(tp: Any) -> bool:
-    """``X | None`` and ``Optional[X]``."""
-    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
-
-
 def encode(
     values: Sequence[Any], *, stage: str, output_type: Any, item_ids: Sequence[int] | None = None, first_item: int = 0
 ) -> pa.Table:
@@ -304,7 +291,9 @@ def _encode(values: Sequence[Any], stage: str, output_type: Any) -> pa.Table:
     arrow = arrow_type(output_type) if output_type is not None else None
     if output_type is not None and is_record_type(output_type):  # a bare ``dict``: fields inferred
         return _encode_records(
-            values, arrow if isinstance(arrow, pa.StructType) else None, optional=_admits_none(output_type)
+            values,
+            arrow if isinstance(arrow, pa.StructType) else None,
+            optional=is_union(output_type) and admits_none(output_type),
         )
     if output_type is None:
         first = next((v for v in values if v is not None), None)
@@ -329,7 +318,7 @@ def _needs_plain(arrow: pa.DataType, output_type: Any) -> bool:
 @functools.lru_cache(maxsize=256)
 def _annotation_needs_plain(tp: Any) -> bool:
     """``list[float]`` goes to Arrow as it is; ``list[Point]`` or ``set[str]`` need converting."""
-    tp = _strip_optional(tp)
+    tp = strip_optional(tp)
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
         return _annotation_needs_plain(typing.get_args(tp)[0])
@@ -491,7 +480,7 @@ def _builder(tp: Any) -> Callable[[Any], Any]:
 
 
 def _make_builder(tp: Any) -> Callable[[Any], Any]:
-    tp = _strip_optional(tp)
+    tp = strip_optional(tp)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Annotated:

@@ -281,15 +281,20 @@ def pipeline_in_module(module: str, name: str) -> Pipeline:
     return find_pipeline(imported, name)
 
 
-def handle_for(pipeline: Pipeline) -> PipelineHandle:
-    """A handle to ``pipeline``: by module path when a worker can import it, else by value."""
+def importable(pipeline: Pipeline) -> bool:
+    """A worker can import ``pipeline`` by its module's name: the module is not the main script
+    and holds this very pipeline at its top level."""
     module = sys.modules.get(pipeline.module)
-    importable = (
+    return (
         module is not None
         and pipeline.module not in ("__main__", "__mp_main__")
         and any(v is pipeline for v in vars(module).values())
     )
-    if importable:
+
+
+def handle_for(pipeline: Pipeline) -> PipelineHandle:
+    """A handle to ``pipeline``: by module path when a worker can import it, else by value."""
+    if importable(pipeline):
         top = pipeline.module.split(".")[0]
         package = (top, _packages[top]) if top in _packages else None
         handle = PipelineHandle(pipeline.name, module=pipeline.module, package=package)

@@ -48,7 +48,7 @@ ON_ERROR = ("fail", "skip", "collect")
 ITEMWISE = ("item", "flat")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # weakly referenced: per-process caches
 class Stage:
     """One step of a pipeline. Build stages with ``Pipeline`` methods, not directly.
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from pipelines.define.annotations import NoneType, admits_none, is_union, non_none_args
 from pipelines.define.checks import did_you_mean
 from pipelines.errors import ParamError
 
@@ -57,7 +57,7 @@ def _parse_cli_value(value: Any, annotation: Any) -> Any:
             return json.loads(value)
         except ValueError:
             return value  # pydantic reports the field and what it wanted
-    if value == "null" and _admits_none(annotation) and not _takes_text(annotation, value):
+    if value == "null" and admits_none(annotation) and not _takes_text(annotation, value):
         return None
     return value
 
@@ -71,8 +71,8 @@ def _wants_json(annotation: Any) -> bool:
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
         return _wants_json(args[0])
-    if origin in (typing.Union, types.UnionType):
-        return any(_wants_json(a) for a in args if a is not type(None))
+    if is_union(annotation):
+        return any(_wants_json(a) for a in args if a is not NoneType)
     if origin is Literal:
         return any(not isinstance(a, str) for a in args)
     if origin is not None:
@@ -89,29 +89,11 @@ def _wants_json(annotation: Any) -> bool:
     return False
 
 
-def _admits_none(annotation: Any) -> bool:
-    annotation = _strip_annotated(annotation)
-    return (
-        annotation is None
-        or annotation is type(None)
-        or (
-            typing.get_origin(annotation) in (typing.Union, types.UnionType)
-            and type(None) in typing.get_args(annotation)
-        )
-    )
-
-
-def _strip_annotated(annotation: Any) -> Any:
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
-
-
 def _takes_text(annotation: Any, text: str) -> bool:
     """Whether an optional field's other types accept ``text`` as it is (``str``, ``Path``)."""
     from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
-    others = tuple(a for a in typing.get_args(_strip_annotated(annotation)) if a is not type(None))
+    others = non_none_args(annotation)
     if not others:
         return False
     try:

@@ -497,7 +497,3 @@ def _cell(value: Any, cut: bool = True) -> Text:
         return Text(f"<{len(value):,} bytes>")
     text = printable(value)
     return Text(text if len(text) <= 60 or not cut else text[:59] + "…")
-
-
-def is_terminal() -> bool:
-    return sys.stdout.isatty()

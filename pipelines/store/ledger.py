@@ -417,7 +417,8 @@ class Ledger:
         return {row["stage"]: row for row in rows}
 
     def stages(self, run_id: str) -> dict[str, sqlite3.Row]:
-        """The run's stages in pipeline order (they are saved in that order when the run starts)."""
+        """The run's stages in pipeline order: the runner saves them in that order when the run
+        starts, so the order of insertion (SQLite's ``rowid``) is the pipeline's; an upsert keeps it."""
         return {r["stage"]: r for r in self.query("SELECT * FROM run_stages WHERE run_id=? ORDER BY rowid", (run_id,))}
 
     # -- objects and parts ------------------------------------------------------------
@@ -609,10 +610,3 @@ class Ledger:
             )
             for r in rows
         ]
-
-    def resolve_batch_errors(self, run_id: str, stage: str, batch: int) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE errors SET resolved=1 WHERE run_id=? AND stage=? AND batch=? AND resolved=0",
-                (run_id, stage, batch),
-            )

@@ -46,11 +46,18 @@ def read_parts(parts: list[Part], stage: str = "?") -> pa.Table:
     tables = [batch_files.read_table(p.path, expect=p.info) for p in parts_in_order(parts)]
     if not tables:
         return pa.table({})
-    table = concat(tables, stage=stage) if len(tables) > 1 else tables[0]
-    if len(tables) > 1 and codec.ITEM_COLUMN in table.column_names:
+    if len(tables) == 1:
+        return tables[0]
+    return in_item_order(concat(tables, stage=stage))
+
+
+def in_item_order(table: pa.Table) -> pa.Table:
+    """The rows sorted by item id (stable: a flat-map's rows of one item keep their order);
+    no copy when they are in order already, as parts read in ``parts_in_order`` usually are."""
+    if codec.ITEM_COLUMN in table.column_names and table.num_rows > 1:
         ids = table.column(codec.ITEM_COLUMN).to_numpy()
         if not bool(np.all(ids[1:] >= ids[:-1])):
-            table = table.take(pa.array(np.argsort(ids, kind="stable")))
+            return table.take(pa.array(np.argsort(ids, kind="stable")))
     return table
 
 

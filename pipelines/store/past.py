@@ -79,8 +79,9 @@ def run_items(store: Store, row: Any) -> int:
     from pipelines.store.outputs import distinct_parts
 
     total = 0
-    for stage in store.ledger.query("SELECT stage FROM run_stages WHERE run_id=? AND executor='driver'", (row["id"],)):
-        for batch in store.ledger.run_batches(row["id"], stage["stage"]):
+    sources = [name for name, s in store.ledger.stages(row["id"]).items() if s["executor"] == "driver"]
+    for name in sources:
+        for batch in store.ledger.run_batches(row["id"], name):
             if batch["key"]:
                 total += sum(len(p.done) for p in distinct_parts(store.ledger.parts(batch["key"])))
     return total
@@ -116,7 +117,7 @@ def load(
 def _result(store: Store, row: Any) -> RunResult:
     run_id = row["id"]
     stages = {}
-    for s in store.ledger.query("SELECT * FROM run_stages WHERE run_id=? ORDER BY rowid", (run_id,)):
+    for s in store.ledger.stages(run_id).values():
         batches = store.ledger.run_batches(run_id, s["stage"])
         stages[s["stage"]] = StageSummary(
             stage=s["stage"],
