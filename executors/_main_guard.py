@@ -96,31 +96,36 @@ def no_main_for(name: str) -> Iterator[None]:
                 del _names[name]
 
 
-class _NoMainSpawnProcess(multiprocessing.context.SpawnProcess):
-    @staticmethod
+def _no_main_context_class(method: str) -> type[multiprocessing.context.BaseContext]:
+    """The context class of ``method`` whose processes skip ``__main__``: a subclass of its
+    process class whose ``_Popen`` starts the child under ``main_not_imported()``.
+
+    Both classes become globals of this module under fixed names, since a spawned child
+    unpickles its process object by reference."""
+    base_context = type(multiprocessing.get_context(method))
+    base_process: Any = base_context.Process
+    stem = "".join(word.title() for word in method.split("_"))
+
     def _Popen(process_obj: Any) -> Any:
         with main_not_imported():
-            return multiprocessing.context.SpawnProcess._Popen(process_obj)
+            return base_process._Popen(process_obj)
+
+    process = _module_class(f"_NoMain{stem}Process", base_process, {"_Popen": staticmethod(_Popen)})
+    return _module_class(f"_NoMain{stem}Context", base_context, {"Process": process})
 
 
-class _NoMainSpawnContext(multiprocessing.context.SpawnContext):
-    Process = _NoMainSpawnProcess
+def _module_class(name: str, base: type[Any], namespace: dict[str, Any]) -> type[Any]:
+    cls = type(name, (base,), {**namespace, "__module__": __name__, "__qualname__": name})
+    globals()[name] = cls
+    return cls
 
 
-_CONTEXTS: dict[str, type[multiprocessing.context.BaseContext]] = {"spawn": _NoMainSpawnContext}
-
-if hasattr(multiprocessing.context, "ForkServerProcess"):  # POSIX only
-
-    class _NoMainForkServerProcess(multiprocessing.context.ForkServerProcess):
-        @staticmethod
-        def _Popen(process_obj: Any) -> Any:
-            with main_not_imported():
-                return multiprocessing.context.ForkServerProcess._Popen(process_obj)
-
-    class _NoMainForkServerContext(multiprocessing.context.ForkServerContext):
-        Process = _NoMainForkServerProcess
-
-    _CONTEXTS["forkserver"] = _NoMainForkServerContext
+# forkserver: POSIX only; fork needs none (a forked child imports nothing: it is a copy)
+_CONTEXTS = {
+    method: _no_main_context_class(method)
+    for method in ("spawn", "forkserver")
+    if method in multiprocessing.get_all_start_methods()
+}
 
 
 def no_main_context(method: str) -> multiprocessing.context.BaseContext:

@@ -29,12 +29,7 @@ from pipelines.store.ledger import Part
 from pipelines.store.outputs import distinct_parts
 
 if TYPE_CHECKING:
-    from pipelines._engine.graph import RunGraph
-    from pipelines._engine.plan import Plan
-    from pipelines._engine.state import Flow, StageState
-    from pipelines._engine.workers import Workers
-    from pipelines.observe.hooks import RunObserver
-    from pipelines.store import Store
+    from pipelines._engine.state import RunContext
 
 MAX_OPEN_SOURCE_BATCHES = 6
 MAX_OPEN_SOURCE_ITEMS = 1 << 16  # as many as the largest task takes
@@ -51,33 +46,26 @@ class SourceFeed:
 
     def __init__(
         self,
-        graph: RunGraph,
-        plan: Plan,
-        states: dict[str, StageState],
-        store: Store,
-        run_id: str,
+        ctx: RunContext,
         *,
         params: Any,
         resumed: bool,
         fresh: set[str],
-        observer: RunObserver,
-        workers: Workers,
         fingerprints: dict[str, str],
-        flow: Flow,
     ) -> None:
-        self.graph = graph
-        self.stages = graph.stages
-        self.plan = plan
-        self.states = states
-        self.store = store
-        self.run_id = run_id
+        self.graph = ctx.graph
+        self.stages = ctx.graph.stages
+        self.plan = ctx.plan
+        self.states = ctx.states
+        self.store = ctx.store
+        self.run_id = ctx.run_id
         self.params = params
         self.resumed = resumed
         self.fresh = fresh
-        self.observer = observer
-        self.workers = workers
+        self.observer = ctx.observer
+        self.workers = ctx.workers
         self.fingerprints = fingerprints
-        self.flow = flow
+        self.flow = ctx.flow
         self._readers: dict[str, SourceReader] = {}
         self._source_threads: dict[str, ThreadPoolExecutor] = {}
         self.futures: dict[Future[Any], str] = {}  # reads in progress -> their source

@@ -31,14 +31,9 @@ from pipelines.store.ledger import ItemError
 
 if TYPE_CHECKING:
     from pipelines._engine.feed import SourceFeed
-    from pipelines._engine.graph import RunGraph
-    from pipelines._engine.plan import Plan
-    from pipelines._engine.state import BatchState, Flow, StageState
+    from pipelines._engine.state import BatchState, RunContext
     from pipelines._engine.task import BatchTask
-    from pipelines._engine.workers import Workers
     from pipelines.define.model import Stage
-    from pipelines.observe.hooks import RunObserver
-    from pipelines.store import Store
 
 WATCHDOG_GRACE_SECONDS = 2.0
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
@@ -63,28 +58,21 @@ class Recovery:
 
     def __init__(
         self,
-        graph: RunGraph,
-        plan: Plan,
-        states: dict[str, StageState],
-        store: Store,
-        run_id: str,
+        ctx: RunContext,
         *,
-        observer: RunObserver,
-        workers: Workers,
         running: dict[Future[Any], Running],
         feed: SourceFeed,
-        flow: Flow,
     ) -> None:
-        self.stages = graph.stages
-        self.plan = plan
-        self.states = states
-        self.store = store
-        self.run_id = run_id
-        self.observer = observer
-        self.workers = workers
+        self.stages = ctx.graph.stages
+        self.plan = ctx.plan
+        self.states = ctx.states
+        self.store = ctx.store
+        self.run_id = ctx.run_id
+        self.observer = ctx.observer
+        self.workers = ctx.workers
         self.running = running  # the runner's tasks in flight (read only here)
         self.feed = feed
-        self.flow = flow
+        self.flow = ctx.flow
         self._overdue: set[Future[Any]] = set()  # past their deadline: their worker was killed
         self._collateral: set[Future[Any]] = set()  # running beside them when it was
         self._suspects_on: dict[str | None, int] = {}  # slot -> suspect groups waiting to run alone

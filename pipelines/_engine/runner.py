@@ -47,7 +47,7 @@ from pipelines._engine.plan import Plan, RunOptions, plan
 from pipelines._engine.record import Ending, RunRecord
 from pipelines._engine.recovery import Recovery, Running
 from pipelines._engine.schemas import StageSchemas
-from pipelines._engine.state import BatchState, StageState, describe
+from pipelines._engine.state import BatchState, RunContext, StageState, describe
 from pipelines._engine.task import TaskResult
 from pipelines._engine.task_inputs import TaskInputs
 from pipelines._engine.workers import Workers
@@ -122,35 +122,14 @@ class Runner(Dispatch):
         self.schemas = StageSchemas(self.store.ledger, self.fingerprints)  # one Arrow schema per stage
         self.item_index = ItemIndex(self.store, self.run_id, self.stages, self.fingerprints, self.fresh)
         self.workers = Workers(self.pipeline, self.plan, self.observer)
+        ctx = RunContext(self.graph, self.plan, self.states, self.store, self.run_id, self.observer, self.workers, self)
         self.feed = SourceFeed(
-            self.graph,
-            self.plan,
-            self.states,
-            self.store,
-            self.run_id,
-            params=self.params,
-            resumed=self.resumed,
-            fresh=self.fresh,
-            observer=self.observer,
-            workers=self.workers,
-            fingerprints=self.fingerprints,
-            flow=self,
+            ctx, params=self.params, resumed=self.resumed, fresh=self.fresh, fingerprints=self.fingerprints
         )
         self._running: dict[Future[Any], Running] = {}
         self._groups: dict[Future[Any], tuple[Running, ...]] = {}  # a grouped task's other batches
         self.leases = Leases(self.store.ledger)
-        self.recovery = Recovery(
-            self.graph,
-            self.plan,
-            self.states,
-            self.store,
-            self.run_id,
-            observer=self.observer,
-            workers=self.workers,
-            running=self._running,
-            feed=self.feed,
-            flow=self,
-        )
+        self.recovery = Recovery(ctx, running=self._running, feed=self.feed)
         self._dirty: set[str] = set(self.order)
         self._waiting: dict[str, set[str]] = {}  # slot -> stages that found it full
         self._item_cap: dict[str, int] = {}

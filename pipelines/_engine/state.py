@@ -27,7 +27,12 @@ from pipelines._engine.idset import IdSet
 from pipelines.store.ledger import Part
 
 if TYPE_CHECKING:
+    from pipelines._engine.graph import RunGraph
+    from pipelines._engine.plan import Plan
+    from pipelines._engine.workers import Workers
     from pipelines.errors import StageFailed
+    from pipelines.observe.hooks import RunObserver
+    from pipelines.store import Store
 
 
 @dataclass(slots=True)
@@ -163,3 +168,18 @@ class Flow(Protocol):
 
     def fail(self, failure: StageFailed) -> None:
         """Stop scheduling; the run ends failed with ``failure`` (the first one wins)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What the runner's collaborators share: the run's shape and plan, its state, its store,
+    its observers and executors, and the ``Flow`` through which they move ids."""
+
+    graph: RunGraph
+    plan: Plan
+    states: dict[str, StageState]
+    store: Store
+    run_id: str
+    observer: RunObserver
+    workers: Workers
+    flow: Flow
