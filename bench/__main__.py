@@ -254,7 +254,9 @@ def render(rows: list[Row]) -> str:
     right = {2, 3, 4}
 
     def line(c: list[str]) -> str:
-        return "  ".join(x.rjust(w) if i in right else x.ljust(w) for i, (x, w) in enumerate(zip(c, widths))).rstrip()
+        return "  ".join(
+            x.rjust(w) if i in right else x.ljust(w) for i, (x, w) in enumerate(zip(c, widths, strict=True))
+        ).rstrip()
 
     out = [line(cells[0]), "  ".join("-" * w for w in widths)]
     out += [line(c) for c in cells[1:]]
@@ -276,7 +278,7 @@ def environment() -> dict[str, Any]:
             from importlib.metadata import version as v
 
             return v(mod)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None
 
     try:

@@ -37,10 +37,9 @@ def run(ctx: Context) -> Report:
                 async with aiohttp.ClientSession() as session:
 
                     async def one(url: str) -> bytes:
-                        async with semaphore:
-                            async with session.get(url) as response:
-                                response.raise_for_status()
-                                return await response.read()
+                        async with semaphore, session.get(url) as response:
+                            response.raise_for_status()
+                            return await response.read()
 
                     return await asyncio.gather(*(one(u) for u in urls))
 

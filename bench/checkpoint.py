@@ -180,7 +180,7 @@ def in_a_run(ctx: Context, report: Report) -> None:
     tasks: dict[str, list] = {}
     probes: dict[str, dict] = {}
 
-    def run_one(pipeline, stage: str) -> dict[str, float]:  # noqa: ANN001
+    def run_one(pipeline, stage: str) -> dict[str, float]:
         recording.take()
         with fresh_store(ctx) as store:
             result = pipelines.run(pipeline, params, store=store, executor=backend)

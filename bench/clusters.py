@@ -129,7 +129,7 @@ def ray_cpu_anchor(ctx: Context, items: list[int]) -> dict[str, Samples]:
         out = ray_child(ctx, "ray-cpu", tasks=len(items), iterations=items[0])
         s.seconds = out["samples"]["Ray tasks"]
         s.error = out.get("error")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         s.error = f"{type(exc).__name__}: {exc}"
     return {"Ray tasks": s}
 
@@ -137,7 +137,7 @@ def ray_cpu_anchor(ctx: Context, items: list[int]) -> dict[str, Samples]:
 def ray_part(ctx: Context, n: int, report: Report) -> None:
     try:
         out = ray_child(ctx, "ray-overhead", n=n)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         report.rows.append(
             Row(
                 f"{TITLE}: Ray ({n:,} × x*x)",
@@ -180,7 +180,7 @@ def run(ctx: Context) -> Report:
     report = Report(NAME)
     try:
         dask_part(ctx, n, report)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         report.rows.append(
             Row(
                 f"{TITLE}: Dask ({n:,} × x*x)",

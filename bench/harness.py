@@ -145,7 +145,7 @@ def interleave(variants: list[Variant], repeat: int, log: Callable[[str], None] 
             t0 = time.perf_counter()
             try:
                 extra = v.fn() or {}
-            except Exception as exc:  # noqa: BLE001 - reported in the table, the bench goes on
+            except Exception as exc:  # reported in the table, the bench goes on
                 s.error = describe_error(exc)
                 log(f"    {v.name}: FAILED {s.error}")
                 continue
@@ -273,7 +273,7 @@ def _role(proc: Any, root: Any) -> str:
         cmd = " ".join(proc.cmdline())
         parent = proc.parent()
         parent_cmd = " ".join(parent.cmdline()) if parent is not None else ""
-    except Exception:  # noqa: BLE001 - it may be gone
+    except Exception:  # it may be gone
         return "?"
     if "resource_tracker" in cmd:
         return "resource tracker"
@@ -406,7 +406,7 @@ def warm_up(ctx: Context) -> dict[str, float]:
         with fresh_store(ctx, "warm-") as store:
             pipelines.run(load_pipeline("bench_tiny"), {"n": 1000}, store=store)
         out["pipelines_first_run"] = time.perf_counter() - t0
-    except Exception as exc:  # noqa: BLE001 - the workload's pipelines rows will say what is wrong
+    except Exception as exc:  # the workload's pipelines rows will say what is wrong
         ctx.log(f"    warm-up: pipelines failed: {describe_error(exc)}")
         out["pipelines_error"] = describe_error(exc)
     t0 = time.perf_counter()

@@ -50,12 +50,11 @@ def by_hand(scale: int) -> dict[str, int]:
                 with ProcessPoolExecutor(WORKERS) as pool:
 
                     async def one(entry: dict) -> dict:
-                        async with semaphore:
-                            async with session.get(urljoin(base, entry["path"])) as response:
-                                response.raise_for_status()
-                                if not response.content_type.startswith("image/"):
-                                    raise ValueError(f"{entry['path']}: not an image")
-                                body = await response.read()
+                        async with semaphore, session.get(urljoin(base, entry["path"])) as response:
+                            response.raise_for_status()
+                            if not response.content_type.startswith("image/"):
+                                raise ValueError(f"{entry['path']}: not an image")
+                            body = await response.read()
                         info = await loop.run_in_executor(pool, describe_image, body, entry["path"])
                         return {**info, "id": entry["id"], "category": entry["category"], "path": entry["path"]}
 
@@ -97,7 +96,7 @@ def run(ctx: Context) -> Report:
             if not result.ok or result.failed_items:
                 raise RuntimeError(f"run {result.status.value}: {result.error or result.failures[:1]}")
             table = result.table("by_category").to_pydict()
-            counts["pipelines"] = dict(zip(table["category"], table["images"]))
+            counts["pipelines"] = dict(zip(table["category"], table["images"], strict=True))
             return {f"{name}_seconds": s.seconds for name, s in result.stages.items()}
 
     variants = [Variant("asyncio + ProcessPool + pandas", hand), Variant("pipelines", with_pipelines, role="pipelines")]

@@ -52,7 +52,7 @@ def run(ctx: Context) -> Report:
                 x = pool.submit(step, x).result()
         assert x == stages
 
-    def run_chain(pipeline, count: int) -> dict[str, float]:  # noqa: ANN001
+    def run_chain(pipeline, count: int) -> dict[str, float]:
         import pipelines
 
         with fresh_store(ctx) as store:
@@ -116,7 +116,7 @@ def run(ctx: Context) -> Report:
             shorter = chain_module.extend(Pipeline("bench_chain", module=on_threads.module), count, "io")
             try:
                 t = [run_chain(shorter, count)["per_stage_ms"] for _ in range(max(1, min(ctx.repeat, 2)))]
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 report.notes.append(f"{count}-stage chain on threads also fails: {type(exc).__name__}: {exc}")
                 continue
             report.notes.append(f"diagnostic: a {count}-stage chain on threads runs, at {min(t):.2f} ms/stage")

@@ -35,7 +35,9 @@ def with_pipelines(path: str, store: str) -> dict[str, list[float]]:
     if not result.ok:
         raise SystemExit(f"run {result.status.value}: {result.error}")
     table = result.table("by_category").to_pydict()
-    return {k: [int(n), float(s)] for k, n, s in zip(table["category"], table["events"], table["value_sum"])}
+    return {
+        k: [int(n), float(s)] for k, n, s in zip(table["category"], table["events"], table["value_sum"], strict=True)
+    }
 
 
 def main(argv: list[str]) -> int:

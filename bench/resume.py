@@ -76,7 +76,7 @@ def checkpointed(store: Path, stage: str, source: str) -> set[int]:
     return done
 
 
-def one_round(ctx: Context, n: int, iterations: int, r: int) -> dict[str, float]:  # noqa: PLR0915
+def one_round(ctx: Context, n: int, iterations: int, r: int) -> dict[str, float]:
     import pipelines
     from pipelines.store import Store
 
@@ -209,7 +209,7 @@ def run(ctx: Context) -> Report:
     for r in range(ctx.repeat):
         try:
             out = one_round(ctx, n, iterations, r)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             s_resume.error = describe_error(exc)
             ctx.log(f"    round {r + 1}: FAILED {s_resume.error}")
             break

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=1000)
     parser.add_argument(
-        "--browser", help="Chromium's executable (default: the first of %s on PATH)" % ", ".join(BROWSERS)
+        "--browser", help=f"Chromium's executable (default: the first of {', '.join(BROWSERS)} on PATH)"
     )
     args = parser.parse_args(argv)
     binary = args.browser or next(filter(None, map(shutil.which, BROWSERS)), None)
@@ -157,14 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if proc is not None:
             proc.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # Chromium's helper processes share its process group
+            with contextlib.suppress(ProcessLookupError):  # Chromium's helper processes share its process group
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait()
         shutil.rmtree(profile, ignore_errors=True)
     print(

@@ -93,7 +93,7 @@ def start_forkserver() -> None:
             try:
                 with main_not_imported():  # the forkserver never imports the user's script either
                     forkserver.ensure_running()
-            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            except BaseException as exc:  # reported to the caller
                 failure.append(exc)
             finally:
                 ready.set()

@@ -211,7 +211,7 @@ class DaskExecutor(ExecutorBase):
             )
         except CancelledError as exc:  # not by us: the scheduler connection went away
             _futures.set_exception(outer, _lost(f"task lost: {exc}", exc))
-        except BaseException as exc:  # noqa: BLE001 - the future carries it
+        except BaseException as exc:  # the future carries it
             if status == "error":  # raised by the task: own type, worker's traceback attached
                 _futures.set_exception(outer, exc)
             else:  # the result could not be fetched: its worker is gone
@@ -290,7 +290,7 @@ def _connect(address: str, timeout: float, security: Any = None) -> distributed.
         raise ClusterUnreachableError(
             f"cannot reach the Dask scheduler at {address} within {timeout:g} s: {str(exc) or 'no answer'}{hint}"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - something else answers there (an HTTP server, ...)
+    except Exception as exc:  # something else answers there (an HTTP server, ...)
         raise ClusterUnreachableError(f"no Dask scheduler answers at {address}: {type(exc).__name__}: {exc}") from None
     return distributed.Client(address, timeout=timeout, security=security, set_as_default=False)
 

@@ -30,7 +30,7 @@ class InlineExecutor(ExecutorBase):
         future.set_running_or_notify_cancel()
         try:
             future.set_result(call(fn))
-        except BaseException as exc:  # noqa: BLE001 - the future carries it, like a pool would
+        except BaseException as exc:  # the future carries it, like a pool would
             if not isinstance(exc, Exception):
                 raise
             future.set_exception(exc)

@@ -6,9 +6,9 @@ workers then start in milliseconds with everything the driver imported — and u
 forkserver otherwise (``spawn`` off Linux): never ``fork`` from a process that runs threads,
 whose locks a child could inherit held. A pool replaced after a worker died is always made
 by the forkserver, since by then the driver runs threads. The workers start at once (a
-no-op task each), so they are warm when the first real task arrives. Callables are pickled by reference, so they must be importable in
-the child; the user's main script is never re-run in a worker (``_main_guard``), so no
-``if __name__ == "__main__":`` guard is needed.
+no-op task each), so they are warm when the first real task arrives. Callables are pickled
+by reference, so they must be importable in the child; the user's main script is never
+re-run in a worker (``_main_guard``), so no ``if __name__ == "__main__":`` guard is needed.
 
 A worker that dies (segfault, ``os._exit``, out of memory, killed) breaks the stdlib pool.
 This backend turns that into ``WorkerLostError("worker died: signal 11")`` on every task

@@ -85,7 +85,7 @@ def check_result_round_trips(executor: Executor) -> None:
         bytes(range(256)) * 4096,
     ]  # ~1 MB
     futures = [executor.submit(partial(echo, v), key=f"round_trip-{i:06d}-00000") for i, v in enumerate(values)]
-    for value, future in zip(values, futures):
+    for value, future in zip(values, futures, strict=True):
         assert isinstance(future, Future), f"{executor.name}: submit must return a concurrent.futures.Future"
         assert future.result(timeout=TIMEOUT) == value
 
@@ -116,7 +116,7 @@ def check_submit_after_shutdown_raises(executor: Executor) -> None:
 def check_many_tasks(executor: Executor, n: int = 200) -> None:
     """``n`` submits in a row: every future completes, each with its own task's result."""
     futures = [executor.submit(partial(square, i), key=f"square-{i:06d}-00000") for i in range(n)]
-    done, not_done = wait(futures, timeout=TIMEOUT)
+    _, not_done = wait(futures, timeout=TIMEOUT)
     assert not not_done, f"{executor.name}: {len(not_done)} of {n} tasks did not finish in {TIMEOUT} s"
     assert [f.result() for f in futures] == [i * i for i in range(n)]
 

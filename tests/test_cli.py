@@ -339,11 +339,11 @@ def usage_errors(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
 
 class TestUsageErrors:
     @pytest.mark.parametrize("case", USAGE_ERRORS)
-    def test_exit_2_with_a_short_message(self, usage_errors, case: str) -> None:  # noqa: ANN001
+    def test_exit_2_with_a_short_message(self, usage_errors, case: str) -> None:
         _, procs = usage_errors
         assert_usage_error(procs[case], *USAGE_ERRORS[case][1])
 
-    def test_nothing_was_run(self, usage_errors) -> None:  # noqa: ANN001
+    def test_nothing_was_run(self, usage_errors) -> None:
         store, _ = usage_errors
         assert not list((store / "runs").glob("*"))
 

@@ -19,6 +19,7 @@ environment variable, is given ``base_url`` (a server of this module) on such wo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -581,10 +582,8 @@ def test_keep_cluster_keeps_the_dashboard_until_ctrl_c(ctrl_c: str, tmp_path: Pa
 
     def read_until(done: Any) -> None:
         while not done():  # pytest-timeout bounds a hang
-            try:
+            with contextlib.suppress(queue.Empty):
                 output.append(lines.get(timeout=0.5))
-            except queue.Empty:
-                pass
 
     try:
         read_until(lambda: any("cluster kept up" in line for line in output) or proc.poll() is not None)

@@ -183,7 +183,7 @@ class TestScalars:
     @pytest.mark.parametrize("tp", [Optional[dt.datetime], Optional[list[dt.datetime]]])
     def test_a_batch_without_datetimes_joins_either_kind(self, tp: Any) -> None:
         """Batches of one stage are read as one table: a batch of only None must not fix the zone."""
-        aware = dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.timezone.utc)
+        aware = dt.datetime(2024, 1, 2, 3, 0, tzinfo=dt.UTC)
         for value in (aware, aware.replace(tzinfo=None)):
             value = [value] if tp == Optional[list[dt.datetime]] else value
             batches = [codec.encode(values, stage="s", output_type=tp) for values in ([None], [value], [])]
@@ -191,7 +191,7 @@ class TestScalars:
             assert codec.decode(table, producer_type=tp) == [None, value]
 
     def test_naive_and_aware_datetimes_in_one_batch_blame_the_odd_item(self) -> None:
-        values = [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)]
+        values = [dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 1, tzinfo=dt.UTC)]
         with pytest.raises(ConversionError, match=r"stage 's', item 8: .*naive and timezone-aware datetimes"):
             codec.encode(values, stage="s", output_type=dt.datetime, item_ids=[7, 8])
 

@@ -64,7 +64,7 @@ class TestTree:
         doubled = next(line for line in lines if "doubled" in line and "summary" not in line)
         assert "map · io async · asyncio" in doubled
         # indentation: a child is deeper than its parent
-        depth = {n: len(line) - len(line.lstrip(" │├└─")) for n, line in zip(names, lines[1:])}
+        depth = {n: len(line) - len(line.lstrip(" │├└─")) for n, line in zip(names, lines[1:], strict=False)}
         assert depth["numbers"] < depth["label"] < depth["doubled"]
 
     def test_cli_tree_shows_kinds_executors_and_options(self) -> None:

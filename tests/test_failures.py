@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import random
 import re
@@ -120,7 +121,7 @@ def outcome_line(output: str) -> str:
     return found[-1]
 
 
-def wait_until(predicate, proc: subprocess.Popen[str] | None = None) -> None:  # noqa: ANN001
+def wait_until(predicate, proc: subprocess.Popen[str] | None = None) -> None:
     """Wait until ``predicate()`` holds; fail if ``proc`` ends first (pytest-timeout bounds a hang)."""
     while not predicate():
         if proc is not None and proc.poll() is not None:
@@ -425,7 +426,7 @@ class TestRetries:
                 assert max(samples) > 0.9 * bound and min(samples) < 0.1 * bound  # spread over the whole range
                 assert len(set(samples)) > 2900  # jitter: no two retries in lockstep
                 means.append(sum(samples) / len(samples))
-            grows = [b > 1.5 * a for a, b in zip(means, means[1:])]
+            grows = [b > 1.5 * a for a, b in itertools.pairwise(means)]
             uncapped = [retry.BASE_DELAY * 2 ** (a + 1) <= retry.MAX_DELAY for a in range(11)]
             assert grows == uncapped, (means, uncapped)  # doubles until the cap, then stays
             assert all(retry.delay(60) <= retry.MAX_DELAY for _ in range(1000))  # no overflow far out
@@ -487,7 +488,7 @@ class TestRateLimits:
         spans = {}
         for host in ("alpha.test", "beta.test"):
             times = sorted(t for h, t in seen if h == host)
-            gaps = [b - a for a, b in zip(times, times[1:])]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             assert min(gaps) >= 0.18, f"{host}: requests {min(gaps):.3f} s apart at per_host_rate=5"
             spans[host] = (times[0], times[-1])
         # one bucket per host, not one for all: the hosts' requests interleave
@@ -525,7 +526,7 @@ class TestRateLimits:
 
         times = asyncio.run(go())
         assert len(times) == 5
-        assert min(b - a for a, b in zip(times, times[1:])) >= 0.22
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 0.22
 
 
 async def _limiter(rate: float) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -11,7 +12,7 @@ from pipelines._engine.idset import IdSet
 
 def is_canonical(s: IdSet) -> bool:
     """Sorted, non-empty, disjoint and non-adjacent ranges: one representation per set."""
-    return all(a < b for a, b in s.ranges) and all(b < c for (_, b), (c, _) in zip(s.ranges, s.ranges[1:]))
+    return all(a < b for a, b in s.ranges) and all(b < c for (_, b), (c, _) in itertools.pairwise(s.ranges))
 
 
 class TestBuild:

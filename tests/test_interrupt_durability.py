@@ -52,13 +52,13 @@ def counted_pipeline(calls: Counter[str]) -> Pipeline:
     return pipeline
 
 
-def test_a_sigint_inside_a_turns_transaction_loses_nothing(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_sigint_inside_a_turns_transaction_loses_nothing(tmp_path: Path, monkeypatch) -> None:
     calls: Counter[str] = Counter()
     pipeline = counted_pipeline(calls)
     record_part = Ledger.record_part
     recorded = {"n": 0}
 
-    def record_then_sigint(self: Ledger, **kwargs) -> None:  # noqa: ANN003
+    def record_then_sigint(self: Ledger, **kwargs) -> None:
         recorded["n"] += 1
         if recorded["n"] == 12:  # in the middle of a turn's transaction, between two tasks' records
             signal.raise_signal(signal.SIGINT)

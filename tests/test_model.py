@@ -54,7 +54,7 @@ class TestInvalidStage:
     def test_duplicate_name(self) -> None:
         pipeline, numbers = with_source()
         pipeline.map(square, over=numbers)
-        with pytest.raises(DuplicateStageError, match="stage 'square'.*already defined in pipeline 'p'"):
+        with pytest.raises(DuplicateStageError, match=r"stage 'square'.*already defined in pipeline 'p'"):
             pipeline.map(square, over=numbers)
 
     def test_duplicate_name_given_explicitly(self) -> None:
@@ -93,7 +93,7 @@ class TestInvalidStage:
     def test_params_without_a_params_model(self) -> None:
         pipeline, numbers = with_source()
 
-        def scale(x: int, params) -> int:  # noqa: ANN001
+        def scale(x: int, params) -> int:
             return x
 
         with pytest.raises(ArityError, match=r"stage 'scale'.*takes 'params'.*no params model"):
@@ -373,7 +373,7 @@ class TestLoader:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{name}.py").write_text(text)
 
-    def test_a_test_dags_module(self, load) -> None:  # noqa: ANN001 - the conftest fixture
+    def test_a_test_dags_module(self, load) -> None:  # the conftest fixture
         pipeline = load("cli_squares")
         assert pipeline.name == "cli_squares" and pipeline.module.endswith(".cli_squares")
         assert pipeline.order() == ["numbers", "square", "total"]
@@ -457,7 +457,7 @@ def diamond() -> Pipeline:
     pipeline.map(square, over=numbers, kind="io")
 
     @pipeline.reduce(inputs=[square, double])
-    def both(double, square):  # noqa: ANN001, ANN202 - names, not positions, pick the inputs
+    def both(double, square):  # names, not positions, pick the inputs
         return double
 
     return pipeline
@@ -484,7 +484,7 @@ class TestValidShapes:
         pipeline, numbers = with_source()
         pipeline.map(square, over=numbers)
 
-        def pair(left, right):  # noqa: ANN001, ANN202
+        def pair(left, right):
             return left
 
         stage = pipeline.reduce(pair, inputs=[square, numbers])
@@ -555,7 +555,7 @@ class TestValidShapes:
     def test_order_is_topological_and_stable(self) -> None:
         pipeline = Pipeline("p")
 
-        def late(x):  # noqa: ANN001, ANN202
+        def late(x):
             return x
 
         pipeline.map(late, over="b", name="c")
@@ -600,7 +600,7 @@ class TestValidShapes:
         pipeline, numbers = with_source()
         pipeline.map(square, over=numbers)
 
-        def share(x: int, square) -> float:  # noqa: ANN001
+        def share(x: int, square) -> float:
             return x
 
         stage = pipeline.map(share, over=numbers, side=[square])

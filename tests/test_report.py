@@ -53,10 +53,7 @@ def summary_rows(text: str) -> dict[str, dict[str, str]]:
     spans = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+(?: \S+)*", lines[header])]
     regions, end = [], 0
     for i, (start, stop, name) in enumerate(spans):
-        if name in LEFT_ALIGNED:
-            region = (start, spans[i + 1][0] if i + 1 < len(spans) else 10_000)
-        else:
-            region = (end, stop)
+        region = (start, spans[i + 1][0] if i + 1 < len(spans) else 10_000) if name in LEFT_ALIGNED else (end, stop)
         regions.append(region)
         end = region[1]
     rows = {}
@@ -64,7 +61,7 @@ def summary_rows(text: str) -> dict[str, dict[str, str]]:
         if not line.strip() or not line.startswith(" "):
             break
         cells = [line[a:b].strip() for a, b in regions]
-        rows[cells[0]] = {name: cell for (_, _, name), cell in zip(spans, cells)}
+        rows[cells[0]] = {name: cell for (_, _, name), cell in zip(spans, cells, strict=False)}
     return rows
 
 

@@ -31,7 +31,7 @@ def error(item: int | None, batch: int = 0, stage: str = "parse", message: str =
     return ItemError(stage, batch, item, "ValueError", message, "Traceback ...\nValueError: bad", 2, f"input {item}")
 
 
-def part(ledger: Ledger, key: str, path: str, done: IdSet, *, errors=(), run_id: str = "r1") -> None:  # noqa: ANN001
+def part(ledger: Ledger, key: str, path: str, done: IdSet, *, errors=(), run_id: str = "r1") -> None:
     info = FileInfo(path, len(done), 100 + len(done), f"{len(done):08x}")
     ledger.record_part(
         run_id=run_id, stage="parse", batch=0, key=key, fingerprint="fp", info=info, done=done, errors=errors
@@ -169,10 +169,9 @@ class TestErrors:
         assert [e.item for e in ledger.open_errors("r1")] == [2]
 
     def test_failed_transaction_rolls_back(self, ledger: Ledger) -> None:
-        with pytest.raises(RuntimeError):
-            with ledger.transaction() as db:
-                db.execute("INSERT INTO runs (id, pipeline, status) VALUES ('r9', 'p', 'running')")
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError), ledger.transaction() as db:
+            db.execute("INSERT INTO runs (id, pipeline, status) VALUES ('r9', 'p', 'running')")
+            raise RuntimeError("boom")
         assert ledger.run("r9") is None
 
 

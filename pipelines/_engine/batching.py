@@ -55,10 +55,7 @@ class TaskSizer:
         """Items for the next task, given ``pending`` items waiting; ``final``: no more will come."""
         if self.fixed:
             return self.fixed
-        if self._cost is None:
-            want = self.start
-        else:
-            want = int(self.target / self._cost) or 1
+        want = self.start if self._cost is None else int(self.target / self._cost) or 1
         want = max(1, min(want, self.maximum))
         if final and pending < want * self.workers:  # the batch's tail: share it among the workers,
             floor = int(self.smallest / self._cost) if self._cost else 1  # unless that makes tasks too cheap

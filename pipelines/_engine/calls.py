@@ -65,7 +65,7 @@ class ItemCalls:
                     return [fn(v, **kwargs) for v in values]
             except Exception:
                 pass
-        return [self.run_sync(i, v, kwargs) for i, v in zip(ids.tolist(), values)]
+        return [self.run_sync(i, v, kwargs) for i, v in zip(ids.tolist(), values, strict=True)]
 
     def run_sync(self, item: int, value: Any, kwargs: dict[str, Any]) -> Any:
         def attempt() -> Any:

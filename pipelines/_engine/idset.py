@@ -48,7 +48,7 @@ class IdSet:
         breaks = np.flatnonzero(np.diff(ids) != 1) + 1
         starts = np.concatenate(([ids[0]], ids[breaks]))
         stops = np.concatenate((ids[breaks - 1] + 1, [ids[-1] + 1]))
-        return cls(tuple(zip(starts.tolist(), stops.tolist())))
+        return cls(tuple(zip(starts.tolist(), stops.tolist(), strict=True)))
 
     @classmethod
     def from_json(cls, text: str | None) -> IdSet:

@@ -134,7 +134,9 @@ class BatchTask:
         kwargs.update(await resources.resolve_async(stage.resources))
         if stage.itemwise:
             runner = ItemCalls(stage, self.batch, self.rate_share)
-            items = [asyncio.ensure_future(runner.run_async(i, v, kwargs)) for i, v in zip(ids.tolist(), values)]
+            items = [
+                asyncio.ensure_future(runner.run_async(i, v, kwargs)) for i, v in zip(ids.tolist(), values, strict=True)
+            ]
             if self.stop is not None:
                 loop = asyncio.get_running_loop()
                 self.stop.on_request(lambda: loop.call_soon_threadsafe(_cancel_all, items))
@@ -154,7 +156,7 @@ class BatchTask:
                 [],
                 [
                     t if spec.parts else empty_output(pipeline.stages[spec.stage])
-                    for (t, _), spec in zip(tables, self.inputs)
+                    for (t, _), spec in zip(tables, self.inputs, strict=True)
                 ],
                 None,
             )
@@ -195,7 +197,7 @@ class BatchTask:
             row_ids: Any = ids
             row_values = outputs
         else:
-            keep = [(i, out) for i, out in zip(ids.tolist(), outputs) if i not in failed]
+            keep = [(i, out) for i, out in zip(ids.tolist(), outputs, strict=True) if i not in failed]
             if stage.granularity == "flat":
                 keep = [(i, v) for i, out in keep for v in out]
             row_ids = [i for i, _ in keep]
@@ -217,7 +219,7 @@ class BatchTask:
                         cause = cause if isinstance(cause, BaseException) else ConversionError(cause)
                         errors.append(item_error(stage, self.batch, bad_id, cause, 1, values[position]))
                         failed.add(bad_id)
-                kept = [(i, v) for i, v in zip(list(row_ids), row_values) if i not in bad_ids]
+                kept = [(i, v) for i, v in zip(list(row_ids), row_values, strict=True) if i not in bad_ids]
                 row_ids, row_values = [i for i, _ in kept], [v for _, v in kept]
         done = IdSet.from_sorted(
             ids if not failed else np.array([i for i in ids.tolist() if i not in failed], dtype=np.int64)
@@ -254,7 +256,7 @@ class BatchTask:
         if stage.table_format == "list":  # list[T]: the values, rebuilt as T
             annotated = type_hints(stage.fn)
             wants = [next(iter(typing.get_args(annotated.get(name))), None) for name in stage.input_args]
-            return [codec.decode(t, want=want) if t.num_columns else [] for t, want in zip(tables, wants)]
+            return [codec.decode(t, want=want) if t.num_columns else [] for t, want in zip(tables, wants, strict=True)]
         tables = [codec.data_columns(t) for t in tables]
         if stage.table_format == "pandas":
             return [t.to_pandas() for t in tables]
@@ -264,7 +266,7 @@ class BatchTask:
         self, stage: Stage, tables: list[pa.Table], kwargs: dict[str, Any], t0: float, t1: float
     ) -> TaskResult:
         args = self._table_args(stage, tables)
-        call_kwargs = {**kwargs, **dict(zip(stage.input_args, args))}
+        call_kwargs = {**kwargs, **dict(zip(stage.input_args, args, strict=True))}
         out = with_retries(stage, lambda: stage.fn(**call_kwargs))
         if out.error is not None:
             return self._table_failure(stage, out.error, out.attempts, t0, t1)
@@ -274,7 +276,7 @@ class BatchTask:
         self, stage: Stage, tables: list[pa.Table], kwargs: dict[str, Any], t0: float, t1: float
     ) -> TaskResult:
         args = self._table_args(stage, tables)
-        call_kwargs = {**kwargs, **dict(zip(stage.input_args, args))}
+        call_kwargs = {**kwargs, **dict(zip(stage.input_args, args, strict=True))}
         label = f"stage {stage.name!r} batch {self.batch}"
         out = await with_retries_async(stage, lambda: with_timeout(stage.fn(**call_kwargs), stage.timeout, label))
         if out.error is not None:
@@ -373,8 +375,8 @@ def _finished_only(ids: np.ndarray, values: list[Any], outputs: list[Any]) -> tu
         return ids, values, outputs
     return (
         ids[np.array(keep, dtype=bool)],
-        [v for v, k in zip(values, keep) if k],
-        [o for o, k in zip(outputs, keep) if k],
+        [v for v, k in zip(values, keep, strict=True) if k],
+        [o for o, k in zip(outputs, keep, strict=True) if k],
     )
 
 

@@ -1,1 +1,2 @@
-"""Defining pipelines: stages and DAG (model), parameters, value codecs, retries, rates, resources, effects, finding pipelines in dags modules."""
+"""Defining pipelines: stages and DAG (model), parameters, value codecs, retries, rates,
+resources, effects, finding pipelines in dags modules."""

@@ -86,7 +86,7 @@ def is_table_type(tp: Any) -> bool:
 def is_record_type(tp: Any) -> bool:
     """Dataclasses, pydantic models, TypedDicts, NamedTuples and ``dict`` become columns."""
     tp = strip_optional(tp)
-    if tp is dict or typing.get_origin(tp) is dict and not typing.get_args(tp):
+    if tp is dict or (typing.get_origin(tp) is dict and not typing.get_args(tp)):
         return True
     if not isinstance(tp, type):
         return False
@@ -148,7 +148,7 @@ def _arrow_type(tp: Any) -> pa.DataType | None:
         raise TypeError(f"{tp} is a union of different types; Arrow columns have one type")
     if origin is typing.Annotated:
         return _arrow_type(args[0])
-    if origin in (list, tuple, set, frozenset, Sequence, Iterable, typing.List, typing.Tuple):
+    if origin in (list, tuple, set, frozenset, Sequence, Iterable):
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             kinds = {a for a in args}
             if len(kinds) != 1:
@@ -212,7 +212,7 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return {k: _plain(v) for k, v in zip(value._fields, value)}
+        return {k: _plain(v) for k, v in zip(value._fields, value, strict=True)}
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -440,7 +440,7 @@ def decode(table: pa.Table, *, want: Any = None, producer_type: Any = None) -> l
         return _convert_all(values, target) if target is not None else values
     rows = data.to_pylist()
     if NONE_COLUMN in table.column_names:
-        rows = [None if none else row for row, none in zip(rows, table.column(NONE_COLUMN).to_pylist())]
+        rows = [None if none else row for row, none in zip(rows, table.column(NONE_COLUMN).to_pylist(), strict=True)]
     target = want if want is not None and is_record_type(want) else producer_type
     if target is not None and is_record_type(target):
         return _convert_all(rows, target)

@@ -199,7 +199,7 @@ def import_dags_module(path: Path, folder: Path) -> types.ModuleType:
             f"{where}: importing {module_name} called sys.exit({exc.code!r}); a dags module "
             f"must not exit when it is imported"
         ) from exc
-    except Exception as exc:
+    except Exception as exc:  # any failure at import is the module's fault
         frame = _last_frame_in(exc, path)
         where = f"{_display(path)}, line {frame}" if frame else _display(path)
         raise LoadError(f"{where}: importing {module_name} failed: {type(exc).__name__}: {exc}") from exc

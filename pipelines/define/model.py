@@ -373,9 +373,8 @@ class Pipeline:
             raise DefinitionError(f"{where}: on_error must be one of {ON_ERROR}, not {on_error!r}")
         for label, value in (("retries", retries), ("concurrency", concurrency), ("batch_size", batch_size)):
             if value is not None and (not is_int(value) or value < (0 if label == "retries" else 1)):
-                raise DefinitionError(
-                    f"{where}: {label} must be a {'non-negative' if label == 'retries' else 'positive'} integer, not {value!r}"
-                )
+                least = "non-negative" if label == "retries" else "positive"
+                raise DefinitionError(f"{where}: {label} must be a {least} integer, not {value!r}")
         if timeout is not None and not (is_number(timeout) and timeout > 0):
             raise DefinitionError(f"{where}: timeout must be a positive number of seconds, not {timeout!r}")
         if reuse not in REUSE:

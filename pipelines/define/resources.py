@@ -131,7 +131,7 @@ def close_all(timeout: float = 10.0) -> None:
                 asyncio.run_coroutine_threadsafe(stack.aclose(), loop).result(timeout)
             else:
                 loop.run_until_complete(stack.aclose())
-        except Exception:  # noqa: BLE001 - closing is best effort; the run's result stands
+        except Exception:  # closing is best effort; the run's result stands
             pass
     for stack in sync_stacks:
         with contextlib.suppress(Exception):

@@ -140,7 +140,7 @@ def table_format_of(ann: Any, where: str) -> Literal["arrow", "pandas", "list"]:
 
 
 def hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn).__call__
     try:
         return typing.get_type_hints(target)
     except Exception:

@@ -92,7 +92,7 @@ class Observers(RunObserver):
                 continue
             try:
                 getattr(observer, name)(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - a broken progress bar must not fail a run
+            except Exception as exc:  # a broken progress bar must not fail a run
                 self._broken.add(i)
                 logger.warning("observer %r failed in %s: %r; disabled", observer, name, exc)
 

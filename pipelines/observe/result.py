@@ -13,7 +13,7 @@ from pipelines.observe.hooks import items_per_second
 from pipelines.store.ledger import ItemError
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(str, enum.Enum):  # noqa: UP042 - a StrEnum would change str(status), which output relies on
     OK = "ok"  # every item of every stage done
     PARTIAL = "partial"  # finished, but items failed under on_error="skip"/"collect"
     FAILED = "failed"  # a stage failed beyond its policy

@@ -76,10 +76,8 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 # -- clusters from the command line ------------------------------------------------------------------

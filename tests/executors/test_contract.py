@@ -100,7 +100,7 @@ def test_cancelled_futures_wake_wait(executor: executors.Executor) -> None:
     ]
     assert not futures[-1].cancel() or futures[-1].cancelled()
     executor.shutdown(wait=True, cancel_pending=True)
-    done, not_done = wait(futures, timeout=5)
+    _, not_done = wait(futures, timeout=5)
     assert not not_done
 
 

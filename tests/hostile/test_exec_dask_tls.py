@@ -40,7 +40,7 @@ def refused(address: str, security: Security | None = None) -> bool:
     try:
         with distributed.Client(address, timeout=5, security=security, set_as_default=False) as client:
             client.submit(os.getpid).result(timeout=30)
-    except Exception:  # noqa: BLE001 - a refusal takes many forms: SSL errors, comm closed, type errors
+    except Exception:  # a refusal takes many forms: SSL errors, comm closed, type errors
         return True
     return False
 
