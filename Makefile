@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with Python 3.11 and make:
 #   make run    install into .venv and run the ingest pipeline on the bundled data (offline)
-#   make test   install into .venv and run the whole test suite
+#   make test   install into .venv, check lint, formatting and types, run the whole test suite
 # Both are idempotent: the install step reruns only when pyproject.toml or constraints.txt change.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -24,8 +24,14 @@ run: install
 # Tests talk to loopback only: where we may make a private network namespace (root, as in
 # CI) the whole suite runs inside one that has nothing but `lo`, so Ray, which binds to every
 # interface, stays private. Elsewhere the Ray tests are skipped.
+# Before the suite: lint and format (ruff), strict types (mypy, [tool.mypy] in pyproject.toml)
+# and the docstring examples; any finding fails the run.
 test: install
-	$(PY) tests/loopback_only.py $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) tests/loopback_only.py $(PY) -m pytest -q tests/test_doctests.py
+	$(PY) tests/loopback_only.py $(PY) -m pytest --ignore=tests/test_doctests.py $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench

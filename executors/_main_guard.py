@@ -103,7 +103,7 @@ def _no_main_context_class(method: str) -> type[multiprocessing.context.BaseCont
     Both classes become globals of this module under fixed names, since a spawned child
     unpickles its process object by reference."""
     base_context = type(multiprocessing.get_context(method))
-    base_process: Any = base_context.Process
+    base_process: Any = base_context.Process  # type: ignore[attr-defined]  # typeshed leaves it off BaseContext
     stem = "".join(word.title() for word in method.split("_"))
 
     def _Popen(process_obj: Any) -> Any:

@@ -58,7 +58,8 @@ def executor_class(name: str) -> Callable[..., Executor]:
         raise BackendUnavailableError(
             f"executor {name!r} needs an optional dependency ({exc.name or exc}): pip install 'pipelines-dag[{extra}]'"
         ) from exc
-    return getattr(module, cls_name)
+    factory: Callable[..., Executor] = getattr(module, cls_name)
+    return factory
 
 
 def get_executor(name: str, **options: object) -> Executor:

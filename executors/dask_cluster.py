@@ -111,11 +111,11 @@ class DaskExecutor(ExecutorBase):
         self._client: distributed.Client | None = None
         self._token = secrets.token_hex(3)
         self._counter = itertools.count()
-        self._pending: dict[Future[Any], distributed.Future] = {}
+        self._pending: dict[Future[Any], distributed.Future[Any]] = {}
         self._pending_lock = threading.Lock()
         # Finished tasks stay wanted (their results are small metadata): the dashboard's Progress
         # panel then counts them, and shows "describe 259/300", not only what is queued now.
-        self._finished: collections.deque[distributed.Future] = collections.deque(maxlen=KEEP_FINISHED)
+        self._finished: collections.deque[distributed.Future[Any]] = collections.deque(maxlen=KEEP_FINISHED)
         self._released = threading.Event()
         self._close_lock = threading.Lock()
         self._own_credentials = False
@@ -136,6 +136,7 @@ class DaskExecutor(ExecutorBase):
             )
         else:
             self._start_local()
+        assert self._client is not None and self._client.scheduler is not None
         self.scheduler_address = self._client.scheduler.address
         self.dashboard_link = _dashboard_link(self._client)
 
@@ -184,7 +185,8 @@ class DaskExecutor(ExecutorBase):
     def run_on_every_worker(self, fn: Callable[[], Any], *, timeout: float = 120) -> dict[str, Any]:
         """Run ``fn`` once on every worker of the cluster (e.g. to check it reaches the store)."""
         assert self._client is not None
-        return self._client.run(call, fn, wait=True, on_error="raise")
+        results: dict[str, Any] = self._client.run(call, fn, wait=True, on_error="raise")
+        return results
 
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
         assert self._client is not None
@@ -196,7 +198,7 @@ class DaskExecutor(ExecutorBase):
         inner.add_done_callback(lambda f: self._relay(f, outer))
         return outer
 
-    def _relay(self, inner: distributed.Future, outer: Future[Any]) -> None:
+    def _relay(self, inner: distributed.Future[Any], outer: Future[Any]) -> None:
         with self._pending_lock:
             self._pending.pop(outer, None)
             self._finished.append(inner)
@@ -226,6 +228,7 @@ class DaskExecutor(ExecutorBase):
             for outer in pending:
                 _futures.cancel(outer)
             with contextlib.suppress(OSError):  # a scheduler already gone has nothing to cancel
+                assert self._client is not None
                 self._client.cancel(list(pending.values()), force=True)
         elif wait and pending:
             wait_for(list(pending))
@@ -273,7 +276,7 @@ def _connect(address: str, timeout: float, security: Any = None) -> distributed.
 
     async def probe() -> None:
         # The outer bound also covers the handshake, which distributed awaits without one.
-        comm = await asyncio.wait_for(distributed.comm.connect(address, timeout=timeout, **args), timeout + 1)
+        comm = await asyncio.wait_for(distributed.comm.core.connect(address, timeout=timeout, **args), timeout + 1)
         await comm.close()
 
     try:

@@ -108,7 +108,7 @@ def for_joining(address: str, directory: str | os.PathLike[str] | None = None) -
     from distributed.security import Security
 
     configured = Security()
-    if not configured.tls_ca_file:
+    if not getattr(configured, "tls_ca_file", None):  # set from Dask's configuration, if at all
         raise ClusterUnreachableError(
             f"the Dask scheduler at {address} speaks TLS: give its credentials with {ENV}=FOLDER (the folder a "
             f"run started with --keep-cluster prints, or one made by `python -m executors.dask_tls FOLDER`), or "

@@ -55,7 +55,7 @@ class WorkerLostError(ExecutorError):
         self.cause = cause
         super().__init__(cause)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[WorkerLostError], tuple[str]]:
         return (type(self), (self.cause,))
 
 

@@ -99,6 +99,7 @@ class ProcessExecutor(ExecutorBase):
     def _submit(self, fn: Callable[[], T], key: str) -> Future[T]:
         with self._pool_lock:
             pool = self._pool
+            assert pool is not None, "submit() runs only on a started executor"
             try:
                 inner = pool.submit(call, fn)
             except BrokenProcessPool:

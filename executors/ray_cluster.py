@@ -100,7 +100,7 @@ class RayExecutor(ExecutorBase):
         self._connect_timeout = connect_timeout
         self._owns_ray = False
         self._own_temp_dir: str | None = None
-        self._pending: dict[Future[Any], ray.ObjectRef] = {}
+        self._pending: dict[Future[Any], ray.ObjectRef[Any]] = {}
         self._pending_lock = threading.Lock()
 
     def _start(self) -> None:

@@ -21,6 +21,9 @@ Executor errors (``executors.errors``) are separate: executors know nothing of p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 class PipelinesError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -111,14 +114,22 @@ class StageFailed(PipelinesError):
         cause = f"{error_type}: {message}" if error_type else message
         super().__init__(f"{where}: {cause}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., StageFailed], tuple[Any, ...]]:
         return (
             _rebuild_stage_failed,
             (self.stage, self.message, self.batch, self.item, self.error_type, self.remote_traceback, self.position),
         )
 
 
-def _rebuild_stage_failed(stage, message, batch, item, error_type, remote_traceback, position=None):
+def _rebuild_stage_failed(
+    stage: str,
+    message: str,
+    batch: int | None,
+    item: int | None,
+    error_type: str,
+    remote_traceback: str,
+    position: int | None = None,
+) -> StageFailed:
     return StageFailed(
         stage,
         message,

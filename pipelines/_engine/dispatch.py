@@ -89,7 +89,7 @@ class Dispatch:
             stage=name,
             batch=k,
             part=part,
-            inputs=inputs,  # type: ignore[arg-type]
+            inputs=inputs,
             output_path=self.store.part_path(self.run_id, name, k, b.key, part),
             params_json=self.params_json,
             side={s: self.inputs.parts_of(s) for s in stage.side},

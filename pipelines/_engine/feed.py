@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from executors.asyncio_loop import AsyncioExecutor
 from pipelines._engine.idset import IdSet
 from pipelines._engine.source import SourceBatch, SourceReader
 from pipelines.define.model import Pipeline
@@ -104,7 +105,11 @@ class SourceFeed:
             self.observer.message(
                 f"source {name!r}: stored batches are damaged; reading the source again", level="warning"
             )
-        loop = self.workers.get("asyncio").loop if stage.is_async and "asyncio" in self.plan.executors else None
+        loop = None
+        if stage.is_async and "asyncio" in self.plan.executors:  # the async stages' loop runs its items too
+            executor = self.workers.get("asyncio")
+            assert isinstance(executor, AsyncioExecutor)
+            loop = executor.loop
         in_process = any(self.plan.stages[c].in_process for c in self.graph.consumers[name])
         self._readers[name] = SourceReader(
             stage,

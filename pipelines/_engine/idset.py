@@ -52,7 +52,7 @@ class IdSet:
 
     @classmethod
     def from_json(cls, text: str | None) -> IdSet:
-        return cls(tuple(tuple(r) for r in json.loads(text))) if text else cls()  # type: ignore[misc]
+        return cls(tuple(tuple(r) for r in json.loads(text))) if text else cls()
 
     def to_json(self) -> str:
         return json.dumps([list(r) for r in self.ranges], separators=(",", ":"))

@@ -80,9 +80,9 @@ def _select(table: pa.Table, ids: np.ndarray, select: IdSet) -> tuple[pa.Table, 
         return table, ids
     pieces = []
     for a, b in select.ranges:
-        lo, hi = np.searchsorted(ids, a, "left"), np.searchsorted(ids, b, "left")
+        lo, hi = int(np.searchsorted(ids, a, "left")), int(np.searchsorted(ids, b, "left"))
         if hi > lo:
-            pieces.append((int(lo), int(hi)))
+            pieces.append((lo, hi))
     if not pieces:
         return table.slice(0, 0), ids[:0]
     if len(pieces) == 1:

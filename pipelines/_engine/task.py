@@ -70,7 +70,7 @@ class TaskResult:
 class BatchTask:
     """Compute one slice of one batch of one stage. Picklable; call it to run."""
 
-    handle: PipelineHandle
+    handle: PipelineHandle | None  # None: in-process, where ``pipeline`` is given
     stage: str
     batch: int
     part: int
@@ -87,7 +87,7 @@ class BatchTask:
     item_index: item_reuse.IndexRef | None = None  # items computed before under this stage's fingerprint
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        state = {name: getattr(self, name) for name in self.__slots__}
         state["pipeline"] = None
         state["stop"] = None
         return state
@@ -102,7 +102,10 @@ class BatchTask:
         return f"{self.stage}-{self.batch:06d}-{self.part:05d}"
 
     def _stage(self) -> tuple[Pipeline, Stage]:
-        pipeline = self.pipeline or self.handle.resolve()
+        pipeline = self.pipeline
+        if pipeline is None:
+            assert self.handle is not None, "a task for another process carries a handle"
+            pipeline = self.handle.resolve()
         return pipeline, pipeline.stages[self.stage]
 
     def __call__(self) -> Any:

@@ -6,7 +6,7 @@ order a reader wants them, so a batch whose parts came back in item order needs 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from pipelines._engine.inputs import InputPart, InputSpec
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class TaskInputs:
     """The inputs of a task, from the run's state (which parts each batch has)."""
 
-    def __init__(self, stages: dict[str, Stage], states: dict[str, StageState]) -> None:
+    def __init__(self, stages: Mapping[str, Stage], states: dict[str, StageState]) -> None:
         self.stages = stages
         self.states = states
 

@@ -15,11 +15,13 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipelines.observe.report import LogView
+    from pipelines.observe.report import LogView, ProgressReport
+    from pipelines.observe.result import RunResult
+    from pipelines.store import Store
 
 
 class ExitCode(enum.IntEnum):
@@ -333,7 +335,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             return _run(args, view)
         from pipelines.cli import upkeep, views
 
-        return getattr(upkeep if args.command in ("gc", "repair") else views, f"cmd_{args.command}")(args)
+        command: Callable[[argparse.Namespace], int] = getattr(
+            upkeep if args.command in ("gc", "repair") else views, f"cmd_{args.command}"
+        )
+        return command(args)
 
 
 LOGGERS = ("pipelines", "executors", "stages")
@@ -453,13 +458,13 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
             from pipelines.store.past import find_run
 
             row = find_run(store, args.run_id, args.pipeline)
-            pipeline = loader.pipeline_in_module(args.module, row["pipeline"]) if args.module else None
+            in_module = loader.pipeline_in_module(args.module, row["pipeline"]) if args.module else None
             result = resume(
                 row["id"],
                 store=store,
                 observers=[report],
                 executor=args.executor,
-                pipeline=pipeline,
+                pipeline=in_module,
                 address=args.address,
                 max_workers=args.workers,
                 keep_cluster=args.keep_cluster or None,
@@ -480,7 +485,7 @@ def _run(args: argparse.Namespace, view: LogView) -> int:
     return ExitCode.OK if result.ok else ExitCode.RUN_FAILED
 
 
-def _write_outputs(result, store, output: str | None, report) -> None:
+def _write_outputs(result: RunResult, store: Store, output: str | None, report: ProgressReport) -> None:
     """Write the final stages as Parquet and say where; show their first rows unless quiet."""
     from pipelines.observe.report import plural, print_table, shown_path
     from pipelines.store.outputs import export_parquet, read_stage

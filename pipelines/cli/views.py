@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import textwrap
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 
@@ -16,6 +17,11 @@ from pipelines.errors import ConversionError, UsageError
 from pipelines.observe.display import markup, printable
 from pipelines.observe.report import console, plural, print_table
 from pipelines.store.past import find_run, run_items, run_status
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pipelines.store import Store
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -120,7 +126,7 @@ def wrapped(text: str, width: int, indent: str = "", more: str | None = None) ->
 _LIST_ITEM = re.compile(r"[-*•] |\d+[.)] ")
 
 
-def _store(args: argparse.Namespace):
+def _store(args: argparse.Namespace) -> Store:
     from pipelines.store import Store
 
     return Store(args.store, read_only=True)  # these commands only read: a read-only mount works
@@ -219,7 +225,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_errors(out, store, run_id: str, stage: str, *, shown: int, everything: bool) -> None:
+def _print_errors(out: Console, store: Store, run_id: str, stage: str, *, shown: int, everything: bool) -> None:
     """Each failed item (the first ``shown``): where, why, its input and its whole traceback."""
     from pipelines.observe.report import plural
     from pipelines.observe.tracebacks import readable

@@ -50,7 +50,8 @@ def check_rate(rate: str, where: str) -> None:
 def check_outputs(outputs: Any, where: str) -> tuple[str, ...] | Callable[..., Iterable[Any]]:
     """``outputs=``: a function of the params, or paths (one, or a list of them)."""
     if callable(outputs):
-        return outputs
+        function: Callable[..., Iterable[Any]] = outputs
+        return function
     if isinstance(outputs, (str, os.PathLike)):
         outputs = [outputs]
     try:

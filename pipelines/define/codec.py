@@ -427,7 +427,7 @@ def data_columns(table: pa.Table) -> pa.Table:
 
 
 def shape(table: pa.Table) -> str:
-    meta = table.schema.metadata or {}
+    meta: dict[bytes, bytes] = table.schema.metadata or {}
     return meta.get(SHAPE_KEY, b"record").decode()
 
 
@@ -438,7 +438,7 @@ def decode(table: pa.Table, *, want: Any = None, producer_type: Any = None) -> l
         values = _scalars(data.column(0))
         target = want if want is not None and not is_record_type(want) else producer_type
         return _convert_all(values, target) if target is not None else values
-    rows = data.to_pylist()
+    rows: list[Any] = data.to_pylist()
     if NONE_COLUMN in table.column_names:
         rows = [None if none else row for row, none in zip(rows, table.column(NONE_COLUMN).to_pylist(), strict=True)]
     target = want if want is not None and is_record_type(want) else producer_type
@@ -450,9 +450,12 @@ def decode(table: pa.Table, *, want: Any = None, producer_type: Any = None) -> l
 def _scalars(column: pa.ChunkedArray) -> list[Any]:
     """Python values of a column; numbers without nulls go through numpy, twice as fast."""
     kind = column.type
+    values: list[Any]
     if column.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-        return column.to_numpy().tolist()
-    return column.to_pylist()
+        values = column.to_numpy().tolist()
+    else:
+        values = column.to_pylist()
+    return values
 
 
 def _convert_all(values: list[Any], target: Any) -> list[Any]:
@@ -549,7 +552,8 @@ def _pydantic_maker(tp: Any) -> Callable[[dict[str, Any]], Any]:
         if alias and alias != name:
             aliases[name] = alias
     if not aliases:
-        return tp.model_validate
+        validate: Callable[[dict[str, Any]], Any] = tp.model_validate
+        return validate
 
     def make(row: dict[str, Any]) -> Any:
         return tp.model_validate({aliases.get(k, k): v for k, v in row.items()})

@@ -17,6 +17,7 @@ import ast
 import difflib
 import hashlib
 import importlib
+import importlib.util
 import os
 import sys
 import threading
@@ -77,7 +78,7 @@ def ensure_package(name: str, directory: str | os.PathLike[str]) -> None:
             spec.loader.exec_module(module)
         else:
             module = types.ModuleType(name, f"pipelines dags folder {directory}")
-            module.__path__ = [directory]  # type: ignore[attr-defined]
+            module.__path__ = [directory]
             module.__package__ = name
             sys.modules[name] = module
         _packages[name] = directory
@@ -253,7 +254,7 @@ class PipelineHandle:
         if self.pickled is not None:
             import cloudpickle
 
-            pipeline = cloudpickle.loads(self.pickled)
+            pipeline: Pipeline = cloudpickle.loads(self.pickled)
         else:
             if self.package is not None:
                 ensure_package(*self.package)

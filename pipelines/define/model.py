@@ -358,7 +358,7 @@ class Pipeline:
     ) -> Stage:
         if not callable(fn):
             raise DefinitionError(f"pipeline {self.name!r}: a stage needs a function, got {fn!r}")
-        stage_name = name or getattr(fn, "__name__", "")
+        stage_name = name or str(getattr(fn, "__name__", ""))
         if not stage_name.isidentifier():
             raise DefinitionError(f"pipeline {self.name!r}: stage function {fn!r} needs name=... (got {stage_name!r})")
         check_name_length(stage_name, f"pipeline {self.name!r}: stage name")

@@ -97,7 +97,8 @@ def _takes_text(annotation: Any, text: str) -> bool:
     if not others:
         return False
     try:
-        TypeAdapter(typing.Union[others]).validate_python(text)  # noqa: UP007 - a runtime union of a tuple
+        union: Any = typing.Union[others]  # noqa: UP007 - a union built at run time from a tuple
+        TypeAdapter(union).validate_python(text)
     except ValidationError:
         return False
     except PydanticSchemaGenerationError:  # an arbitrary type: pydantic decides, given the text

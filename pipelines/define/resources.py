@@ -133,9 +133,9 @@ def close_all(timeout: float = 10.0) -> None:
                 loop.run_until_complete(stack.aclose())
         except Exception:  # closing is best effort; the run's result stands
             pass
-    for stack in sync_stacks:
+    for sync_stack in sync_stacks:
         with contextlib.suppress(Exception):
-            stack.close()
+            sync_stack.close()
 
 
 atexit.register(close_all)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import enum
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from pipelines.observe.hooks import items_per_second
 from pipelines.store.ledger import ItemError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class RunStatus(str, enum.Enum):  # noqa: UP042 - a StrEnum would change str(status), which output relies on
@@ -89,7 +92,7 @@ class RunResult:
         with Store(self.store_root, read_only=True) as store:  # reading only
             return read_stage(store, self.run_id, stage or self.leaves[-1])
 
-    def to_pandas(self, stage: str | None = None):
+    def to_pandas(self, stage: str | None = None) -> pd.DataFrame:
         """A stage's output as a DataFrame; integers stay integers where there are nulls (``Int64``)."""
         from pipelines.observe.frames import to_pandas
 

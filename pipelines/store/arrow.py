@@ -235,7 +235,8 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     suffix = f"?{query}" if query else ""
     if scheme in ("s3", "gs", "gcs"):  # the path in the filesystem is bucket/key
         return _filesystem(f"{scheme}://{location.split('/', 1)[0]}{suffix}"), location
-    return pafs.FileSystem.from_uri(url)
+    fs, path = pafs.FileSystem.from_uri(url)
+    return fs, str(path)
 
 
 def join(base: str, *parts: str) -> str:
