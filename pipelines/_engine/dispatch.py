@@ -8,6 +8,7 @@ tasks that span several batches (``group``), and counts what is in flight.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ class Dispatch:
     """Submitting tasks; the runner provides the state it reads."""
 
     pipeline: Pipeline
-    stages: dict[str, Stage]
+    stages: Mapping[str, Stage]
     states: dict[str, StageState]
     plan: Plan
     workers: Workers
