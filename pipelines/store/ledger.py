@@ -577,6 +577,7 @@ class Ledger:
         Returns:
             False when another run recorded (or refined) it first: read it again.
         """
+        args: tuple[str | bytes, ...]
         with self.transaction() as db:
             if replacing is None:
                 sql, args = "INSERT OR IGNORE INTO stage_schemas VALUES (?, ?, ?)", (stage, fingerprint, schema)
