@@ -100,7 +100,7 @@ class RunRecord:
             pinned = ledger.stages(self.run_id)
             ledger.reopen_run(self.run_id)
         else:
-            described = {
+            described: dict[str, Any] = {  # the ledger's row and the run's manifest say the same
                 "pipeline": self.pipeline.name,
                 "module": self.pipeline.module,
                 "dags_dir": dags_dir,
