@@ -162,7 +162,10 @@ class ItemIndex:
 
     def _build(self, name: str) -> IndexRef | None:
         rows = self.store.ledger.item_parts(name, self.fingerprints[name])
-        hashes, parts, items, described = [], [], [], []
+        hashes: list[np.ndarray] = []
+        parts: list[np.ndarray] = []
+        items: list[np.ndarray] = []
+        described: list[list[Any]] = []
         for row in rows:
             ids = id_array(IdSet.from_json(row["done"]))
             h = unpack(row["items"])

@@ -249,7 +249,7 @@ class BatchTask:
             seconds=t2 - t1,
             read_seconds=t1 - t0,
             write_seconds=t3 - t2,
-            schema=schemas.new_schema(table.schema, self.schema) if info is not None else None,
+            schema=schemas.new_schema(table.schema, self.schema) if info is not None and table is not None else None,
             reused=reused,
             item_hashes=seen.done_hashes(done) if seen is not None else None,
         )
