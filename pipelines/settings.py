@@ -60,6 +60,7 @@ SETTINGS: tuple[Setting, ...] = (
         "none",
         "a folder of TLS credentials to join a `tls://` Dask scheduler with (`--keep-cluster` prints it)",
     ),
+    Setting("PIPELINES_ITEM_REUSE", "`1`", "`0`: no item-level reuse (items are looked up only by their batch's key)"),
     Setting(
         "PIPELINES_SPOOL_DIR",
         "a folder under the temp folder",
@@ -119,6 +120,11 @@ def start_method() -> str | None:
 def dask_tls() -> str | None:
     """``$PIPELINES_DASK_TLS``: the credentials folder to join a ``tls://`` scheduler with."""
     return _get("PIPELINES_DASK_TLS")
+
+
+def item_reuse() -> bool:
+    """``PIPELINES_ITEM_REUSE=0`` turns item-level reuse off (the bench's A/B switch)."""
+    return _get("PIPELINES_ITEM_REUSE") != "0"
 
 
 def spool_dir() -> Path:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from pipelines import settings
 from pipelines._engine import chunking
 from pipelines._engine.idset import IdSet
 from pipelines.define import codec
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from pipelines.define.model import Stage
     from pipelines.store import Store
 
-ENABLED = os.environ.get("PIPELINES_ITEM_REUSE", "1") != "0"
 BIG_VALUE = 32  # bytes: longer strings and binaries are hashed whole with BLAKE2b, not byte by byte
 _PARTS_KEY = b"pipelines.item_parts"
 _U64 = np.uint64
@@ -156,7 +155,7 @@ class ItemIndex:
         """The index for stage ``name`` (``None``: nothing to look up)."""
         if name not in self._refs:
             stage = self.stages[name]
-            usable = ENABLED and eligible(stage) and name not in self.skip
+            usable = settings.item_reuse() and eligible(stage) and name not in self.skip
             self._refs[name] = self._build(name) if usable else None
         return self._refs[name]
 
@@ -255,7 +254,7 @@ class ItemsSeen:
 def split(table: pa.Table, ids: np.ndarray, ref: IndexRef | None, *, hash_items: bool) -> tuple[np.ndarray, ItemsSeen]:
     """Which of the input rows to compute (a boolean mask over ``ids``), and what was reused."""
     compute = np.ones(len(ids), dtype=bool)
-    if not hash_items or not ENABLED:
+    if not hash_items or not settings.item_reuse():
         return compute, ItemsSeen(ids, None, ids[:0], None)
     hashes = item_hashes(table)
     seen = ItemsSeen(ids, hashes, ids[:0], None)
