@@ -198,3 +198,13 @@ def test_show_at_80_columns_wraps_the_description_the_tree_and_the_table() -> No
     assert "Count the primes below ``n`` by trial division: pure Python, CPU-bound." in " ".join(docs.split()), docs
     wide = cli("show", "process_pool", *args, "--format", "table", env={"COLUMNS": "200"}, check=0).stdout
     assert "│ count_primes │" in wide and "pure Python, CPU-bound." in wide  # boxed, one line a stage, where it fits
+
+
+def test_show_where_the_stage_table_cannot_fit_gives_a_block_per_stage() -> None:
+    out = cli(
+        "show", "ingest", "--dags", str(ROOT / "dags"), "--format", "table", env={"COLUMNS": "80"}, check=0
+    ).stdout
+    assert_fits(out)
+    block = "download  map · io async · asyncio\n    inputs: parse_catalog\n    options: concurrency=64 retries=3"
+    assert block in out, out
+    assert "    inputs: parse_catalog, describe\n    Per category: records listed in the catalog" in out, out

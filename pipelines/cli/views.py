@@ -15,7 +15,7 @@ from rich.text import Text
 
 from pipelines.errors import ConversionError, UsageError
 from pipelines.observe.display import markup, printable
-from pipelines.observe.report import console, plural, print_table
+from pipelines.observe.report import console, plural, print_table, table_fits
 from pipelines.store.past import find_run, run_items, run_status
 
 if TYPE_CHECKING:
@@ -71,7 +71,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             }
         )
     columns = ["stage", "granularity", "kind", "executor", "inputs", "options", "doc"]
-    print_table(rows, columns, out=out, whole=("stage",), full=("doc", "options", "inputs"))
+    whole, full = ("stage",), ("doc", "options", "inputs")
+    if table_fits(rows, columns, out, whole, full):
+        print_table(rows, columns, out=out, whole=whole, full=full)
+        return 0
+    for row in rows:  # too narrow for the table, even wrapped: a block of lines per stage
+        out.print(printable(f"{row['stage']}  {row['granularity']} · {row['kind']} · {row['executor']}"), markup=False)
+        for label in ("inputs", "options"):
+            if row[label]:
+                out.print(wrapped(printable(f"{label}: {row[label]}"), out.width, "    ", more="  "), markup=False)
+        if row["doc"]:
+            out.print(wrapped(printable(row["doc"], multiline=True), out.width, "    "), markup=False)
     return 0
 
 

@@ -460,6 +460,29 @@ def print_table(
     out.print(table)
 
 
+def table_fits(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    out: Console,
+    whole: tuple[str, ...] = (),
+    full: tuple[str, ...] = (),
+) -> bool:
+    """Whether ``print_table`` shows these rows within ``out``'s width.
+
+    The wrapped table is drawn to see: rich's own measure can promise less than it draws.
+    """
+    import io
+
+    boxed = _table(rows, columns, "", whole, full, compact=False)
+    if Measurement.get(out, out.options.update(max_width=10**6), boxed).maximum <= out.width:
+        return True
+    sink = io.StringIO()
+    Console(file=sink, width=out.width, color_system=None, soft_wrap=True).print(
+        _table(rows, columns, "", whole, full, compact=True)
+    )
+    return all(len(line) <= out.width for line in sink.getvalue().splitlines())
+
+
 def _table(
     rows: list[dict[str, Any]],
     columns: list[str],
