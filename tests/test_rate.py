@@ -161,3 +161,25 @@ def test_the_real_clock_is_never_faster_than_the_rate():
     for _ in range(11):
         limiter.acquire()
     assert time.monotonic() - start >= 10 / 50 - 0.005  # ten waits of 20 ms (sleep may round a hair short)
+
+
+def test_a_workers_share_of_the_rate_is_its_own_limiter():
+    """A forked worker inherits the driver's per-process cache: the limiter an in-process run
+    made for the whole rate must not serve a worker allowed half of it."""
+    from pipelines import Pipeline
+    from pipelines._engine.calls import _limiter
+
+    pipeline = Pipeline("shares")
+
+    @pipeline.source
+    def numbers() -> list[int]:
+        return [1]
+
+    @pipeline.map(over=numbers, rate="20/s")
+    def limited(x: int) -> int:
+        return x
+
+    whole, half = _limiter(pipeline["limited"], 1.0), _limiter(pipeline["limited"], 0.5)
+    assert whole is not None and half is not None
+    assert (whole.per_second, half.per_second) == (20.0, 10.0)
+    assert _limiter(pipeline["limited"], 0.5) is half

@@ -267,11 +267,15 @@ def _semaphore(stage: Stage) -> asyncio.Semaphore:
 
 
 def _limiter(stage: Stage, share: float) -> RateLimiter | None:
-    """One limiter per stage per process, allowed its share of the stage's rate."""
+    """One limiter per stage and share per process, allowed that share of the stage's rate.
+
+    The share is part of the key: a forked worker inherits the driver's cache, where an
+    in-process run of the same stage left a limiter allowed the whole rate.
+    """
     if stage.rate is None:
         return None
     rate = parse_rate(stage.rate) * share
-    return _limiters.get((stage,), lambda: RateLimiter(rate))
+    return _limiters.get((stage,), lambda: RateLimiter(rate), extra=share)
 
 
 def _first_param(fn: Callable[..., Any]) -> str | None:
