@@ -1,8 +1,9 @@
 """Handing tasks to executors: a batch's slice, or the rest of several batches as one task.
 
-Part of the runner (a base class of ``Runner``): it builds each ``BatchTask`` (its inputs, the
-path of the part it writes, what an in-process worker may share with the driver), groups
-tasks that span several batches (``group``), and counts what is in flight.
+One of the runner's collaborators: it builds each ``BatchTask`` (its inputs, the path of the
+part it writes, what an in-process worker may share with the driver), groups tasks that span
+several batches (``group``), and counts what is in flight. It shares the runner's table of
+running futures, which the runner empties as tasks complete.
 """
 
 from __future__ import annotations
@@ -20,41 +21,51 @@ from pipelines._engine.task import BatchTask, TaskStop
 if TYPE_CHECKING:
     from pipelines._engine.idset import IdSet
     from pipelines._engine.item_reuse import ItemIndex
-    from pipelines._engine.plan import Plan
     from pipelines._engine.schemas import StageSchemas
-    from pipelines._engine.state import StageState
+    from pipelines._engine.state import RunContext
     from pipelines._engine.task_inputs import TaskInputs
-    from pipelines._engine.workers import Workers
     from pipelines.define.model import Pipeline, Stage
-    from pipelines.store import Store
 
 
 class Dispatch:
-    """Submitting tasks; the runner provides the state it reads."""
+    """Submitting tasks to the executors, and remembering what runs where."""
 
-    pipeline: Pipeline
-    stages: Mapping[str, Stage]
-    states: dict[str, StageState]
-    plan: Plan
-    workers: Workers
-    store: Store
-    run_id: str
-    params_json: str | None
-    inputs: TaskInputs
-    item_index: ItemIndex
-    recovery: Recovery
-    schemas: StageSchemas
-    _running: dict[Future[Any], Running]
-    _groups: dict[Future[Any], tuple[Running, ...]]
+    def __init__(
+        self,
+        ctx: RunContext,
+        *,
+        pipeline: Pipeline,
+        params_json: str | None,
+        inputs: TaskInputs,
+        item_index: ItemIndex,
+        recovery: Recovery,
+        schemas: StageSchemas,
+        running: dict[Future[Any], Running],
+        groups: dict[Future[Any], tuple[Running, ...]],
+    ) -> None:
+        self.pipeline = pipeline
+        self.stages: Mapping[str, Stage] = ctx.graph.stages
+        self.states = ctx.states
+        self.plan = ctx.plan
+        self.workers = ctx.workers
+        self.store = ctx.store
+        self.run_id = ctx.run_id
+        self.params_json = params_json
+        self.inputs = inputs
+        self.item_index = item_index
+        self.recovery = recovery
+        self.schemas = schemas
+        self._running = running
+        self._groups = groups  # a grouped task's other batches
 
-    def _submit_items(self, name: str, k: int, ids: IdSet, *, solo: bool) -> None:
-        self._submit(name, k, ids, self.inputs.for_items(name, k, ids), solo=solo)
+    def items(self, name: str, k: int, ids: IdSet, *, solo: bool) -> None:
+        self.submit(name, k, ids, self.inputs.for_items(name, k, ids), solo=solo)
 
-    def _submit_group(self, name: str, taken: list[tuple[int, IdSet]]) -> None:
+    def group(self, name: str, taken: list[tuple[int, IdSet]]) -> None:
         """One task over the rest of several batches (see ``group``)."""
         self._dispatch(name, [(k, ids, self.inputs.for_items(name, k, ids)) for k, ids in taken], solo=False)
 
-    def _submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
+    def submit(self, name: str, k: int, ids: IdSet, inputs: tuple[InputSpec, ...], *, solo: bool) -> None:
         self._dispatch(name, [(k, ids, inputs)], solo=solo)
 
     def _dispatch(self, name: str, work: list[tuple[int, IdSet, tuple[InputSpec, ...]]], *, solo: bool) -> None:

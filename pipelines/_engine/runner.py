@@ -65,7 +65,7 @@ STOP_GRACE_SECONDS = 2.0  # then tasks asked to stop may take this long to repor
 logger = logging.getLogger("pipelines.run")  # one stable name for the engine, whatever module logs
 
 
-class Runner(Dispatch):
+class Runner:
     """Runs one pipeline once (a new run, or a resume of an earlier one).
 
     It owns the scheduling loop and the run's state (``states``: which ids are where), and
@@ -134,6 +134,17 @@ class Runner(Dispatch):
         self._waiting: dict[str, set[str]] = {}  # slot -> stages that found it full
         self._item_cap: dict[str, int] = {}
         self.inputs = TaskInputs(self.stages, self.states)
+        self.dispatch = Dispatch(
+            ctx,
+            pipeline=self.pipeline,
+            params_json=self.params_json,
+            inputs=self.inputs,
+            item_index=self.item_index,
+            recovery=self.recovery,
+            schemas=self.schemas,
+            running=self._running,
+            groups=self._groups,
+        )
         self.progress = Progress(self.graph, self.plan, self.states, self.observer, self.reasons)
         self.record = RunRecord(
             self.pipeline,
@@ -371,7 +382,7 @@ class Runner(Dispatch):
                 continue
             if self.recovery.quarantined(name):
                 if b.suspects and self.recovery.slot_idle(name):
-                    self._submit_items(name, k, self.recovery.pop_suspect(name, b), solo=True)
+                    self.dispatch.items(name, k, self.recovery.pop_suspect(name, b), solo=True)
                 continue
             size = 0
             while pending := b.pending:
@@ -382,14 +393,14 @@ class Runner(Dispatch):
                     if groups.add(k, pending, size):
                         if not self._room(name, groups.items):
                             return
-                        self._submit_group(name, groups.take())
+                        self.dispatch.group(name, groups.take())
                     break
                 if not self._room(name, min(size, len(pending))):
                     return
-                self._submit_items(name, k, pending.take(size)[0], solo=False)
+                self.dispatch.items(name, k, pending.take(size)[0], solo=False)
             self.finalize_batch(name, k)
         if groups is not None and groups.ready(st) and self._room(name, groups.items):
-            self._submit_group(name, groups.take())
+            self.dispatch.group(name, groups.take())
 
     def _schedule_table(self, name: str) -> None:
         st = self.states[name]
@@ -403,9 +414,11 @@ class Runner(Dispatch):
                 self.finalize_batch(name, k)
             elif self.recovery.quarantined(name):
                 if b.suspects and self.recovery.slot_idle(name):
-                    self._submit(name, k, self.recovery.pop_suspect(name, b), self.inputs.for_table(name, k), solo=True)
+                    self.dispatch.submit(
+                        name, k, self.recovery.pop_suspect(name, b), self.inputs.for_table(name, k), solo=True
+                    )
             elif not b.suspects and not b.failed and self._room(name):
-                self._submit(name, k, IdSet.span(0, 1), self.inputs.for_table(name, k), solo=False)
+                self.dispatch.submit(name, k, IdSet.span(0, 1), self.inputs.for_table(name, k), solo=False)
 
     # == the loop ===============================================================================
     def _loop(self) -> None:
