@@ -13,6 +13,7 @@ site-packages, so it counts as user code.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -316,3 +317,21 @@ def test_batch_key_changes_with_the_fingerprint_and_with_each_input():
         )
         == 5
     )
+
+
+@pytest.mark.parametrize(("kind", "stored_as"), [("map", "item"), ("flat_map", "flat"), ("reduce", "all")])
+def test_a_stage_kind_hashes_as_the_word_existing_stores_were_written_with(load, kind, stored_as):
+    """Stage kinds were renamed to their public words; results stored before that stay reusable."""
+    module = load("""
+        def numbers():
+            yield from range(3)
+
+        def double(x):
+            return x * 2
+    """)
+    pipeline = Pipeline("p", module="user_stages")
+    pipeline.source(module.numbers)
+    stage = pipeline.map(module.double, over=module.numbers)
+    renamed = dataclasses.replace(stage, granularity=kind)
+    assert fp.stage_parts(renamed, None) == fp.stage_parts(dataclasses.replace(stage, granularity=stored_as), None)
+    assert fp.stage_parts(renamed, None) != fp.stage_parts(dataclasses.replace(stage, granularity="batch"), None)

@@ -478,7 +478,7 @@ class TestValidShapes:
         stage = diamond()["both"]
         # inputs are (square, double); parameter 'square' takes square, 'double' takes double
         assert stage.input_args == ("square", "double")
-        assert stage.granularity == "all"
+        assert stage.granularity == "reduce"
 
     def test_positional_inputs_when_names_do_not_match(self) -> None:
         pipeline, numbers = with_source()
@@ -515,7 +515,7 @@ class TestValidShapes:
         assert isinstance(stage, Stage)
         assert (stage.name, stage.granularity, stage.kind, stage.retries, stage.concurrency, stage.on_error) == (
             "square",
-            "item",
+            "map",
             "io",
             2,
             4,

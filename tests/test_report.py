@@ -249,14 +249,15 @@ def test_totals_follow_the_chain_as_stages_finish() -> None:
 
     shape = {
         "src": ("source", ()),
-        "fm": ("flat", ("src",)),
-        "m": ("item", ("fm",)),
-        "m2": ("item", ("m",)),
+        "fm": ("flat_map", ("src",)),
+        "m": ("map", ("fm",)),
+        "m2": ("map", ("m",)),
         "b": ("batch", ("m2",)),
-        "r": ("all", ("b",)),
+        "r": ("reduce", ("b",)),
     }
     stages = {
-        n: SimpleNamespace(granularity=g, inputs=ins, itemwise=g in ("item", "flat")) for n, (g, ins) in shape.items()
+        n: SimpleNamespace(granularity=g, inputs=ins, itemwise=g in ("map", "flat_map"))
+        for n, (g, ins) in shape.items()
     }
     states = {n: StageState(n, TaskSizer()) for n in shape}
     order = list(shape)

@@ -44,7 +44,7 @@ class ItemCalls:
     def _call(self, value: Any, kwargs: dict[str, Any]) -> Any:
         fn, stage = self.stage.fn, self.stage
         result = fn(value, **kwargs) if self.positional else fn(**{stage.input_args[0]: value}, **kwargs)
-        if stage.granularity == "flat" and not inspect.isasyncgen(result) and not inspect.isawaitable(result):
+        if stage.granularity == "flat_map" and not inspect.isasyncgen(result) and not inspect.isawaitable(result):
             result = list(result)
         return result
 
@@ -56,7 +56,7 @@ class ItemCalls:
         item to find and record the failures.
         """
         stage = self.stage
-        if stage.retries == 0 and stage.timeout is None and self.limiter is None and stage.granularity == "item":
+        if stage.retries == 0 and stage.timeout is None and self.limiter is None and stage.granularity == "map":
             fn = stage.fn
             try:
                 if self.positional and not kwargs:
@@ -92,7 +92,7 @@ class ItemCalls:
                 if inspect.isasyncgen(result):
                     return await with_timeout(_collect(result), self.stage.timeout, label)
                 out = await with_timeout(result, self.stage.timeout, label)
-                return list(out) if self.stage.granularity == "flat" else out
+                return list(out) if self.stage.granularity == "flat_map" else out
 
         out = await with_retries_async(self.stage, attempt)
         if out.error is not None:

@@ -213,10 +213,15 @@ def _plain_data(value: Any) -> bool:
     return False
 
 
+# The words stage kinds had when fingerprints were first stored: hashing them keeps the
+# fingerprints (and so the results stored under them) of existing stores valid.
+FINGERPRINTED_GRANULARITY = {"map": "item", "flat_map": "flat", "reduce": "all"}
+
+
 def stage_parts(stage: Any, params_json: str | None) -> dict[str, str]:
     """The three parts of a stage's fingerprint, kept apart to explain recomputation."""
     config = {
-        "granularity": stage.granularity,
+        "granularity": FINGERPRINTED_GRANULARITY.get(stage.granularity, stage.granularity),
         "inputs": list(stage.inputs),
         "side": list(stage.side),
         "input_args": list(stage.input_args),

@@ -54,7 +54,7 @@ class RunGraph:
         out, frontier = [source], [source]
         while frontier:
             for c in self.consumers[frontier.pop()]:
-                if self.stages[c].granularity != "all" and c not in out:
+                if self.stages[c].granularity != "reduce" and c not in out:
                     out.append(c)
                     frontier.append(c)
         return out
@@ -66,7 +66,7 @@ class RunGraph:
         for name in self.order:  # topological: inputs first
             stage = self.stages[name]
             up = ids_from.get(stage.inputs[0]) if stage.inputs else None
-            ids_from[name] = name if stage.granularity == "source" else (up if stage.granularity == "item" else None)
+            ids_from[name] = name if stage.granularity == "source" else (up if stage.granularity == "map" else None)
             if stage.itemwise and up is not None:
                 origins[name] = up
         return origins

@@ -54,7 +54,7 @@ _U64 = np.uint64
 def eligible(stage: Stage) -> bool:
     """Whether ``stage``'s items may be reused one by one: a map or flat-map whose result is a
     function of its item alone (no side inputs, no declared side effects)."""
-    return stage.granularity in ("item", "flat") and not stage.side and stage.reuse == "auto" and not stage.outputs
+    return stage.granularity in ("map", "flat_map") and not stage.side and stage.reuse == "auto" and not stage.outputs
 
 
 # -- hashing -----------------------------------------------------------------------------------

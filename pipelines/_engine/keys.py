@@ -87,7 +87,7 @@ class Keys:
         side = self._side(stage)
         if side is None:
             return None
-        if stage.granularity == "all":
+        if stage.granularity == "reduce":
             ups = [self.content(u, j) for u in stage.inputs for j in sorted(self.states[u].batches)]
         elif stage.granularity == "batch":
             ups = [self.content(stage.inputs[0], k)]

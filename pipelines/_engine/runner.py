@@ -290,7 +290,7 @@ class Runner:
             self.store.ledger.set_batch(self.run_id, name, k, b.key, status, b.rows, len(b.failed))
         for c in self.consumers[name]:
             cstage = self.stages[c]
-            if cstage.granularity == "all":
+            if cstage.granularity == "reduce":
                 continue
             cb = self.states[c].batch(k)
             if cstage.itemwise and not stage.keeps_item_ids:
@@ -314,7 +314,7 @@ class Runner:
                 st.upstream_final = all(self.states[u].final for u in stage.inputs)
             if not st.upstream_final or any(not b.final for b in st.batches.values()):
                 continue
-            if stage.granularity == "all" and 0 not in st.batches:
+            if stage.granularity == "reduce" and 0 not in st.batches:
                 b = st.batch(0)  # the reduce's one batch: it may run now
                 b.ready = b.upstream_final = True
                 self._dirty.add(name)

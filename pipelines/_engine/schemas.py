@@ -346,7 +346,7 @@ class StageSchemas:
             value = next(iter(data[row].values())) if scalar else data[row]
             message = misfit_message(stage.name, value, want, first_part=True)
             failed.setdefault(item, ItemError(stage.name, batch, item, "ConversionError", message, "", 1))
-        if stage.granularity == "flat":  # a flat-map item whose other rows fit: all of its rows go
+        if stage.granularity == "flat_map":  # a flat-map item whose other rows fit: all of its rows go
             keep = [i for i, item in enumerate(fitted.column(ITEM_COLUMN).to_pylist()) if item not in failed]
             fitted = fitted.take(pa.array(keep, type=pa.int64()))
         done = result.done - IdSet.of(failed)

@@ -117,14 +117,14 @@ def expected_totals(
         total: int | None = None
         if st.final:
             total = st.items_done + st.items_reused + st.items_failed
-        elif stage.granularity == "all":
+        elif stage.granularity == "reduce":
             total = 1
         elif stage.granularity == "batch" and st.upstream_final:
             total = len(st.batches)
         elif stage.itemwise:
             total = out[stage.inputs[0]]
         totals[name] = total
-        if stage.granularity == "item":
+        if stage.granularity == "map":
             out[name] = None if total is None else total - st.items_failed
         else:
             out[name] = st.rows if st.final else None

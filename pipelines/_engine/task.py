@@ -196,12 +196,12 @@ class BatchTask:
     ) -> TaskResult:
         t2 = time.perf_counter()
         failed = {e.item for e in errors}
-        if not failed and stage.granularity == "item":  # the common case: no per-row Python work
+        if not failed and stage.granularity == "map":  # the common case: no per-row Python work
             row_ids: Any = ids
             row_values = outputs
         else:
             keep = [(i, out) for i, out in zip(ids.tolist(), outputs, strict=True) if i not in failed]
-            if stage.granularity == "flat":
+            if stage.granularity == "flat_map":
                 keep = [(i, v) for i, out in keep for v in out]
             row_ids = [i for i, _ in keep]
             row_values = [v for _, v in keep]

@@ -34,7 +34,7 @@ class TaskInputs:
     def for_table(self, name: str, k: int) -> tuple[InputSpec, ...]:
         """A batch or reduce stage's task: the whole batch ``k`` of its input, or all of every input."""
         stage = self.stages[name]
-        if stage.granularity == "all":
+        if stage.granularity == "reduce":
             return tuple(InputSpec(u, self.parts_of(u), False) for u in stage.inputs)
         u = stage.inputs[0]
         return (InputSpec(u, self.parts_of(u, [k]), self.stages[u].keeps_item_ids),)

@@ -14,8 +14,6 @@ if TYPE_CHECKING:
     from pipelines._engine.plan import Plan
     from pipelines.define.model import Pipeline, Stage
 
-GRANULARITY = {"source": "source", "item": "map", "flat": "flat_map", "batch": "batch", "all": "reduce"}
-
 
 def kind(stage: Stage) -> str:
     """``cpu``, ``io`` or ``io async``: the work a stage declared."""
@@ -24,7 +22,7 @@ def kind(stage: Stage) -> str:
 
 def label(stage: Stage, backend: str) -> str:
     """``map · cpu · processes``: what the stage is, what kind of work, where it runs."""
-    return f"{GRANULARITY[stage.granularity]} · {kind(stage)} · {backend}"
+    return f"{stage.granularity} · {kind(stage)} · {backend}"
 
 
 def options(stage: Stage) -> list[str]:
@@ -100,7 +98,7 @@ def mermaid(pipeline: Pipeline, the_plan: Plan) -> str:
     """A Mermaid ``flowchart``: sources as parallelograms, reduces as hexagons, side inputs dotted."""
     ids = {name: f"s{i}" for i, name in enumerate(the_plan.order)}
     lines = ["flowchart TD"]
-    shapes = {"source": ('[/"', '"/]'), "all": ('{{"', '"}}')}
+    shapes = {"source": ('[/"', '"/]'), "reduce": ('{{"', '"}}')}
     for name in the_plan.order:
         stage = pipeline.stages[name]
         opening, closing = shapes.get(stage.granularity, ('["', '"]'))
@@ -120,7 +118,7 @@ def _dot_id(text: str) -> str:
 
 def dot(pipeline: Pipeline, the_plan: Plan) -> str:
     """A Graphviz ``digraph`` (render with ``dot -Tsvg``); names are quoted, so any name is safe."""
-    shapes = {"source": "parallelogram", "all": "hexagon"}
+    shapes = {"source": "parallelogram", "reduce": "hexagon"}
     lines = [
         f"digraph {_dot_id(pipeline.name)} {{",
         "    rankdir=TB;",

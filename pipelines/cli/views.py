@@ -62,7 +62,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         rows.append(
             {
                 "stage": name,
-                "granularity": diagram.GRANULARITY[stage.granularity],
+                "granularity": stage.granularity,
                 "kind": diagram.kind(stage),
                 "executor": the_plan.stages[name].backend,
                 "inputs": ", ".join(stage.inputs),

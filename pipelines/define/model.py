@@ -45,7 +45,7 @@ Reuse = Literal["auto", "never"]
 REUSE = ("auto", "never")
 KINDS = ("cpu", "io")
 ON_ERROR = ("fail", "skip", "collect")
-ITEMWISE = ("item", "flat")
+ITEMWISE = ("map", "flat_map")
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)  # weakly referenced: per-process caches
@@ -55,7 +55,7 @@ class Stage:
     Attributes:
         name: unique within the pipeline; names the stage in logs, files and dashboards.
         fn: the user's function, unchanged.
-        granularity: ``source``, ``item``, ``flat``, ``batch`` or ``all``.
+        granularity: ``source``, ``map``, ``flat_map``, ``batch`` or ``reduce``: the decorator that declared it.
         kind: ``cpu`` or ``io``; decides the default executor.
         is_async: the function is ``async def`` (or an async generator).
         inputs: upstream stage names whose batches feed this stage.
@@ -116,7 +116,7 @@ class Stage:
     @property
     def keeps_item_ids(self) -> bool:
         """True when output row ``i`` is the result of input item ``i`` (sources and maps)."""
-        return self.granularity in ("source", "item")
+        return self.granularity in ("source", "map")
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -290,11 +290,11 @@ class Pipeline:
         Options: name, kind, concurrency, retries, timeout, on_error, executor, batch_size,
         side, resources, rate, retry_on, reuse, outputs; other keywords are fixed arguments of ``fn``.
         """
-        return self._declare(fn, "item", (over,), options)
+        return self._declare(fn, "map", (over,), options)
 
     def flat_map(self, fn: Callable[..., Any] | None = None, *, over: Any, **options: Any) -> Any:
         """Apply ``fn`` to every item of ``over``; it yields zero or more values per item."""
-        return self._declare(fn, "flat", (over,), options)
+        return self._declare(fn, "flat_map", (over,), options)
 
     def batch(self, fn: Callable[..., Any] | None = None, *, over: Any, **options: Any) -> Any:
         """Apply ``fn`` to each batch of ``over`` as an Arrow table (or a DataFrame, by annotation)."""
@@ -302,7 +302,7 @@ class Pipeline:
 
     def reduce(self, fn: Callable[..., Any] | None = None, *, inputs: Iterable[Any], **options: Any) -> Any:
         """Call ``fn`` once with each input's whole output as a table (fan-in)."""
-        return self._declare(fn, "all", tuple(inputs), options)
+        return self._declare(fn, "reduce", tuple(inputs), options)
 
     def _declare(
         self, fn: Callable[..., Any] | None, granularity: Granularity, inputs: tuple[Any, ...], options: dict[str, Any]

@@ -18,7 +18,7 @@ from pipelines.define import codec
 from pipelines.define.checks import did_you_mean
 from pipelines.errors import ArityError, DefinitionError
 
-Granularity = Literal["source", "item", "flat", "batch", "all"]
+Granularity = Literal["source", "map", "flat_map", "batch", "reduce"]
 TableFormat = Literal["arrow", "pandas", "list"]
 PARAMS_ARG = "params"
 
@@ -69,7 +69,7 @@ def bind(
     positional = [p for p in free if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if granularity == "source":
         input_args: tuple[str, ...] = ()
-    elif granularity == "all" and all(n in names for n in inputs):
+    elif granularity == "reduce" and all(n in names for n in inputs):
         input_args = inputs  # reduce inputs matched by name: def report(parse, describe)
     else:
         if len(positional) < len(inputs):
@@ -86,7 +86,7 @@ def bind(
             f"{getattr(fn, '__name__', fn)}() receive nothing; give a default, a fixed argument or a resource"
         )
     table_format: Literal["arrow", "pandas", "list"] = "arrow"
-    if granularity in ("batch", "all") and input_args:
+    if granularity in ("batch", "reduce") and input_args:
         annotated = hints(fn)
         written = {p.name: p.annotation for p in params}  # the text, where a name cannot be resolved
         formats = {
@@ -155,12 +155,12 @@ def output_type(fn: Callable[..., Any], granularity: Granularity, where: str) ->
     ret = hints(fn).get("return")
     if ret is None or ret is type(None):
         return None
-    if granularity in ("source", "flat"):
+    if granularity in ("source", "flat_map"):
         origin = typing.get_origin(ret)
         if origin in _ITERABLES or (isinstance(origin, type) and issubclass(origin, (Iterable, AsyncIterable))):
             args = typing.get_args(ret)
             ret = args[0] if args else None
-        elif granularity == "flat":
+        elif granularity == "flat_map":
             raise DefinitionError(f"{where}: a flat_map function returns an iterable of values, not {ret!r}")
         else:
             return None  # a source may return a table or a sequence: infer

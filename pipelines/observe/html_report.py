@@ -246,9 +246,7 @@ def edges_of(row: Any) -> tuple[list[tuple[str, str]], dict[str, str]] | None:
     the_plan = plan(pipeline, RunOptions())
     edges = [(up, stage.name) for stage in pipeline.stages.values() for up in stage.upstream]
     captions = {
-        name: f"{diagram.GRANULARITY[s.granularity]} · {diagram.kind(s)}"
-        for name, s in pipeline.stages.items()
-        if name in the_plan.stages
+        name: f"{s.granularity} · {diagram.kind(s)}" for name, s in pipeline.stages.items() if name in the_plan.stages
     }
     return edges, captions
 
