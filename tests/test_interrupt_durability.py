@@ -35,12 +35,12 @@ def counted_pipeline(calls: Counter[str]) -> Pipeline:
     def numbers() -> Iterator[int]:
         yield from range(ITEMS)
 
-    @pipeline.map(over=numbers, executor="threads", batch_size=25)
+    @pipeline.map(over=numbers, executor="threads", task_size=25)
     def doubled(x: int) -> int:
         calls["doubled"] += 1
         return 2 * x
 
-    @pipeline.map(over=doubled, executor="threads", batch_size=25)
+    @pipeline.map(over=doubled, executor="threads", task_size=25)
     def plus_one(x: int) -> int:
         calls["plus_one"] += 1
         return x + 1
@@ -125,7 +125,7 @@ def download_pipeline(base: str) -> Pipeline:
     def urls() -> Iterator[str]:
         yield from (f"{base}{n}" for n in range(URLS))
 
-    @pipeline.map(over=urls, kind="io", batch_size=URLS, concurrency=URLS)
+    @pipeline.map(over=urls, kind="io", task_size=URLS, concurrency=URLS)
     async def fetch(url: str) -> int:
         async with aiohttp.ClientSession() as session, session.get(url) as response:
             return len(await response.read())

@@ -150,14 +150,14 @@ class TestInvalidStage:
         with pytest.raises(DefinitionError, match=r"stage 'square': timeout must be a positive number"):
             pipeline.map(square, over=numbers, timeout=timeout)
 
-    @pytest.mark.parametrize("option", ["concurrency", "batch_size"])
-    def test_zero_concurrency_or_batch_size(self, option: str) -> None:
+    @pytest.mark.parametrize("option", ["concurrency", "task_size"])
+    def test_zero_concurrency_or_task_size(self, option: str) -> None:
         pipeline, numbers = with_source()
         with pytest.raises(DefinitionError, match=rf"stage 'square': {option} must be a positive integer"):
             pipeline.map(square, over=numbers, **{option: 0})
 
-    @pytest.mark.parametrize("option", ["concurrency", "batch_size"])
-    def test_bool_concurrency_or_batch_size(self, option: str) -> None:
+    @pytest.mark.parametrize("option", ["concurrency", "task_size"])
+    def test_bool_concurrency_or_task_size(self, option: str) -> None:
         pipeline, numbers = with_source()
         with pytest.raises(DefinitionError, match=rf"stage 'square': {option} must be a positive integer, not True"):
             pipeline.map(square, over=numbers, **{option: True})

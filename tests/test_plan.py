@@ -6,11 +6,14 @@ depend on the machine's CPU count.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from pipelines._engine.batching import TaskSizer
 from pipelines._engine.plan import IN_PROCESS, PROCESS_PRELOAD, ExecutorSpec, Plan, RunOptions, StagePlan, plan
 from pipelines.define.model import Pipeline
 
@@ -83,7 +86,7 @@ def test_cpu_stages_share_one_process_pool() -> None:
     def a(x: int) -> int:
         return x
 
-    @pipeline.map(over=a, batch_size=100)
+    @pipeline.map(over=a, task_size=100)
     def b(x: int) -> int:
         return x
 
@@ -260,3 +263,54 @@ def test_the_plan_knows_which_backends_run_in_process(backend: str) -> None:
     if backend == "joblib":
         pytest.importorskip("joblib")
     assert executors.get_executor(backend).capabilities.in_process == (backend in IN_PROCESS)
+
+
+def test_task_size_fixes_the_items_of_every_task() -> None:
+    pipeline = Pipeline("sized")
+
+    @pipeline.source
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    @pipeline.flat_map(over=numbers, task_size=3)
+    def twice(x: int) -> Iterator[int]:
+        yield from (x, x)
+
+    sizer = TaskSizer(fixed=plan(pipeline).stages["twice"].task_size)
+    sizer.observe(3, 100.0)  # a fixed size does not follow measured cost
+    assert [sizer.size(1000, final=False), sizer.size(1000, final=True)] == [3, 3]
+    assert plan(pipeline).stages["numbers"].task_size is None  # the source's batches stay cut by content
+
+
+def test_batch_size_on_a_map_is_its_former_name_for_task_size(tmp_path) -> None:
+    pipeline = Pipeline("former")
+
+    @pipeline.source
+    def numbers() -> Iterator[int]:
+        yield from range(10)
+
+    with pytest.warns(DeprecationWarning, match="use task_size=") as caught:
+
+        @pipeline.map(over=numbers, batch_size=4)
+        def double(x: int) -> int:
+            return 2 * x
+
+    line = next(n for n, text in enumerate(Path(__file__).read_text().splitlines(), 1) if "batch_size=4)" in text)
+    assert (caught[0].filename, caught[0].lineno) == (__file__, line)  # points at the user's decorator
+    assert pipeline.stages["double"].task_size == 4 and pipeline.stages["double"].batch_size is None
+    assert plan(pipeline).stages["double"].task_size == 4
+    result = pipeline.run(executor="threads", store=tmp_path)
+    assert result.table("double")["double"].to_pylist() == [2 * i for i in range(10)]
+
+
+def test_batch_size_on_a_source_still_cuts_its_batches(tmp_path) -> None:
+    pipeline = Pipeline("cut")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not deprecated on a source
+
+        @pipeline.source(batch_size=3)
+        def numbers() -> Iterator[int]:
+            yield from range(10)
+
+    assert (pipeline.stages["numbers"].batch_size, pipeline.stages["numbers"].task_size) == (3, None)
+    assert pipeline.run(executor="inline", store=tmp_path).stages["numbers"].computed_batches == 4

@@ -20,7 +20,7 @@ class TaskSizer:
     """Chooses how many items the next task of one stage gets.
 
     Args:
-        fixed: the stage's ``batch_size``: always that many (no measuring).
+        fixed: the stage's ``task_size``: always that many (no measuring).
         target: seconds of work a task should take.
         start: the size of the first tasks, before any cost is measured.
         workers: tasks that run at once, for splitting the tail evenly.

@@ -143,7 +143,7 @@ def plan(pipeline: Pipeline, options: RunOptions = RunOptions()) -> Plan:
             max_tasks, max_items, start, target = spec.max_tasks, None, 1, 0.05
         else:
             max_tasks, max_items, start, target = spec.max_tasks, None, 4, 0.1
-        stages[name] = StagePlan(name, slot, backend, max_tasks, max_items, stage.batch_size, target, start, largest)
+        stages[name] = StagePlan(name, slot, backend, max_tasks, max_items, stage.task_size, target, start, largest)
     return Plan(tuple(stages), stages, executors)
 
 

@@ -35,6 +35,7 @@ def options(stage: Stage) -> list[str]:
             ("timeout", stage.timeout),
             ("rate", stage.rate),
             ("batch_size", stage.batch_size),
+            ("task_size", stage.task_size),
         )
         if value
     ]

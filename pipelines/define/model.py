@@ -20,6 +20,7 @@ from __future__ import annotations
 import graphlib
 import inspect
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -66,7 +67,9 @@ class Stage:
         on_error: ``fail`` (stop the run), ``skip`` (record and go on) or ``collect``
             (go on, and keep failed items in the run's dead-letter table).
         executor: a backend name that overrides the planner's choice.
-        batch_size: items per task; ``None`` lets the planner size tasks from measured cost.
+        batch_size: a source's items per checkpointed batch; ``None`` cuts batches by content.
+        task_size: items per task, for the stages after the source; ``None`` lets the
+            planner size tasks from measured cost.
         kwargs: fixed keyword arguments for the function.
         resources: per-worker resources injected by parameter name.
         output_type: the element type the stage returns (from its annotation), or ``None``.
@@ -96,6 +99,7 @@ class Stage:
     on_error: OnError = "fail"
     executor: str | None = None
     batch_size: int | None = None
+    task_size: int | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     resources: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     output_type: Any = None
@@ -287,7 +291,7 @@ class Pipeline:
 
         Used as ``pipeline.map(fn, over=...)`` it returns the ``Stage``; used as a decorator,
         ``@pipeline.map(over=...)``, it returns the function unchanged.
-        Options: name, kind, concurrency, retries, timeout, on_error, executor, batch_size,
+        Options: name, kind, concurrency, retries, timeout, on_error, executor, task_size,
         side, resources, rate, retry_on, reuse, outputs; other keywords are fixed arguments of ``fn``.
         """
         return self._declare(fn, "map", (over,), options)
@@ -307,6 +311,16 @@ class Pipeline:
     def _declare(
         self, fn: Callable[..., Any] | None, granularity: Granularity, inputs: tuple[Any, ...], options: dict[str, Any]
     ) -> Any:
+        if "batch_size" in options:  # its former name, when it shared the word with a source's batches
+            warnings.warn(
+                "batch_size= on a map, flat_map, batch or reduce stage is deprecated: it sizes tasks, use task_size=",
+                DeprecationWarning,
+                stacklevel=3,  # the user's pipeline.map(...) line, or its decorator
+            )
+            if "task_size" in options:
+                raise DefinitionError(f"pipeline {self.name!r}: give task_size= only (batch_size= is its former name)")
+            options = {**options, "task_size": options["batch_size"]}
+            del options["batch_size"]
         if fn is not None:
             return self._add(fn, granularity=granularity, inputs=inputs, **options)
 
@@ -325,7 +339,7 @@ class Pipeline:
         "timeout": lambda v: is_number(v),
         "on_error": lambda v: isinstance(v, str),
         "executor": lambda v: isinstance(v, str),
-        "batch_size": lambda v: is_int(v),
+        "task_size": lambda v: is_int(v),
         "side": lambda v: isinstance(v, (list, tuple)),
         "resources": lambda v: isinstance(v, Mapping),
         "rate": lambda v: isinstance(v, str),
@@ -348,6 +362,7 @@ class Pipeline:
         on_error: OnError = "fail",
         executor: str | None = None,
         batch_size: int | None = None,
+        task_size: int | None = None,
         side: Iterable[Any] = (),
         resources: Mapping[str, Callable[[], Any]] | None = None,
         rate: str | None = None,
@@ -371,7 +386,12 @@ class Pipeline:
             raise DefinitionError(f"{where}: kind must be one of {KINDS}, not {kind!r}")
         if on_error not in ON_ERROR:
             raise DefinitionError(f"{where}: on_error must be one of {ON_ERROR}, not {on_error!r}")
-        for label, value in (("retries", retries), ("concurrency", concurrency), ("batch_size", batch_size)):
+        for label, value in (
+            ("retries", retries),
+            ("concurrency", concurrency),
+            ("batch_size", batch_size),
+            ("task_size", task_size),
+        ):
             if value is not None and (not is_int(value) or value < (0 if label == "retries" else 1)):
                 least = "non-negative" if label == "retries" else "positive"
                 raise DefinitionError(f"{where}: {label} must be a {least} integer, not {value!r}")
@@ -409,6 +429,7 @@ class Pipeline:
             on_error=on_error,
             executor=executor,
             batch_size=batch_size,
+            task_size=task_size,
             kwargs=dict(kwargs),
             resources=all_resources,
             output_type=returns,

@@ -30,7 +30,7 @@ def numbers(params: Params) -> Iterator[int]:
     yield from range(params.n)
 
 
-@pipeline.map(over=numbers, kind="cpu", batch_size=2)
+@pipeline.map(over=numbers, kind="cpu", task_size=2)
 def blob(x: int) -> bytes:
     return blob_of(x)
 

@@ -48,7 +48,7 @@ def total(after: pa.Table) -> pa.Table:
 
 slow_pipeline = Pipeline("fault_slow", params=Params)
 slow_pipeline.source(numbers, batch_size=50)
-slow_pipeline.map(slow, over=numbers, kind="cpu", batch_size=5)
+slow_pipeline.map(slow, over=numbers, kind="cpu", task_size=5)
 slow_pipeline.map(after, over=slow, kind="io")
 slow_pipeline.reduce(total, inputs=[after])
 
@@ -65,4 +65,4 @@ def stuck(x: int) -> int:
 
 stuck_pipeline = Pipeline("fault_stuck", params=Params)
 stuck_pipeline.source(numbers, batch_size=50)
-stuck_pipeline.map(stuck, over=numbers, kind="io", concurrency=4, batch_size=1)
+stuck_pipeline.map(stuck, over=numbers, kind="io", concurrency=4, task_size=1)

@@ -17,7 +17,7 @@ def numbers() -> Iterator[int]:
     yield from range(8)
 
 
-@pipeline.map(over=numbers, kind="io", concurrency=8, batch_size=1)
+@pipeline.map(over=numbers, kind="io", concurrency=8, task_size=1)
 def slowly(x: int) -> int:
     time.sleep(0.05 * (8 - x))  # the last item finishes first
     return x

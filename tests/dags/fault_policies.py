@@ -60,15 +60,15 @@ def tally(handle: pa.Table) -> pa.Table:
 
 failing_pipeline = Pipeline("fault_fail", params=Params, description="on_error='fail' (the default).")
 failing_pipeline.source(records, batch_size=10)
-failing_pipeline.map(handle, over=records, kind="io", concurrency=4, batch_size=1)
+failing_pipeline.map(handle, over=records, kind="io", concurrency=4, task_size=1)
 failing_pipeline.reduce(tally, inputs=[handle])
 
 skipping = Pipeline("fault_skip", params=Params, description="on_error='skip'.")
 skipping.source(records, batch_size=10)
-skipping.map(handle, over=records, kind="io", concurrency=4, batch_size=1, on_error="skip")
+skipping.map(handle, over=records, kind="io", concurrency=4, task_size=1, on_error="skip")
 skipping.reduce(tally, inputs=[handle])
 
 collecting = Pipeline("fault_collect", params=Params, description="on_error='collect', two retries.")
 collecting.source(records, batch_size=10)
-collecting.map(handle, over=records, kind="io", concurrency=4, batch_size=1, on_error="collect", retries=2)
+collecting.map(handle, over=records, kind="io", concurrency=4, task_size=1, on_error="collect", retries=2)
 collecting.reduce(tally, inputs=[handle])

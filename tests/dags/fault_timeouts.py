@@ -65,7 +65,7 @@ async_timeout.map(wait, over=numbers, timeout=0.5, on_error="skip")
 
 proc_timeout = Pipeline("fault_proc_timeout")
 proc_timeout.source(numbers)
-proc_timeout.map(nap, over=numbers, kind="cpu", timeout=1, batch_size=1, on_error="skip")
+proc_timeout.map(nap, over=numbers, kind="cpu", timeout=1, task_size=1, on_error="skip")
 
 thread_timeout = Pipeline("fault_thread_timeout")
 thread_timeout.source(numbers)

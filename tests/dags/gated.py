@@ -16,7 +16,7 @@ def numbers() -> Iterator[int]:
     yield from range(100_000)
 
 
-@pipeline.map(over=numbers, kind="io", batch_size=100)
+@pipeline.map(over=numbers, kind="io", task_size=100)
 def wait_for_gate(x: int) -> int:
     gate = os.environ["GATE_FILE"]
     while not os.path.exists(gate):

@@ -37,7 +37,7 @@ def numbers() -> Iterator[int]:
     yield from range(600)
 
 
-@pipeline.map(over=numbers, kind="io", concurrency=3, batch_size=5)
+@pipeline.map(over=numbers, kind="io", concurrency=3, task_size=5)
 @uses(conn=connection)
 def with_connection(x: int, conn: dict[str, int]) -> int:
     conn["calls"] += 1
@@ -53,7 +53,7 @@ async def with_session(x: int, sess: dict[str, int]) -> int:
     return x
 
 
-@pipeline.map(over=with_session, kind="cpu", batch_size=20)
+@pipeline.map(over=with_session, kind="cpu", task_size=20)
 @uses(conn=connection)
 def in_process(x: int, conn: dict[str, int]) -> int:
     note("call-sync")

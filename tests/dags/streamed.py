@@ -21,7 +21,7 @@ def numbers() -> Iterator[int]:
     yield from range(400)
 
 
-@pipeline.map(over=numbers, kind="cpu", batch_size=10)
+@pipeline.map(over=numbers, kind="cpu", task_size=10)
 def first(x: int) -> int:
     stamp("first", x, "start")
     time.sleep(0.002)
@@ -29,7 +29,7 @@ def first(x: int) -> int:
     return x
 
 
-@pipeline.map(over=first, kind="io", batch_size=10)
+@pipeline.map(over=first, kind="io", task_size=10)
 def second(x: int) -> int:
     stamp("second", x, "start")
     return x + 1

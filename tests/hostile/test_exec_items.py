@@ -45,7 +45,7 @@ async def swallow(x: int) -> int:
 
 swallowing = Pipeline("hostile_swallowing")
 swallowing.source(numbers)
-swallowing.map(swallow, over=numbers, timeout=1, on_error="skip", batch_size=N)
+swallowing.map(swallow, over=numbers, timeout=1, on_error="skip", task_size=N)
 
 
 @pytest.mark.parametrize("executor", ["asyncio", "processes"])
@@ -81,11 +81,11 @@ async def hog(x: int) -> int:
 
 hogging = Pipeline("hostile_hogging")
 hogging.source(numbers)
-hogging.map(hog, over=numbers, timeout=1.5, on_error="skip", batch_size=N)
+hogging.map(hog, over=numbers, timeout=1.5, on_error="skip", task_size=N)
 
 hogging_untimed = Pipeline("hostile_hogging_untimed")
 hogging_untimed.source(numbers)
-hogging_untimed.map(hog, over=numbers, on_error="skip", batch_size=N)
+hogging_untimed.map(hog, over=numbers, on_error="skip", task_size=N)
 
 
 @pytest.mark.parametrize("executor", ["asyncio", "processes"])
@@ -146,8 +146,8 @@ async def bad_async(x: int) -> int:
 
 unprintable = Pipeline("hostile_unprintable")
 unprintable.source(numbers)
-unprintable.map(bad, over=numbers, on_error="skip", retries=2, batch_size=N)
-unprintable.map(bad_async, over=numbers, on_error="skip", retries=2, batch_size=N)
+unprintable.map(bad, over=numbers, on_error="skip", retries=2, task_size=N)
+unprintable.map(bad_async, over=numbers, on_error="skip", retries=2, task_size=N)
 
 
 @pytest.mark.parametrize("executor", ["inline", "threads", "processes"])
