@@ -10,6 +10,7 @@ credentials from ``python -m executors.dask_tls`` is joined the same way.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import queue
 import re
@@ -41,6 +42,10 @@ def refused(address: str, security: Security | None = None) -> bool:
         with distributed.Client(address, timeout=5, security=security, set_as_default=False) as client:
             client.submit(os.getpid).result(timeout=30)
     except Exception:  # a refusal takes many forms: SSL errors, comm closed, type errors
+        # The half-built client is garbage now: finalize it here. Left to a later collection, its
+        # __del__ (which stops its loop) can run inside the next Client's loop start and deadlock
+        # there, where no timeout reaches it (exceptions in __del__ are swallowed).
+        gc.collect()
         return True
     return False
 
