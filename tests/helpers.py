@@ -8,12 +8,16 @@ named in one place.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pty
 import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import time
 from collections import Counter
@@ -114,3 +118,24 @@ def durable_driver(store: Path, log: Path, delay: float, *args: str) -> Iterator
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def on_a_pty(command: list[str], *, cwd: Path, env: dict[str, str], columns: int | None = None) -> tuple[int, str]:
+    """Run ``command`` with stdout and stderr on a pseudo-terminal (``columns`` wide, if given);
+    its exit code and everything it wrote, read until every writer has closed the terminal."""
+    leader, follower = pty.openpty()
+    if columns is not None:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return proc.wait(), b"".join(chunks).decode(errors="replace")

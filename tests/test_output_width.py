@@ -7,18 +7,13 @@ is shown, never cut it.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import struct
-import subprocess
 import sys
-import termios
 from pathlib import Path
 
 from tests.conftest import ROOT, cli
-from tests.helpers import run_id_of
+from tests.helpers import on_a_pty, run_id_of
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b\][^\x1b]*\x1b\\")
 SHORT = ("--param", "count=12")  # the real pipeline, smaller: the layout is the same
@@ -37,31 +32,11 @@ def assert_fits(text: str, width: int = 80) -> None:
 
 def on_a_terminal(*args: str, cwd: Path, columns: int = 80) -> str:
     """``python -m pipelines ARGS`` with stdout and stderr on a pseudo-terminal ``columns`` wide."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color", "PYTHONUNBUFFERED": "1"}
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed its end
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    assert proc.wait() == 0
-    return b"".join(chunks).decode(errors="replace")
+    code, shown = on_a_pty([sys.executable, "-m", "pipelines", *args], cwd=cwd, env=env, columns=columns)
+    assert code == 0
+    return shown
 
 
 def test_process_pool_fits_80_columns_off_a_terminal(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import pty
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from rich.text import Text
 
 from pipelines.observe.display import printable, safe_console
 from tests.conftest import ROOT
-from tests.helpers import write_dags
+from tests.helpers import on_a_pty, write_dags
 from tests.hostile.test_cli_options import ESCAPES, as_command, run
 
 SHOWN_EVIL = r"evil\x1b]0;PWNED\x07\x1b[2J\u202e[bold red]markup[/bold red] :thumbs_up:"
@@ -104,29 +103,11 @@ class TestCommands:
 
 def test_on_a_terminal_too(dags: Path, store: Path) -> None:
     """Live progress, log records and the outcome line on a real pseudo-terminal."""
-    leader, follower = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400", "TERM": "xterm"}
-    proc = subprocess.Popen(
-        as_command("run", "escapes", "--dags", str(dags), "--store", str(store), "-v"),
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=follower,
+    code, shown = on_a_pty(
+        as_command("run", "escapes", "--dags", str(dags), "--store", str(store), "-v"), cwd=ROOT, env=env
     )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: every writer closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    assert proc.wait() == 1
-    shown = b"".join(chunks).decode(errors="replace")
+    assert code == 1
     assert "PWNED" in shown
     assert "\x1b]0;" not in shown and "\x07" not in shown and "\u202e" not in shown  # no OSC, no bell
     assert "\x1b[2J" not in shown  # the data's clear-screen never reaches the terminal
