@@ -32,16 +32,28 @@ class TaskSizer:
     workers: int = 1
     maximum: int = MAX_TASK_ITEMS
     smallest: float = 0.02  # seconds: a tail split never makes tasks cheaper than this
-    _cost: float | None = field(default=None, init=False)  # seconds per item (EWMA)
+    _items: float = field(default=0.0, init=False)  # decayed sums of finished tasks' items and seconds
+    _seconds: float = field(default=0.0, init=False)
     _samples: int = field(default=0, init=False)
 
     def observe(self, items: int, seconds: float) -> None:
-        """Record a finished task's item count and compute time."""
+        """Record a finished task's item count and compute time.
+
+        The cost per item is a ratio of decayed sums, so each task counts by its items: the
+        first few-item tasks, which also pay a worker's first call, weigh as little as they
+        hold once a larger task reports (an average of per-task ratios let one slow 4-item
+        task keep the next dozen tasks small).
+        """
         if items <= 0 or self.fixed:
             return
-        cost = max(seconds, 1e-7) / items
-        self._cost = cost if self._cost is None else 0.7 * self._cost + 0.3 * cost
+        self._items = 0.7 * self._items + items
+        self._seconds = 0.7 * self._seconds + max(seconds, 1e-7)
         self._samples += 1
+
+    @property
+    def _cost(self) -> float | None:
+        """Seconds per item, once measured."""
+        return self._seconds / self._items if self._items else None
 
     @property
     def cost(self) -> float | None:
@@ -55,7 +67,7 @@ class TaskSizer:
         """Items for the next task, given ``pending`` items waiting; ``final``: no more will come."""
         if self.fixed:
             return self.fixed
-        want = self.start if self._cost is None else int(self.target / self._cost) or 1
+        want = self.start if self._cost is None else int(self.target / self._cost + 1e-9) or 1  # 0.1/0.02 is 4.99..
         want = max(1, min(want, self.maximum))
         if final and pending < want * self.workers:  # the batch's tail: share it among the workers,
             floor = int(self.smallest / self._cost) if self._cost else 1  # unless that makes tasks too cheap

@@ -33,6 +33,10 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NULL = np.uint64(0x6A09E667F3BCC909)
 AVERAGE = 256  # items a source batch holds on average, in its first 131,072 items
 LEVELS: tuple[tuple[int | None, int], ...] = ((1 << 17, AVERAGE), (1 << 20, 2048), (None, 16384))
+# For a source whose batches bind no work to their size (every stage that follows them batch by
+# batch reuses items one by one, ``item_reuse.wide_cuts``): a batch is then only a unit of
+# storage, and each costs a file and a ledger record on every stage, so batches grow quickly.
+WIDE_LEVELS: tuple[tuple[int | None, int], ...] = ((1 << 12, AVERAGE), (1 << 16, 4096), (None, 65536))
 _U64 = np.uint64
 
 
@@ -213,7 +217,7 @@ class Cutter:
             )
 
     @classmethod
-    def for_source(cls, batch_size: int | None, position: int = 0) -> Cutter:
+    def for_source(cls, batch_size: int | None, position: int = 0, *, wide: bool = False) -> Cutter:
         """The cuts for a batch that starts at item ``position`` of a source.
 
         Every ``batch_size`` items when the source fixes it; else content-defined, with an
@@ -221,11 +225,12 @@ class Cutter:
         131,072 items, larger ones for long sources, whose fixed cost per batch would
         otherwise dominate cheap items. The level depends on where a batch starts, so an
         insertion moves a level's edge by one item: the batches around that edge may change,
-        then the cuts fall in step again.
+        then the cuts fall in step again. ``wide``: the levels of ``WIDE_LEVELS``.
         """
         if batch_size:
             return cls(batch_size, batch_size, batch_size, max_bytes=1 << 62, fixed=True)
-        average = next(avg for end, avg in LEVELS if end is None or position < end)
+        levels = WIDE_LEVELS if wide else LEVELS
+        average = next(avg for end, avg in levels if end is None or position < end)
         return _LEVEL_CUTTERS.setdefault(average, cls(average // 4, average, average * 4))
 
     def next_cut(self, hashes: np.ndarray, *, final: bool, sizes: np.ndarray | None = None) -> int | None:

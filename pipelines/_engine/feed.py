@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from executors.asyncio_loop import AsyncioExecutor
+from pipelines._engine import item_reuse
 from pipelines._engine.idset import IdSet
 from pipelines._engine.source import SourceBatch, SourceReader
 from pipelines.define.model import Pipeline
@@ -117,6 +118,7 @@ class SourceFeed:
             lambda k, key, n=name: self.store.part_path(self.run_id, n, k, key, 0),
             loop=loop,
             keep=in_process,
+            wide=item_reuse.wide_cuts(self.stages, name),
         )
         self._source_threads[name] = ThreadPoolExecutor(1, thread_name_prefix=f"pipelines-source-{name}")
 

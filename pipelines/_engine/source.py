@@ -53,11 +53,13 @@ class SourceReader:
         fsync: bool | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         keep: bool = True,
+        wide: bool = False,
     ) -> None:
         self.stage = stage
         self._path_for = path_for  # (batch number, key) -> file path
         self._fsync = fsync
-        self._cutter = chunking.Cutter.for_source(stage.batch_size)  # for the next batch
+        self._wide = wide  # no consumer needs small batches (``item_reuse.wide_cuts``)
+        self._cutter = chunking.Cutter.for_source(stage.batch_size, wide=wide)  # for the next batch
         self._read = 0  # items read from the source so far
         self._cut_so_far = 0  # items put in batches so far
         self._next = 0
@@ -183,7 +185,7 @@ class SourceReader:
 
     def _batch(self, table: pa.Table) -> pa.Table:
         self._cut_so_far += table.num_rows
-        self._cutter = chunking.Cutter.for_source(self.stage.batch_size, self._cut_so_far)
+        self._cutter = chunking.Cutter.for_source(self.stage.batch_size, self._cut_so_far, wide=self._wide)
         return _numbered(table)
 
     def _join(
