@@ -129,6 +129,7 @@ class Ledger:
         self._location = data_root.split("?", 1)[0].rstrip("/") + "/" if data_root else None
         self._lock = threading.RLock()
         self._batched = False
+        self._begun = False  # inside ``batch()``: its transaction has begun
         self._checkpointed = time.monotonic()
         if read_only:
             self._db = readonly.connect(self.path, SCHEMA)
@@ -205,6 +206,9 @@ class Ledger:
         """One change, atomic; inside ``batch()`` it joins the batch's transaction."""
         with self._lock:
             if self._batched:
+                if not self._begun:  # the turn's first change opens its transaction
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._begun = True
                 yield self._db
                 return
             self._db.execute("BEGIN IMMEDIATE")
@@ -222,21 +226,25 @@ class Ledger:
 
         Every part file is written before the turn that records it, so a crash mid-turn
         loses only records of finished tasks, which are computed again: the ledger never
-        names a file that is not whole.
+        names a file that is not whole. The transaction begins at the turn's first change
+        (``transaction``): a turn that only reads (most turns of a chain of small stages)
+        writes nothing to the log.
         """
         with self._lock:
             if self._batched:
                 yield
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            self._batched = True
+            self._batched, self._begun = True, False
             try:
                 yield
             except BaseException:
                 self._batched = False
-                self._db.execute("ROLLBACK")
+                if self._begun:
+                    self._db.execute("ROLLBACK")
                 raise
             self._batched = False
+            if not self._begun:
+                return
             self._db.execute("COMMIT")
             self._committed()
 
