@@ -60,16 +60,15 @@ def test_default_mapping_by_kind() -> None:
         stages={
             "numbers": DRIVER,
             "crunch": StagePlan("crunch", "processes", "processes", 4, None, None, 0.1, 4),
-            "fetch": StagePlan("fetch", "threads:fetch", "threads", 4, None, None, 0.05, 1),
+            "fetch": StagePlan("fetch", "threads", "threads", 4, None, None, 0.05, 1),
             "download": StagePlan("download", "asyncio", "asyncio", 64, 256, None, 0.5, 32, 32),
-            "save": StagePlan("save", "threads:save", "threads", 8, None, None, 0.05, 1),
+            "save": StagePlan("save", "threads", "threads", 8, None, None, 0.05, 1),
             "summary": StagePlan("summary", "inline", "inline", 1, None, None, 0.1, 4),
         },
         executors={
             "processes": PROCESSES,
-            "threads:fetch": ExecutorSpec("threads:fetch", "threads", {"max_workers": 4}, 4),
+            "threads": ExecutorSpec("threads", "threads", {"max_workers": 12}, 12),  # shared: 4 + 8
             "asyncio": ExecutorSpec("asyncio", "asyncio", {}, 256),
-            "threads:save": ExecutorSpec("threads:save", "threads", {"max_workers": 8}, 8),
             "inline": INLINE,
         },
     )
@@ -150,15 +149,15 @@ def test_run_option_moves_every_stage_but_pinned_ones() -> None:
     the_plan = plan(mixed(), RunOptions(executor="threads", max_workers=2))
     assert placement(the_plan) == {
         "numbers": (None, "driver"),
-        "crunch": ("threads:crunch", "threads"),
-        "fetch": ("threads:fetch", "threads"),
-        "download": ("threads:download", "threads"),
-        "save": ("threads:save", "threads"),
+        "crunch": ("threads", "threads"),
+        "fetch": ("threads", "threads"),
+        "download": ("threads:download", "threads"),  # async: a loop per thread, in a pool of its own
+        "save": ("threads", "threads"),
         "summary": ("inline", "inline"),  # its own executor= wins over the run's option
     }
-    assert the_plan.executors["threads:fetch"].options == {"max_workers": 4}
-    assert the_plan.executors["threads:crunch"].options == {"max_workers": 8}
-    assert set(the_plan.executors) == {"threads:crunch", "threads:fetch", "threads:download", "threads:save", "inline"}
+    assert the_plan.executors["threads"].options == {"max_workers": 8 + 4 + 8}  # one pool, each stage's share
+    assert [the_plan.stages[n].max_tasks for n in ("crunch", "fetch", "save")] == [8, 4, 8]
+    assert set(the_plan.executors) == {"threads", "threads:download", "inline"}
 
 
 @pytest.mark.parametrize("backend", ["inline", "processes", "asyncio", "joblib"])
@@ -190,7 +189,7 @@ def test_stage_executor_wins_over_kind_and_run_option() -> None:
 
     expected = {
         "numbers": (None, "driver"),
-        "a": ("threads:a", "threads"),
+        "a": ("threads", "threads"),
         "b": ("processes", "processes"),
         "c": ("inline", "inline"),
     }

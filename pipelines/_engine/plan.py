@@ -26,6 +26,11 @@ from typing import Any
 from pipelines.define.model import Pipeline, Stage
 
 DEFAULT_THREADS = 8
+# Plain (sync) thread stages share one pool, sized to the sum of their threads: each stage is
+# held to its own share by the scheduler (``StagePlan.max_tasks``), and a stage's first task
+# reuses an idle thread instead of starting a pool (a chain of 1,000 single-item stages
+# started 1,000 pools).
+SHARED_THREADS = "threads"
 # What every process worker imports anyway: pyarrow pulls in pandas lazily, on its first
 # conversion, which would cost each worker half a second at its first task.
 PROCESS_PRELOAD = ["pipelines._engine.task", "pandas"]
@@ -120,7 +125,11 @@ def plan(pipeline: Pipeline, options: RunOptions = RunOptions()) -> Plan:
             stages[name] = StagePlan(name, None, backend, 1, None, stage.batch_size, 0.0, 0)
             continue
         slot, spec = _slot(stage, backend, options, cpus)
+        if slot == SHARED_THREADS and slot in executors:  # the shared pool grows by each stage's threads
+            size = executors[slot].max_tasks + spec.max_tasks
+            executors[slot] = ExecutorSpec(slot, "threads", {"max_workers": size}, size)
         executors.setdefault(slot, spec)
+        own_threads = spec.max_tasks  # a thread stage's own share of its pool
         spec = executors[slot]
         concurrency = stage.concurrency or (DEFAULT_CONCURRENCY if stage.is_async else None)
         largest = None
@@ -140,7 +149,7 @@ def plan(pipeline: Pipeline, options: RunOptions = RunOptions()) -> Plan:
             max_tasks, max_items, start, target = spec.max_tasks, 4 * per_task, per_task, 0.5
             largest = per_task
         elif backend == "threads":
-            max_tasks, max_items, start, target = spec.max_tasks, None, 1, 0.05
+            max_tasks, max_items, start, target = own_threads, None, 1, 0.05
         else:
             max_tasks, max_items, start, target = spec.max_tasks, None, 4, 0.1
         stages[name] = StagePlan(name, slot, backend, max_tasks, max_items, stage.task_size, target, start, largest)
@@ -150,9 +159,8 @@ def plan(pipeline: Pipeline, options: RunOptions = RunOptions()) -> Plan:
 def _slot(stage: Stage, backend: str, options: RunOptions, cpus: int) -> tuple[str, ExecutorSpec]:
     if backend == "threads":
         workers = stage.concurrency or (DEFAULT_CONCURRENCY if stage.is_async else DEFAULT_THREADS)
-        return f"threads:{stage.name}", ExecutorSpec(
-            f"threads:{stage.name}", "threads", {"max_workers": workers}, workers
-        )
+        slot = f"threads:{stage.name}" if stage.is_async else SHARED_THREADS  # an async stage: a loop per thread
+        return slot, ExecutorSpec(slot, "threads", {"max_workers": workers}, workers)
     if backend == "processes":
         opts: dict[str, Any] = {"max_workers": cpus, "preload": PROCESS_PRELOAD}
         if options.start_method:

@@ -110,6 +110,7 @@ class Runner:
         self.stages = self.graph.stages
         self.consumers = self.graph.consumers
         self._final_stages = 0
+        self._open_on_slot = {slot: len(names) for slot, names in self.graph.on_slot.items()}  # not yet final
         self.side_effects = effects.not_reusable(self.stages, self.params, resumed=self.resumed)
         self.fresh = self._expand_fresh(options.fresh) | set(self.side_effects)
         self.states: dict[str, StageState] = {}
@@ -215,7 +216,7 @@ class Runner:
         )
         for name in self.order:
             sp = self.plan.stages[name]
-            workers = self.workers.workers(sp.slot) if sp.slot else 1
+            workers = min(self.workers.workers(sp.slot), sp.max_tasks) if sp.slot else 1  # a shared pool: its share
             sizer = TaskSizer(fixed=sp.task_size, target=sp.target_seconds, start=sp.start_size, workers=workers)
             if sp.max_size:
                 sizer.maximum = sp.max_size
@@ -323,12 +324,10 @@ class Runner:
             st.ended = time.time()
             self._final_stages += 1
             slot = self.plan.stages[name].slot
-            if (
-                slot is not None
-                and slot.startswith("threads:")
-                and all(self.states[n].final for n in self.graph.on_slot[slot])
-            ):
-                self.workers.release(slot)  # a finished stage's own thread pool: its threads end now
+            if slot is not None and slot.startswith("threads"):
+                self._open_on_slot[slot] -= 1
+                if not self._open_on_slot[slot]:
+                    self.workers.release(slot)  # its stages are done: the pool's threads end now
             self.record.stage_finished(name)
             for c in self.consumers[name] + self.graph.side_users[name]:
                 self._dirty.add(c)
