@@ -109,6 +109,14 @@ class TestCuts:
         assert (chunking.array_hashes(arr.slice(3, 9)) == whole[3:12]).all()
         assert len(set(whole[: len(values)].tolist())) == len(values)
 
+    def test_strings_hash_alike_however_they_are_grouped(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Long windows are hashed a group of rows at a time (bounded memory); no hash may move."""
+        values = [("x" * (i % 2500)) + str(i) for i in range(300)] + [None, "", "y" * 5000]
+        whole = chunking.array_hashes(pa.array(values))  # under SEGMENT_BYTES: one group
+        monkeypatch.setattr(chunking, "SEGMENT_BYTES", 1000)  # many groups, long strings alone
+        assert (chunking.array_hashes(pa.array(values)) == whole).all()
+        assert (chunking.array_hashes(pa.array(values).slice(5)) == whole[5:]).all()
+
 
 class TestSourceReading:
     def run(self, tmp_path: Path, items: list, **options):

@@ -131,8 +131,16 @@ def _fixed_bytes(arr: pa.Array) -> np.ndarray:
     return _segments(_BYTES[data], np.arange(0, (n + 1) * width, width, dtype=np.int64))
 
 
+SEGMENT_BYTES = 1 << 20  # string bytes hashed at once: each byte takes a few 64-bit temporaries
+
+
 def _var_bytes(arr: pa.Array) -> np.ndarray:
-    """Strings and binaries: a list of bytes each."""
+    """Strings and binaries: a list of bytes each.
+
+    Rows are hashed in groups of at most ``SEGMENT_BYTES`` bytes (a longer string alone), so
+    memory stays a few words per byte of one group, not of the whole window: 16,384 JSON lines
+    took some 130 MB of temporaries at once. A row's hash does not depend on its group.
+    """
     large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
     raw = np.frombuffer(arr.buffers()[1], dtype=np.int64 if large else np.int32)
     offsets = raw[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
@@ -140,7 +148,18 @@ def _var_bytes(arr: pa.Array) -> np.ndarray:
     data = (
         np.frombuffer(buffer, dtype=np.uint8)[offsets[0] : offsets[-1]] if buffer is not None else np.zeros(0, np.uint8)
     )
-    return _segments(_BYTES[data], offsets - offsets[0])
+    offsets -= offsets[0]
+    n = len(arr)
+    if offsets[-1] <= SEGMENT_BYTES:
+        return _segments(_BYTES[data], offsets)
+    out = np.empty(n, dtype=_U64)
+    row = 0
+    while row < n:
+        end = max(row + 1, int(np.searchsorted(offsets, offsets[row] + SEGMENT_BYTES, "right")) - 1)
+        lo, hi = offsets[row], offsets[end]
+        out[row:end] = _segments(_BYTES[data[lo:hi]], offsets[row : end + 1] - lo)
+        row = end
+    return out
 
 
 def _segments(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
