@@ -65,7 +65,9 @@ def mixed(on_error: str = "fail") -> Pipeline:
 
     @pipeline.reduce(inputs=[mix])
     def total(mix: pa.Table) -> pa.Table:
-        return pa.table({"rows": [mix.num_rows], "sum": [sum(mix["mix"].to_pylist())]})
+        # the numbers only: in parallel, the string part may finish first and fix the type
+        numbers = [v for v in mix["mix"].to_pylist() if isinstance(v, int)]
+        return pa.table({"rows": [mix.num_rows], "sum": [sum(numbers)]})
 
     return pipeline
 
@@ -106,7 +108,7 @@ class TestMixedTypes:
         assert len(kept) + len(result.failures) == 10
         assert all(e.stage == "mix" and e.error_type == "ConversionError" for e in result.failures)
         assert all(isinstance(v, int) for v in kept) if kind == "int64" else all(isinstance(v, str) for v in kept)
-        assert result.table("total").to_pylist()[0]["rows"] == len(kept) or kind != "int64"
+        assert result.table("total").to_pylist()[0]["rows"] == len(kept)
 
     def test_resume_fails_the_same_items_cleanly(self, tmp_path: Path, store: Path) -> None:
         from pipelines.define import loader
