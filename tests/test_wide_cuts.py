@@ -10,7 +10,9 @@ import pyarrow as pa
 
 from pipelines import Pipeline
 from pipelines._engine import chunking
+from pipelines._engine.graph import RunGraph
 from pipelines._engine.item_reuse import wide_cuts
+from pipelines._engine.plan import plan
 
 
 def same(x: int) -> int:
@@ -36,20 +38,25 @@ def chain(*consumers: str, **options: object) -> Pipeline:
     return pipeline
 
 
+def wide(pipeline: Pipeline) -> bool:
+    """What a run decides for the source ``numbers``, from the stages that follow its batches."""
+    return wide_cuts(pipeline.stages, RunGraph(pipeline, plan(pipeline)).streams["numbers"])
+
+
 def test_maps_and_flat_maps_that_reuse_items_allow_wide_cuts() -> None:
-    assert wide_cuts(chain("map", "flat_map", "map").stages, "numbers")
-    assert wide_cuts(chain("map", "reduce").stages, "numbers")  # a reduce reads every batch anyway
-    assert wide_cuts(chain().stages, "numbers")
+    assert wide(chain("map", "flat_map", "map"))
+    assert wide(chain("map", "reduce"))  # a reduce reads every batch anyway
+    assert wide(chain())
 
 
 def test_a_stage_that_computes_whole_batches_keeps_them_small() -> None:
-    assert not wide_cuts(chain("map", "batch").stages, "numbers")
-    assert not wide_cuts(chain("batch", "map").stages, "numbers")
-    assert not wide_cuts(chain("map", reuse="never").stages, "numbers")
+    assert not wide(chain("map", "batch"))
+    assert not wide(chain("batch", "map"))
+    assert not wide(chain("map", reuse="never"))
 
 
 def test_past_a_reduce_nothing_follows_the_source_batches() -> None:
-    assert wide_cuts(chain("map", "reduce", "batch").stages, "numbers")
+    assert wide(chain("map", "reduce", "batch"))
 
 
 def test_wide_levels_cut_fewer_batches_from_the_same_content() -> None:

@@ -150,8 +150,6 @@ def _var_bytes(arr: pa.Array) -> np.ndarray:
     )
     offsets -= offsets[0]
     n = len(arr)
-    if offsets[-1] <= SEGMENT_BYTES:
-        return _segments(_BYTES[data], offsets)
     out = np.empty(n, dtype=_U64)
     row = 0
     while row < n:

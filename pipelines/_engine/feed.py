@@ -118,7 +118,7 @@ class SourceFeed:
             lambda k, key, n=name: self.store.part_path(self.run_id, n, k, key, 0),
             loop=loop,
             keep=in_process,
-            wide=item_reuse.wide_cuts(self.stages, name),
+            wide=item_reuse.wide_cuts(self.stages, self.graph.streams[name]),
         )
         self._source_threads[name] = ThreadPoolExecutor(1, thread_name_prefix=f"pipelines-source-{name}")
 

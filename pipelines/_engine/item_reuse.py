@@ -41,7 +41,7 @@ from pipelines.errors import CheckpointError
 from pipelines.store import arrow as batch_files
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from pipelines.define.model import Stage
     from pipelines.store import Store
@@ -57,30 +57,17 @@ def eligible(stage: Stage) -> bool:
     return stage.granularity in ("map", "flat_map") and not stage.side and stage.reuse == "auto" and not stage.outputs
 
 
-def wide_cuts(stages: Mapping[str, Stage], source: str) -> bool:
-    """Whether ``source`` may be cut in wide batches (``chunking.WIDE_LEVELS``).
+def wide_cuts(stages: Mapping[str, Stage], stream: Sequence[str]) -> bool:
+    """Whether a source may be cut in wide batches (``chunking.WIDE_LEVELS``); ``stream``: the
+    source and the stages that follow its batches one by one (``RunGraph.streams``).
 
-    Yes when every stage that follows its batches one by one (up to a reduce) reuses items one
-    by one: a batch is then only a unit of storage, and an item inserted, removed or edited
-    costs one call whatever the size of its batch. A batch stage, or a map that cannot reuse
-    items, computes a whole batch again when one of its items changes: its source keeps small
-    batches. Decided from the pipeline's definition alone, so every run cuts alike.
+    Yes when each of those stages reuses items one by one: a batch is then only a unit of
+    storage, and an item inserted, removed or edited costs one call whatever the size of its
+    batch. A batch stage, or a map that cannot reuse items, computes a whole batch again when
+    one of its items changes: its source keeps small batches. Decided from the pipeline's
+    definition alone, so every run cuts alike.
     """
-    consumers: dict[str, list[str]] = {name: [] for name in stages}
-    for name, stage in stages.items():
-        for upstream in stage.inputs:
-            consumers.setdefault(upstream, []).append(name)
-    frontier, seen = [source], {source}
-    while frontier:
-        for name in consumers.get(frontier.pop(), ()):
-            stage = stages[name]
-            if stage.granularity == "reduce" or name in seen:
-                continue
-            if not eligible(stage):
-                return False
-            seen.add(name)
-            frontier.append(name)
-    return True
+    return all(eligible(stages[name]) for name in stream[1:])
 
 
 # -- hashing -----------------------------------------------------------------------------------
